@@ -1,0 +1,46 @@
+# One Makefile for people and CI alike.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+ANVIL := $(TOOLS)/node_modules/.bin/anvil
+SOLCJS := $(TOOLS)/node_modules/.bin/solcjs
+export IOSWARM_ANVIL_BIN := $(abspath $(ANVIL))
+export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
+
+.PHONY: venv tools test demo bench lint proto clean
+
+venv: $(VENV)/.installed
+tools: $(TOOLS)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(TOOLS)/.installed: Makefile
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @foundry-rs/anvil@1.7.1 solc@0.8.37
+	$(ANVIL) --version >/dev/null
+	touch $@
+
+test: venv tools
+	$(PY) -m pytest -q tests
+
+demo: venv tools
+	$(VENV)/bin/ioswarm demo --duration 60 --agents 4 --report-json demo-report.json
+
+bench: venv tools
+	$(PY) bench/run.py
+
+lint: venv
+	$(VENV)/bin/ruff check ioswarm cmd tests bench scripts
+	$(VENV)/bin/ruff format --check ioswarm cmd tests bench scripts
+	$(VENV)/bin/mypy ioswarm cmd/ioswarm_cli
+
+proto: venv
+	$(PY) scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``ioswarm`` command: thin entry points that parse arguments and call the library."""

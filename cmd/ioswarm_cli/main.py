@@ -1,0 +1,51 @@
+"""``ioswarm <subcommand>``: parse, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from ioswarm import __version__
+from ioswarm.errors import ConfigError, IoswarmError
+from ioswarm_cli import agent, coordinator, demo, keygen, workload
+
+COMMANDS = (coordinator, agent, keygen, workload, demo)
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ioswarm",
+        description="Hand EVM transaction validation to a swarm of agents and pay them on-chain.",
+    )
+    parser.add_argument("--version", action="version", version=f"ioswarm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors print one line to stderr and return a non-zero code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = asyncio.run(args.run(args, dict(os.environ)))
+        return code
+    except ConfigError as exc:
+        print(f"ioswarm {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except IoswarmError as exc:
+        print(f"ioswarm {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""The agent runtime: register, stream tasks, validate, submit, heartbeat, reconnect.
+
+One connection attempt runs three tasks (task stream, result submitter, heartbeat) and ends
+when any of them fails; the outer loop reconnects with capped exponential backoff and
+jitter. A ``shutdown`` directive or ``shutdown()`` ends the agent cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from ioswarm import __version__
+from ioswarm.agent.validators import Validator
+from ioswarm.config import AgentConfig
+from ioswarm.errors import ConfigError
+from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+
+log = logging.getLogger("ioswarm.agent")
+
+SUBMIT_INTERVAL_SEC = 0.12  # below the coordinator's default 10 submits/s per agent
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+@dataclass
+class AgentStats:
+    connects: int = 0
+    batches: int = 0
+    tasks: int = 0
+    submitted: int = 0
+    submit_refusals: int = 0
+
+
+class _Stop(Exception):
+    """Ends the current connection on purpose (shutdown directive)."""
+
+
+class Agent:
+    """One agent process's runtime. ``run()`` until ``shutdown()`` or a shutdown directive."""
+
+    def __init__(self, config: AgentConfig, validator: Validator) -> None:
+        self.config = config
+        self.validator = validator
+        self.stats = AgentStats()
+        self._stopping = asyncio.Event()
+        self._results: list[pb.TaskResult] = []
+        self._results_ready = asyncio.Event()
+        self._last_batch_id = ""
+        self.heartbeat_interval = 10.0
+        self.exit_reason = ""
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-ioswarm-agent-id", self.config.agent_id), ("x-ioswarm-token", self.config.api_key))
+
+    def _channel(self) -> grpc.aio.Channel:
+        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 8 << 20)]
+        if not self.config.tls:
+            return grpc.aio.insecure_channel(self.config.coordinator, options=options)
+        root = None
+        if self.config.ca_cert:
+            try:
+                root = Path(self.config.ca_cert).read_bytes()
+            except OSError as exc:
+                raise ConfigError("--ca-cert", f"cannot read {self.config.ca_cert}: {exc.strerror}") from exc
+        creds = grpc.ssl_channel_credentials(root_certificates=root)
+        return grpc.aio.secure_channel(self.config.coordinator, creds, options=options)
+
+    def shutdown(self, reason: str = "requested") -> None:
+        """Stop after the current step; pending results are flushed if the link is up."""
+        if not self._stopping.is_set():
+            self.exit_reason = reason
+            log.info("agent stopping agent_id=%s reason=%s", self.config.agent_id, reason)
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect and work until shut down; reconnect with capped exponential backoff."""
+        failures = 0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self._session()
+            except _Stop:
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    log.error(
+                        "coordinator refused credentials agent_id=%s status=%s detail=%s",
+                        self.config.agent_id, exc.code().name, exc.details(),
+                    )
+                else:
+                    log.warning(
+                        "connection lost agent_id=%s status=%s detail=%s",
+                        self.config.agent_id, exc.code().name, exc.details(),
+                    )
+            except (OSError, ConnectionError) as exc:
+                log.warning("connection failed agent_id=%s error=%s", self.config.agent_id, exc)
+            if self._stopping.is_set():
+                break
+            failures = 1 if time.monotonic() - started > 30 else failures + 1
+            delay = min(self.config.reconnect_max_sec, 0.5 * 2 ** min(failures - 1, 8))
+            delay *= random.uniform(0.8, 1.2)
+            log.info("reconnecting agent_id=%s in=%.1fs", self.config.agent_id, delay)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _session(self) -> None:
+        async with self._channel() as channel:
+            stub = pb_grpc.IOSwarmStub(channel)
+            resp = await stub.Register(
+                pb.RegisterRequest(
+                    agent_id=self.config.agent_id,
+                    capability=int(self.validator.level),
+                    region=self.config.region,
+                    version=__version__,
+                    wallet_address=self.config.wallet,
+                ),
+                metadata=self._metadata,
+                timeout=10,
+            )
+            if not resp.accepted:
+                log.error("registration refused agent_id=%s reason=%s", self.config.agent_id, resp.reason)
+                raise _Stop()
+            self.heartbeat_interval = float(resp.heartbeat_interval_sec or 10)
+            self.stats.connects += 1
+            log.info(
+                "registered agent_id=%s level=%s coordinator=%s chain_id=%d",
+                self.config.agent_id, self.validator.level.name, self.config.coordinator, resp.chain_id,
+            )
+            jobs = [
+                asyncio.create_task(self._stream(stub)),
+                asyncio.create_task(self._submitter(stub)),
+                asyncio.create_task(self._heartbeats(stub)),
+                asyncio.create_task(self._stopping.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for j in jobs:
+                    j.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+            if self._results:
+                await self._flush(stub, final=True)
+            for j in done:
+                exc = j.exception()
+                if exc is not None:
+                    raise exc
+
+    async def _stream(self, stub: pb_grpc.IOSwarmStub) -> None:
+        call = stub.GetTasks(
+            pb.GetTasksRequest(
+                agent_id=self.config.agent_id,
+                max_level=int(self.validator.level),
+                max_batch_size=self.config.max_batch_size,
+            ),
+            metadata=self._metadata,
+        )
+        async for batch in call:
+            self.stats.batches += 1
+            self._last_batch_id = batch.batch_id
+            for task in batch.tasks:
+                self._results.append(self.validator.validate(task, batch))
+            self.stats.tasks += len(batch.tasks)
+            self._results_ready.set()
+            await asyncio.sleep(0)  # let submit and heartbeat run between batches
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "task stream ended"
+        )
+
+    async def _submitter(self, stub: pb_grpc.IOSwarmStub) -> None:
+        while True:
+            await self._results_ready.wait()
+            # Coalesce: one SubmitResults per interval keeps under the coordinator's rate limit.
+            await asyncio.sleep(SUBMIT_INTERVAL_SEC)
+            await self._flush(stub)
+
+    async def _flush(self, stub: pb_grpc.IOSwarmStub, final: bool = False) -> None:
+        while self._results:
+            chunk = self._results[: self.config.max_batch_size * 4]
+            try:
+                await stub.SubmitResults(
+                    pb.BatchResult(
+                        agent_id=self.config.agent_id,
+                        batch_id=self._last_batch_id,
+                        results=chunk,
+                        timestamp=int(time.time() * 1000),
+                    ),
+                    metadata=self._metadata,
+                    timeout=10,
+                )
+                self.stats.submitted += len(chunk)
+                del self._results[: len(chunk)]
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not final:
+                    self.stats.submit_refusals += 1
+                    await asyncio.sleep(SUBMIT_INTERVAL_SEC * 2)
+                    continue
+                if exc.code() in RETRYABLE and not final:
+                    raise
+                # Refused outright (unknown / foreign ids after a coordinator restart): drop.
+                self.stats.submit_refusals += 1
+                log.warning(
+                    "results dropped agent_id=%s count=%d status=%s detail=%s",
+                    self.config.agent_id, len(chunk), exc.code().name, exc.details(),
+                )
+                del self._results[: len(chunk)]
+                if final:
+                    break
+        self._results_ready.clear()
+
+    async def _heartbeats(self, stub: pb_grpc.IOSwarmStub) -> None:
+        while True:
+            resp = await stub.Heartbeat(
+                pb.HeartbeatRequest(
+                    agent_id=self.config.agent_id,
+                    tasks_processed=self.stats.tasks & 0xFFFFFFFF,
+                    tasks_pending=len(self._results),
+                ),
+                metadata=self._metadata,
+                timeout=10,
+            )
+            if resp.directive == "shutdown":
+                self.shutdown("coordinator directive")
+                raise _Stop()
+            if resp.directive == "reregister" or not resp.alive:
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                    "coordinator asked to register again",
+                )
+            if resp.HasField("payout") and resp.payout.epoch:
+                log.info(
+                    "payout epoch=%d amount_iotx=%s rank=%d/%d",
+                    resp.payout.epoch, resp.payout.amount_iotx, resp.payout.rank, resp.payout.total_agents,
+                )
+            await asyncio.sleep(self.heartbeat_interval)

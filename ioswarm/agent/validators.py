@@ -1,0 +1,71 @@
+"""Agent-side validators: one per level, each turns a TaskPackage into a TaskResult."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from ioswarm.core.models import AccountSnapshot, Level
+from ioswarm.core.validation import Check, check_l1, check_l2
+from ioswarm.proto import ioswarm_pb2 as pb
+
+
+class Validator(Protocol):
+    """Validates one task of a batch; never raises for a bad transaction, it rejects it."""
+
+    level: Level
+
+    def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult: ...
+
+
+def _snapshot(msg: pb.AccountSnapshot) -> AccountSnapshot:
+    return AccountSnapshot(
+        address=bytes(msg.address),
+        balance=int.from_bytes(msg.balance, "big"),
+        nonce=msg.nonce,
+        code_hash=bytes(msg.code_hash),
+    )
+
+
+def _result(task: pb.TaskPackage, check: Check, started: float) -> pb.TaskResult:
+    return pb.TaskResult(
+        task_id=task.task_id,
+        valid=check.valid,
+        reject_reason=check.reject_reason,
+        sender=check.sender,
+        gas_estimate=check.gas_estimate,
+        latency_us=int((time.perf_counter() - started) * 1e6),
+    )
+
+
+class L1Validator:
+    """Sender recovery from the signature: type, chain id, low-s."""
+
+    level = Level.L1
+
+    def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult:
+        started = time.perf_counter()
+        return _result(task, check_l1(bytes(task.tx_raw), batch.chain_id), started)
+
+
+class L2Validator:
+    """L1 plus nonce, balance, intrinsic gas and block gas limit against the provided state."""
+
+    level = Level.L2
+
+    def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult:
+        started = time.perf_counter()
+        if task.level < Level.L2:
+            return _result(task, check_l1(bytes(task.tx_raw), batch.chain_id), started)
+        sender = _snapshot(task.sender) if task.HasField("sender") else None
+        check = check_l2(bytes(task.tx_raw), batch.chain_id, sender, task.block_gas_limit)
+        return _result(task, check, started)
+
+
+def validator_for(level: Level) -> Validator:
+    """The validator an agent runs at ``level`` (L3/L4 arrive with their own issues)."""
+    if level is Level.L1:
+        return L1Validator()
+    if level is Level.L2:
+        return L2Validator()
+    raise NotImplementedError(f"{level.name} validation is not available in this version")

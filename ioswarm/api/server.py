@@ -1,0 +1,109 @@
+"""The HTTP monitoring API (aiohttp): stats JSON, swarm views, health, Prometheus, dashboard."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("ioswarm.api")
+
+STATS_CACHE_CONTROL = "public, max-age=30"
+
+
+class SwarmView(Protocol):
+    """What the API reads from a coordinator (all cheap, in-memory)."""
+
+    def stats(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+    def agents(self) -> list[dict[str, Any]]: ...
+    def leaderboard(self) -> list[dict[str, Any]]: ...
+    def shadow_view(self) -> dict[str, Any]: ...
+    def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
+    """The aiohttp application; the caller runs it (tests use a free loopback port)."""
+
+    async def stats(_: web.Request) -> web.Response:
+        return _json(
+            view.stats(),
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": STATS_CACHE_CONTROL},
+        )
+
+    async def status(_: web.Request) -> web.Response:
+        return _json(view.status())
+
+    async def agents(_: web.Request) -> web.Response:
+        rows = view.agents()
+        return _json({"count": len(rows), "agents": rows})
+
+    async def leaderboard(_: web.Request) -> web.Response:
+        return _json({"leaderboard": view.leaderboard()})
+
+    async def shadow(_: web.Request) -> web.Response:
+        return _json(view.shadow_view())
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok, detail = view.health()
+        return _json({"ok": ok, **detail}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def dashboard(_: web.Request) -> web.Response:
+        html = resources.files("ioswarm.api").joinpath("static/dashboard.html").read_text()
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/api/stats", stats)
+    app.router.add_get("/swarm/status", status)
+    app.router.add_get("/swarm/agents", agents)
+    app.router.add_get("/swarm/leaderboard", leaderboard)
+    app.router.add_get("/swarm/shadow", shadow)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", dashboard)
+    return app
+
+
+class ApiServer:
+    """Runs the API app on host:port (port 0 picks a free one; ``port`` tells which)."""
+
+    def __init__(self, view: SwarmView, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._app = build_app(view, registry)
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port = port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound sockets only here
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("http api listening host=%s port=%d", self._host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,364 @@
+"""Typed configuration and the one loader (YAML file + ``IOSWARM_*`` environment + secret files).
+
+YAML keys are camelCase as in the reference config. Every field carries its YAML key and a
+one-line doc in its metadata; ``config.example.yaml`` documents the same keys and a unit test
+keeps the two in step. Nothing else in ioswarm reads ``os.environ``: callers pass the
+environment mapping in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+from ioswarm.errors import ConfigError
+
+ENV_PREFIX = "IOSWARM_"
+LEVELS = ("L1", "L2", "L3", "L4")
+WEI_PER_IOTX = 10**18
+
+T = TypeVar("T")
+
+
+def _f(
+    key: str,
+    default: Any,
+    doc: str,
+    *,
+    secret: bool = False,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A config field: YAML key, default, one-line doc, optional secret flag and check."""
+    meta = {"key": key, "doc": doc, "secret": secret, "check": check}
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _port(v: Any) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a TCP port in 0..65535 (0 picks a free one)"
+
+
+def _percent(v: Any) -> str | None:
+    return None if 0 <= v <= 100 else "must be a percentage in 0..100"
+
+
+def _level(v: Any) -> str | None:
+    return None if v in LEVELS else f"must be one of {', '.join(LEVELS)}"
+
+
+def _address(v: Any) -> str | None:
+    if v == "" or re.fullmatch(r"0x[0-9a-fA-F]{40}", v):
+        return None
+    return "must be a 0x-prefixed 20-byte hex address"
+
+
+def _url(v: Any) -> str | None:
+    if v == "" or re.match(r"^https?://[^\s/]+", v):
+        return None
+    return "must be an http:// or https:// URL"
+
+
+def _amount(v: Any) -> str | None:
+    try:
+        d = Decimal(str(v))
+    except InvalidOperation:
+        return "must be a decimal amount"
+    if d < 0 or d * WEI_PER_IOTX != int(d * WEI_PER_IOTX):
+        return "must be >= 0 with at most 18 decimals"
+    return None
+
+
+def _log_format(v: Any) -> str | None:
+    return None if v in ("kv", "json") else "must be kv or json"
+
+
+def _log_level(v: Any) -> str | None:
+    ok = ("debug", "info", "warning", "error")
+    return None if v in ok else f"must be one of {', '.join(ok)}"
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Epoch reward policy (the ``reward:`` block)."""
+
+    delegate_cut_pct: int = _f("delegateCutPct", 10, "Percent of each epoch reward the delegate keeps.", check=_percent)
+    epoch_blocks: int = _f("epochBlocks", 720, "Blocks per reward epoch.", check=_positive)
+    min_tasks_for_reward: int = _f("minTasksForReward", 10, "Agents with fewer tasks in an epoch get weight 0.", check=_non_negative)
+    bonus_accuracy_pct: float = _f("bonusAccuracyPct", 99.5, "Accuracy at or above which the bonus applies.", check=_percent)
+    bonus_multiplier: float = _f("bonusMultiplier", 1.2, "Weight multiplier for agents at or above bonusAccuracyPct.", check=_positive)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """Everything the coordinator sidecar reads at start."""
+
+    node_rpc_url: str = _f("nodeRpcUrl", "http://127.0.0.1:8545", "JSON-RPC URL of the EVM node this coordinator runs beside.", check=_url)
+    chain_id: int = _f("chainId", 0, "Expected chain id; 0 accepts whatever the node reports. Checked at start.", check=_non_negative)
+    grpc_host: str = _f("grpcHost", "127.0.0.1", "Interface the agent gRPC server binds. Non-loopback requires TLS.")
+    grpc_port: int = _f("grpcPort", 14689, "Agent gRPC port.", check=_port)
+    swarm_api_host: str = _f("swarmApiHost", "127.0.0.1", "Interface the HTTP monitoring API binds.")
+    swarm_api_port: int = _f("swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, dashboard).", check=_port)
+    tls_cert_file: str = _f("tlsCertFile", "", "PEM server certificate for the gRPC server; empty means plaintext (loopback only).")
+    tls_key_file: str = _f("tlsKeyFile", "", "PEM private key matching tlsCertFile.")
+    max_agents: int = _f("maxAgents", 100, "Most agents registered at once; further registrations are refused.", check=_positive)
+    task_level: str = _f("taskLevel", "L2", "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.", check=_level)
+    shadow_mode: bool = _f("shadowMode", True, "Compare every agent answer with what the chain did.")
+    poll_interval_ms: int = _f("pollIntervalMs", 1000, "Mempool poll period in milliseconds.", check=_positive)
+    task_timeout_ms: int = _f("taskTimeoutMs", 2000, "Per-task deadline; after it the task goes to another agent.", check=_positive)
+    max_batch_size: int = _f("maxBatchSize", 64, "Most tasks in one TaskBatch.", check=_positive)
+    max_inflight_per_agent: int = _f("maxInflightPerAgent", 256, "Most unanswered tasks one agent may hold (backpressure).", check=_positive)
+    retry_queue_size: int = _f("retryQueueSize", 10000, "Bound of the queue of tasks waiting for (re)dispatch.", check=_positive)
+    max_task_attempts: int = _f("maxTaskAttempts", 3, "Dispatch attempts per task before it is dropped.", check=_positive)
+    heartbeat_interval_sec: int = _f("heartbeatIntervalSec", 10, "Heartbeat period agents are told to use.", check=_positive)
+    heartbeat_miss_limit: int = _f("heartbeatMissLimit", 6, "Missed heartbeats after which an agent is evicted.", check=_positive)
+    submit_rate_per_sec: float = _f("submitRatePerSec", 10.0, "Per-agent SubmitResults token-bucket refill rate.", check=_positive)
+    submit_burst: int = _f("submitBurst", 20, "Per-agent SubmitResults token-bucket capacity.", check=_positive)
+    shadow_expiry_blocks: int = _f("shadowExpiryBlocks", 50, "Blocks a result waits for its tx to be included before it expires without a verdict.", check=_positive)
+    sync_max_lag_sec: int = _f("syncMaxLagSec", 120, "Skip polling while the latest block is older than this (node syncing); 0 disables.", check=_non_negative)
+    master_secret: str = _f("masterSecret", "", "HMAC secret agent API keys derive from (secret; also masterSecretFile or IOSWARM_MASTER_SECRET).", secret=True)
+    delegate_address: str = _f("delegateAddress", "", "Delegate wallet that receives the delegate cut.", check=_address)
+    epoch_reward_iotx: str = _f("epochRewardIOTX", "1", "Reward paid per epoch, in IOTX (decimal, up to 18 places).", check=_amount)
+    reward_contract: str = _f("rewardContract", "", "AgentRewardPool address; empty disables on-chain settlement.", check=_address)
+    reward_signer_key: str = _f("rewardSignerKey", "", "Hex private key that signs settlements (secret; also rewardSignerKeyFile).", secret=True)
+    reward_rpc_url: str = _f("rewardRpcUrl", "", "JSON-RPC URL for settlements; empty uses nodeRpcUrl.", check=_url)
+    reward_chain_id: int = _f("rewardChainId", 0, "Chain id of the reward chain; 0 uses the node's.", check=_non_negative)
+    diff_buffer_size: int = _f("diffBufferSize", 100, "State diffs kept in memory for live L4 subscribers.", check=_positive)
+    diff_store_enabled: bool = _f("diffStoreEnabled", False, "Persist per-block state diffs (needed for L4).")
+    diff_store_path: str = _f("diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs.")
+    diff_retain_height: int = _f("diffRetainHeight", 10000, "Blocks of diffs kept before pruning.", check=_positive)
+    data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
+    log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
+    log_format: str = _f("logFormat", "kv", "kv (key=value) or json.", check=_log_format)
+    reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")
+
+    @property
+    def epoch_reward_wei(self) -> int:
+        """The per-epoch reward in wei (exact, no floats)."""
+        return int(Decimal(str(self.epoch_reward_iotx)) * WEI_PER_IOTX)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
+def _walk_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+
+
+def _env_name(path: list[str]) -> str:
+    parts = [re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", p).upper() for p in path]
+    return ENV_PREFIX + "_".join(parts)
+
+
+def _coerce(path: str, raw: Any, typ: Any, from_env: bool) -> Any:
+    """Turn a YAML or env value into the field's type, or raise ConfigError naming the key."""
+    if typ is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return raw.lower() in ("1", "true", "yes")
+        raise ConfigError(path, f"must be true or false, got {raw!r}")
+    if typ is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+            return int(raw)
+        raise ConfigError(path, f"must be an integer, got {raw!r}")
+    if typ is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if from_env and isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ConfigError(path, f"must be a number, got {raw!r}")
+    if typ is str:
+        if isinstance(raw, str):
+            return raw
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        raise ConfigError(path, f"must be a string, got {raw!r}")
+    raise ConfigError(path, f"unsupported type {typ!r}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix: list[str]) -> T:
+    fields = _walk_fields(cls)
+    hints = get_type_hints(cls)
+    for key in data:
+        if key not in fields and not (key.endswith("File") and key[: -len("File")] in fields):
+            dotted = ".".join([*prefix, str(key)])
+            raise ConfigError(dotted, "unknown key (see config.example.yaml for the valid keys)")
+    kwargs: dict[str, Any] = {}
+    for key, f in fields.items():
+        path = [*prefix, key]
+        dotted = ".".join(path)
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            sub = data.get(key, {})
+            if sub is None:
+                sub = {}
+            if not isinstance(sub, Mapping):
+                raise ConfigError(dotted, "must be a mapping")
+            kwargs[f.name] = _build(typ, sub, env, path)  # type: ignore[arg-type]
+            continue
+        value: Any = f.default
+        if key in data and data[key] is not None:
+            value = _coerce(dotted, data[key], typ, from_env=False)
+        if f.metadata["secret"]:
+            file_key = key + "File"
+            file_path = env.get(_env_name([*prefix, file_key])) or data.get(file_key)
+            if file_path:
+                try:
+                    value = Path(str(file_path)).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(".".join([*prefix, file_key]), f"cannot read secret file: {exc.strerror}") from exc
+        env_name = _env_name(path)
+        if env_name in env:
+            value = _coerce(f"{dotted} (from {env_name})", env[env_name], typ, from_env=True)
+        check = f.metadata["check"]
+        if check is not None:
+            problem = check(value)
+            if problem:
+                shown = "<secret>" if f.metadata["secret"] else repr(value)
+                raise ConfigError(dotted, f"{problem}, got {shown}")
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> CoordinatorConfig:
+    """Build a validated CoordinatorConfig from parsed YAML and an environment mapping."""
+    cfg = _build(CoordinatorConfig, data or {}, env or {}, [])
+    if not cfg.master_secret:
+        raise ConfigError("masterSecret", "is required (set it, masterSecretFile, or IOSWARM_MASTER_SECRET)")
+    if len(cfg.master_secret) < 16:
+        raise ConfigError("masterSecret", "must be at least 16 characters")
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        raise ConfigError("tlsKeyFile" if cfg.tls_cert_file else "tlsCertFile", "tlsCertFile and tlsKeyFile go together")
+    for key, path in (("tlsCertFile", cfg.tls_cert_file), ("tlsKeyFile", cfg.tls_key_file)):
+        if path and not Path(path).is_file():
+            raise ConfigError(key, f"file not found: {path}")
+    if not cfg.tls_enabled and not _is_loopback(cfg.grpc_host):
+        raise ConfigError("grpcHost", f"{cfg.grpc_host} is not loopback; plaintext gRPC is only allowed on loopback, set tlsCertFile/tlsKeyFile")
+    if cfg.reward_signer_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.reward_signer_key):
+        raise ConfigError("rewardSignerKey", "must be a 32-byte hex private key")
+    return cfg
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> CoordinatorConfig:
+    """Read the YAML file at ``path`` (if any), apply env overrides and validate."""
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read config file: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(str(path), f"not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(str(path), "top level must be a mapping of keys")
+    return parse_config(data, env)
+
+
+def documented_keys(cls: type = CoordinatorConfig, prefix: str = "") -> dict[str, str]:
+    """Every YAML key (dotted for nested blocks) with its one-line doc."""
+    out: dict[str, str] = {}
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.metadata["key"]
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(documented_keys(hints[f.name], key + "."))
+        else:
+            out[key] = f.metadata["doc"]
+    return out
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What ``ioswarm agent`` runs with (flags, or IOSWARM_* environment equivalents)."""
+
+    coordinator: str
+    agent_id: str
+    api_key: str
+    wallet: str
+    level: str = "L2"
+    tls: bool = True
+    ca_cert: str = ""
+    region: str = ""
+    max_batch_size: int = 64
+    reconnect_max_sec: float = 30.0
+
+
+AGENT_ENV = {
+    "coordinator": "IOSWARM_COORDINATOR",
+    "agent_id": "IOSWARM_AGENT_ID",
+    "api_key": "IOSWARM_API_KEY",
+    "wallet": "IOSWARM_WALLET",
+    "level": "IOSWARM_LEVEL",
+    "tls": "IOSWARM_TLS",
+    "ca_cert": "IOSWARM_CA_CERT",
+    "region": "IOSWARM_REGION",
+}
+
+
+def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConfig:
+    """Merge CLI values (None = not given) with IOSWARM_* env and validate; errors name the flag."""
+    merged: dict[str, Any] = {}
+    for name, env_name in AGENT_ENV.items():
+        v = values.get(name)
+        if v is None and env_name in env:
+            v = env[env_name]
+            if name == "tls":
+                v = _coerce(env_name, v, bool, from_env=True)
+        if v is not None:
+            merged[name] = v
+    for name in ("coordinator", "agent_id", "api_key", "wallet"):
+        if not merged.get(name):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(flag, f"is required (or set {AGENT_ENV[name]})")
+    if not re.fullmatch(r"[^\s:]+:\d{1,5}", merged["coordinator"]):
+        raise ConfigError("--coordinator", f"must be HOST:PORT, got {merged['coordinator']!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", merged["agent_id"]):
+        raise ConfigError("--agent-id", "must be 1-64 characters of letters, digits, '_', '-', '.'")
+    if not re.fullmatch(r"iosw_[0-9a-f]{64}", merged["api_key"]):
+        raise ConfigError("--api-key", "must look like iosw_<64 hex> (see ioswarm keygen)")
+    if _address(merged["wallet"]) or not merged["wallet"]:
+        raise ConfigError("--wallet", "must be a 0x-prefixed 20-byte hex address")
+    level = str(merged.get("level", "L2")).upper()
+    if level not in LEVELS:
+        raise ConfigError("--level", f"must be one of {', '.join(LEVELS)}")
+    merged["level"] = level
+    if merged.get("ca_cert") and not Path(merged["ca_cert"]).is_file():
+        raise ConfigError("--ca-cert", f"file not found: {merged['ca_cert']}")
+    for k in ("max_batch_size", "reconnect_max_sec"):
+        if values.get(k) is not None:
+            merged[k] = values[k]
+    return AgentConfig(**merged)

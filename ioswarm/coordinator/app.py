@@ -1,0 +1,82 @@
+"""A whole coordinator process: node adapter, coordinator loops, gRPC server, HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from ioswarm.api.server import ApiServer
+from ioswarm.config import CoordinatorConfig
+from ioswarm.coordinator.service import Coordinator
+from ioswarm.coordinator.servicer import GrpcServer
+from ioswarm.node.adapter import JsonRpcNode, NodeClient
+
+log = logging.getLogger("ioswarm.app")
+
+
+class CoordinatorApp:
+    """Starts and stops every part of one coordinator in the right order."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        node: NodeClient | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self._owns_node = node is None
+        self.node: NodeClient = node or JsonRpcNode(config.node_rpc_url)
+        self.coordinator = Coordinator(config, self.node, self.registry)
+        self.grpc = GrpcServer(self.coordinator)
+        self.api = ApiServer(
+            self.coordinator, self.registry, config.swarm_api_host, config.swarm_api_port
+        )
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port
+
+    @property
+    def api_port(self) -> int:
+        return self.api.port
+
+    async def start(self) -> None:
+        await self.coordinator.start()
+        await self.grpc.start()
+        await self.api.start()
+
+    async def stop(self) -> None:
+        await self.grpc.stop(grace=0.5)
+        await self.coordinator.stop()
+        await self.api.stop()
+        if self._owns_node:
+            await self.node.close()
+
+    async def __aenter__(self) -> CoordinatorApp:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then shut down in order."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with self:
+            log.info(
+                "coordinator serving grpc_port=%d api_port=%d node=%s",
+                self.grpc_port, self.api_port, self.config.node_rpc_url,
+            )
+            await stop.wait()
+            log.info("coordinator shutting down")

@@ -1,0 +1,252 @@
+"""The two loops that read the node: the mempool poller and the block watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ioswarm.core.mempool import Planned, plan_dispatch
+from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
+from ioswarm.core.syncguard import node_is_syncing
+from ioswarm.errors import NodeError
+from ioswarm.node.adapter import NodeClient
+
+log = logging.getLogger("ioswarm.chain")
+
+DISPATCHED_MEMORY = 500_000
+MAX_CATCHUP_BLOCKS = 64
+ERROR_BACKOFF_MAX_SEC = 10.0
+
+
+@dataclass
+class Head:
+    """The newest block the watcher has fully processed."""
+
+    header: BlockHeader | None = None
+
+    @property
+    def number(self) -> int:
+        return self.header.number if self.header else -1
+
+
+class ErrorBackoff:
+    """Capped exponential sleep after consecutive node errors."""
+
+    def __init__(self, base: float, cap: float = ERROR_BACKOFF_MAX_SEC) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def ok(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> float:
+        self.failures += 1
+        return float(min(self.cap, self.base * (2 ** min(self.failures - 1, 10))))
+
+
+class BlockWatcher:
+    """Follows the chain head; hands every new block and its truth to ``on_block``."""
+
+    def __init__(
+        self,
+        node: NodeClient,
+        head: Head,
+        on_block: Callable[[BlockHeader, list[IncludedTx]], None],
+        interval: float,
+        on_error: Callable[[str], None],
+    ) -> None:
+        self._node = node
+        self.head = head
+        self._on_block = on_block
+        self._interval = interval
+        self._on_error = on_error
+        self._backoff = ErrorBackoff(interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+                self._backoff.ok()
+                delay = self._interval
+            except NodeError as exc:
+                self._on_error("blocks")
+                delay = self._backoff.failed()
+                log.debug("block watcher node error=%s retry_in=%.1fs", exc, delay)
+            except Exception:
+                # A bug or an answer nobody foresaw must not stop shadow mode for good.
+                self._on_error("blocks")
+                delay = self._backoff.failed()
+                log.exception("block watcher step failed; retrying in %.1fs", delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def step(self) -> None:
+        """Process every block between the last one seen and the node's latest (bounded)."""
+        latest = await self._node.block_number()
+        if self.head.header is None:
+            self.head.header = await self._node.get_block(latest, full=False)
+            log.info("following chain from block=%d", latest)
+            return
+        first = self.head.number + 1
+        for number in range(first, min(latest, first + MAX_CATCHUP_BLOCKS - 1) + 1):
+            block = await self._node.get_block(number, full=True)
+            receipts = {r.tx_hash: r for r in await self._node.block_receipts(number)}
+            included = []
+            for tx in block.txs:
+                r = receipts.get(tx.hash)
+                included.append(
+                    IncludedTx(
+                        tx_hash=tx.hash,
+                        sender=tx.sender,
+                        nonce=tx.nonce,
+                        block_number=number,
+                        status=r.status if r else 1,
+                        gas_used=r.gas_used if r else 0,
+                    )
+                )
+            self.head.header = block.header
+            self._on_block(block.header, included)
+
+
+class MempoolPoller:
+    """Reads pending transactions and turns each new one into tasks exactly once."""
+
+    def __init__(
+        self,
+        node: NodeClient,
+        head: Head,
+        make_tasks: Callable[[Planned | PendingTx, bytes, BlockHeader], int],
+        needs_state: Callable[[], bool],
+        has_agents: Callable[[], bool],
+        on_replaced: Callable[[bytes], None],
+        interval: float,
+        sync_max_lag_sec: int,
+        wall_clock: Callable[[], float],
+        on_error: Callable[[str], None],
+        on_syncing: Callable[[bool], None],
+    ) -> None:
+        self._node = node
+        self._head = head
+        self._make_tasks = make_tasks
+        self._needs_state = needs_state
+        self._has_agents = has_agents
+        self._on_replaced = on_replaced
+        self._interval = interval
+        self._max_lag = sync_max_lag_sec
+        self._wall = wall_clock
+        self._on_error = on_error
+        self._on_syncing = on_syncing
+        self._backoff = ErrorBackoff(interval)
+        self._dispatched: OrderedDict[bytes, None] = OrderedDict()
+        self._slot_owner: dict[tuple[bytes, int], bytes] = {}
+        self._state_cache: dict[bytes, AccountSnapshot] = {}
+        self._state_cache_block = -1
+        self.syncing = False
+        self.polls = 0
+        self.stale_skipped = 0
+
+    def forget(self, tx_hashes: list[bytes]) -> None:
+        """Included transactions need no memory of having been dispatched."""
+        for h in tx_hashes:
+            self._dispatched.pop(h, None)
+
+    def was_dispatched(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._dispatched
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+                self._backoff.ok()
+                delay = self._interval
+            except NodeError as exc:
+                self._on_error("mempool")
+                delay = self._backoff.failed()
+                log.debug("mempool poller node error=%s retry_in=%.1fs", exc, delay)
+            except Exception:
+                self._on_error("mempool")
+                delay = self._backoff.failed()
+                log.exception("mempool poll failed; retrying in %.1fs", delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def step(self) -> int:
+        """One poll; returns the number of tasks created."""
+        header = self._head.header
+        if header is None:
+            return 0
+        syncing = node_is_syncing(header.timestamp, self._wall(), self._max_lag)
+        if syncing != self.syncing:
+            self.syncing = syncing
+            self._on_syncing(syncing)
+            if syncing:
+                log.warning(
+                    "node is behind wall clock, pausing mempool polling head=%d lag=%.0fs",
+                    header.number,
+                    self._wall() - header.timestamp,
+                )
+            else:
+                log.info("node caught up, mempool polling resumed head=%d", header.number)
+        if syncing or not self._has_agents():
+            return 0
+        self.polls += 1
+        pending = await self._node.pending_transactions()
+        self._note_replacements(pending)
+        new = [tx for tx in pending if tx.tx_hash not in self._dispatched]
+        if not new:
+            return 0
+        ready: list[Planned | PendingTx]
+        if self._needs_state():
+            states = await self._head_states(new, header.number)
+            plan = plan_dispatch(new, pending, states)
+            self.stale_skipped += len(plan.stale)
+            ready = list(plan.ready)
+        else:
+            ready = list(new)
+        if not ready:
+            return 0
+        hashes = [(r.tx if isinstance(r, Planned) else r).tx_hash for r in ready]
+        raws = await self._node.raw_transactions(hashes)
+        created = 0
+        for item, tx_hash in zip(ready, hashes, strict=True):
+            raw = raws.get(tx_hash)
+            if raw is None:
+                continue  # left the mempool between the two calls
+            created += self._make_tasks(item, raw, header)
+            self._dispatched[tx_hash] = None
+        while len(self._dispatched) > DISPATCHED_MEMORY:
+            self._dispatched.popitem(last=False)
+        return created
+
+    def _note_replacements(self, pending: list[PendingTx]) -> None:
+        for tx in pending:
+            key = (tx.sender, tx.nonce)
+            old = self._slot_owner.get(key)
+            if old is not None and old != tx.tx_hash:
+                self._on_replaced(old)
+            self._slot_owner[key] = tx.tx_hash
+        if len(self._slot_owner) > DISPATCHED_MEMORY:
+            live = {(tx.sender, tx.nonce) for tx in pending}
+            self._slot_owner = {k: v for k, v in self._slot_owner.items() if k in live}
+
+    async def _head_states(self, txs: list[PendingTx], block: int) -> dict[bytes, AccountSnapshot]:
+        """Sender and receiver state at the head block; cached until the head moves."""
+        if block != self._state_cache_block:
+            self._state_cache = {}
+            self._state_cache_block = block
+        wanted = {tx.sender for tx in txs} | {tx.to for tx in txs if tx.to is not None}
+        missing = [a for a in wanted if a not in self._state_cache]
+        if missing:
+            self._state_cache.update(await self._node.accounts(missing, block))
+        return self._state_cache
+
+    def cached_state(self, address: bytes) -> AccountSnapshot | None:
+        return self._state_cache.get(address)

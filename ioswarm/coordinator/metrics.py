@@ -1,0 +1,81 @@
+"""Prometheus metrics of one coordinator, on an injected registry (two coordinators, two registries)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class CoordinatorMetrics:
+    """Every metric the coordinator exports; labels have bounded values."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.tasks_dispatched = Counter(
+            "ioswarm_tasks_dispatched_total", "Tasks sent to agents (each attempt).", ["level"],
+            registry=registry,
+        )
+        self.tasks_created = Counter(
+            "ioswarm_tasks_created_total", "Tasks created from pending transactions.", ["level"],
+            registry=registry,
+        )
+        self.tasks_reassigned = Counter(
+            "ioswarm_tasks_reassigned_total",
+            "Tasks moved to another agent after a deadline or a lost stream.",
+            registry=registry,
+        )
+        self.tasks_dropped = Counter(
+            "ioswarm_tasks_dropped_total", "Tasks given up on.", ["reason"], registry=registry
+        )
+        self.results = Counter(
+            "ioswarm_results_total", "Task results received.", ["level", "disposition"],
+            registry=registry,
+        )
+        self.rpc_rejected = Counter(
+            "ioswarm_rpc_rejected_total", "RPCs refused, by method and gRPC status.",
+            ["method", "code"], registry=registry,
+        )
+        self.task_latency = Histogram(
+            "ioswarm_task_latency_seconds", "Dispatch to accepted result.", ["level"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.agent_latency = Histogram(
+            "ioswarm_agent_validation_seconds", "Validation time reported by agents.", ["level"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.agents = Gauge(
+            "ioswarm_agents", "Registered agents by capability level.", ["level"],
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "ioswarm_task_streams", "Open GetTasks streams.", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "ioswarm_task_queue_depth", "Tasks waiting for an agent.", registry=registry
+        )
+        self.shadow = Counter(
+            "ioswarm_shadow_comparisons_total", "Agent verdicts judged against the chain.",
+            ["level", "outcome"], registry=registry,
+        )
+        self.shadow_excluded = Counter(
+            "ioswarm_shadow_excluded_total", "Comparisons excluded as races, by reason.",
+            ["level", "reason"], registry=registry,
+        )
+        self.shadow_pending = Gauge(
+            "ioswarm_shadow_pending", "Verdicts waiting for their tx to land.", registry=registry
+        )
+        self.node_errors = Counter(
+            "ioswarm_node_errors_total", "Failed node calls.", ["loop"], registry=registry
+        )
+        self.head_block = Gauge(
+            "ioswarm_head_block", "Latest block seen by the block watcher.", registry=registry
+        )
+        self.node_syncing = Gauge(
+            "ioswarm_node_syncing", "1 while polling is paused because the node lags.",
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "ioswarm_agent_evictions_total", "Agents evicted for missed heartbeats.",
+            registry=registry,
+        )

@@ -1,0 +1,460 @@
+"""The coordinator: wires node, scheduler, registry, shadow book and servers, and owns the loops."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ioswarm.config import CoordinatorConfig
+from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
+from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
+from ioswarm.coordinator.metrics import CoordinatorMetrics
+from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
+from ioswarm.core.mempool import Planned, max_cost
+from ioswarm.core.models import BlockHeader, IncludedTx, Level, PendingTx, Task
+from ioswarm.core.ratelimit import TokenBucket
+from ioswarm.core.registry import AgentRegistry, RegistryFull
+from ioswarm.core.scheduling import Completion, Scheduler
+from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
+from ioswarm.errors import ConfigError, NodeError, RequestRefused
+from ioswarm.node.adapter import NodeClient
+from ioswarm.proto import ioswarm_pb2 as pb
+
+log = logging.getLogger("ioswarm.coordinator")
+
+DIRECTIVE_SHUTDOWN = "shutdown"
+DIRECTIVE_REREGISTER = "reregister"
+
+
+@dataclass
+class Totals:
+    """Running totals the API and the demo report read."""
+
+    tasks_created: int = 0
+    results_accepted: int = 0
+    results_late: int = 0
+    blocks_seen: int = 0
+
+
+class Coordinator:
+    """One coordinator beside one node. ``start``/``stop`` or ``async with``."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        node: NodeClient,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.metrics = CoordinatorMetrics(registry or CollectorRegistry())
+        self._clock = clock
+        self._wall = wall_clock
+        self.started_at = wall_clock()
+        self.chain_id = config.chain_id
+        self.task_level = Level.parse(config.task_level)
+        self.registry = AgentRegistry(
+            config.max_agents, config.heartbeat_interval_sec, config.heartbeat_miss_limit
+        )
+        self.scheduler = Scheduler(
+            task_timeout=config.task_timeout_ms / 1000,
+            max_inflight_per_agent=config.max_inflight_per_agent,
+            queue_size=config.retry_queue_size,
+            max_attempts=config.max_task_attempts,
+        )
+        self.dispatcher = Dispatcher(
+            self.scheduler,
+            self.metrics,
+            clock,
+            wall_clock,
+            config.max_batch_size,
+            lambda: self.chain_id,
+        )
+        self.shadow = ShadowBook(config.shadow_expiry_blocks)
+        self.head = Head()
+        self.totals = Totals()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._task_ids = itertools.count(1)
+        interval = config.poll_interval_ms / 1000
+        self.watcher = BlockWatcher(node, self.head, self._on_block, interval / 2, self._node_error)
+        self.poller = MempoolPoller(
+            node,
+            self.head,
+            self._make_tasks,
+            needs_state=lambda: max(self._dispatch_levels(), default=Level.L1) >= Level.L2,
+            has_agents=lambda: self.dispatcher.stream_count() > 0,
+            on_replaced=self.shadow.note_replaced,
+            interval=interval,
+            sync_max_lag_sec=config.sync_max_lag_sec,
+            wall_clock=wall_clock,
+            on_error=self._node_error,
+            on_syncing=lambda s: self.metrics.node_syncing.set(1 if s else 0),
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def check_node(self) -> None:
+        """Verify the node's chain id against the config (0 accepts the node's)."""
+        node_chain = await self.node.chain_id()
+        if self.config.chain_id and node_chain != self.config.chain_id:
+            raise ConfigError(
+                "chainId", f"node at {self.config.node_rpc_url} is on chain {node_chain}, "
+                f"config expects {self.config.chain_id}"
+            )
+        self.chain_id = node_chain
+
+    async def start(self) -> None:
+        """Check the node, then start every loop. The node may go away later; loops wait it out."""
+        await self.check_node()
+        self._stop.clear()
+        loops = {
+            "dispatcher": self.dispatcher.run(),
+            "blocks": self.watcher.run(self._stop),
+            "mempool": self.poller.run(self._stop),
+            "evictor": self._evict_loop(),
+        }
+        for name, coro in loops.items():
+            self._tasks.append(asyncio.create_task(coro, name=f"ioswarm-{name}"))
+        log.info(
+            "coordinator started chain_id=%d task_level=%s shadow=%s",
+            self.chain_id, self.task_level.name, self.config.shadow_mode,
+        )
+
+    async def stop(self) -> None:
+        """Stop the loops; open streams end so agents reconnect to the next coordinator."""
+        self._stop.set()
+        self.dispatcher.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def __aenter__(self) -> Coordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _evict_loop(self) -> None:
+        interval = max(0.5, self.config.heartbeat_interval_sec / 2)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+            except TimeoutError:
+                pass
+            self.evict_stale()
+
+    def evict_stale(self) -> list[str]:
+        """Remove agents that missed heartbeatMissLimit heartbeats; their tasks move on."""
+        gone = self.registry.stale(self._clock())
+        for agent_id in gone:
+            self.registry.remove(agent_id)
+            self.dispatcher.disconnect(agent_id)
+            self._buckets.pop(agent_id, None)
+            self.metrics.evictions.inc()
+            log.warning("agent evicted agent_id=%s reason=missed_heartbeats", agent_id)
+        if gone:
+            self._update_agent_gauge()
+        return gone
+
+    def _node_error(self, loop: str) -> None:
+        self.metrics.node_errors.labels(loop=loop).inc()
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def _dispatch_levels(self) -> set[Level]:
+        """One task per level (L1..taskLevel) at which some connected agent can work."""
+        levels = set()
+        for rec in self.registry.all():
+            if self.dispatcher.has_stream(rec.agent_id):
+                levels.add(min(rec.level, self.task_level))
+        return levels
+
+    def _make_tasks(self, item: Planned | PendingTx, raw: bytes, header: BlockHeader) -> int:
+        tx = item.tx if isinstance(item, Planned) else item
+        sender_state = item.sender_state if isinstance(item, Planned) else None
+        receiver_state = self.poller.cached_state(tx.to) if tx.to is not None else None
+        made = 0
+        for level in sorted(self._dispatch_levels()):
+            task = Task(
+                task_id=next(self._task_ids),
+                tx_hash=tx.tx_hash,
+                raw_tx=raw,
+                level=level,
+                sender=tx.sender,
+                nonce=tx.nonce,
+                block_height=header.number,
+                block_gas_limit=header.gas_limit,
+                sender_state=sender_state if level >= Level.L2 else None,
+                receiver_state=receiver_state if level >= Level.L2 else None,
+                max_cost=max_cost(tx),
+            )
+            if self.dispatcher.submit(task):
+                made += 1
+        self.totals.tasks_created += made
+        return made
+
+    def _on_block(self, header: BlockHeader, included: list[IncludedTx]) -> None:
+        self.totals.blocks_seen += 1
+        self.metrics.head_block.set(header.number)
+        self.poller.forget([tx.tx_hash for tx in included])
+        if self.config.shadow_mode:
+            for c in self.shadow.on_block(header.number, included):
+                self._count(c)
+            self.shadow.expire(header.number)
+            self.metrics.shadow_pending.set(self.shadow.pending)
+        log.debug("block number=%d txs=%d", header.number, len(included))
+
+    def _count(self, c: Comparison) -> None:
+        level = c.level.name
+        self.metrics.shadow.labels(level=level, outcome=c.outcome.value).inc()
+        if c.outcome is Outcome.EXCLUDED:
+            self.metrics.shadow_excluded.labels(level=level, reason=c.detail).inc()
+        elif c.outcome is Outcome.MISMATCHED:
+            log.warning(
+                "shadow mismatch agent_id=%s task_id=%d level=%s field=%s",
+                c.agent_id, c.task_id, level, c.detail,
+            )
+
+    # -- RPC behaviour (the servicer maps these to gRPC) --------------------------------------
+
+    def register(self, req: pb.RegisterRequest) -> pb.RegisterResponse:
+        level = level_from_pb(req.capability)
+        if level is None:
+            raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
+        if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
+            raise RequestRefused("INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max")
+        try:
+            rec = self.registry.register(
+                req.agent_id, level, req.wallet_address, req.region, req.version, self._clock()
+            )
+        except RegistryFull as exc:
+            raise RequestRefused("RESOURCE_EXHAUSTED", str(exc)) from exc
+        if self.dispatcher.has_stream(req.agent_id):
+            self.scheduler.add_agent(req.agent_id, level)
+        self._update_agent_gauge()
+        log.info(
+            "agent registered agent_id=%s level=%s region=%s version=%s",
+            rec.agent_id, level.name, rec.region, rec.version,
+        )
+        return pb.RegisterResponse(
+            accepted=True,
+            heartbeat_interval_sec=self.config.heartbeat_interval_sec,
+            chain_id=self.chain_id,
+        )
+
+    def _update_agent_gauge(self) -> None:
+        for level, count in self.registry.by_level().items():
+            self.metrics.agents.labels(level=level).set(count)
+
+    def open_stream(self, agent_id: str, req: pb.GetTasksRequest) -> AgentStream:
+        rec = self.registry.get(agent_id)
+        if rec is None:
+            raise RequestRefused("FAILED_PRECONDITION", "agent is not registered; call Register first")
+        level = rec.level
+        if req.max_level:
+            asked = level_from_pb(req.max_level)
+            if asked is None:
+                raise RequestRefused("INVALID_ARGUMENT", f"unknown max_level {req.max_level}")
+            level = min(level, asked)
+        self.registry.touch(agent_id, self._clock())
+        return self.dispatcher.open_stream(agent_id, level)
+
+    def close_stream(self, stream: AgentStream) -> None:
+        self.dispatcher.close_stream(stream)
+
+    def heartbeat(self, agent_id: str, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        rec = self.registry.touch(agent_id, self._clock())
+        if rec is None:
+            return pb.HeartbeatResponse(alive=False, directive=DIRECTIVE_REREGISTER)
+        rec.tasks_processed = req.tasks_processed
+        rec.tasks_pending = req.tasks_pending
+        return pb.HeartbeatResponse(alive=True, directive=rec.directive)
+
+    def request_shutdown(self, agent_id: str) -> bool:
+        """Tell an agent (in its next heartbeat) to shut down."""
+        rec = self.registry.get(agent_id)
+        if rec is None:
+            return False
+        rec.directive = DIRECTIVE_SHUTDOWN
+        return True
+
+    def submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
+        """Take a batch of results, all or nothing on any refusal."""
+        if agent_id not in self.registry:
+            raise RequestRefused("FAILED_PRECONDITION", "agent is not registered")
+        bucket = self._buckets.get(agent_id)
+        if bucket is None:
+            bucket = TokenBucket(self.config.submit_rate_per_sec, self.config.submit_burst)
+            self._buckets[agent_id] = bucket
+        if not bucket.try_take(self._clock()):
+            raise RequestRefused(
+                "RESOURCE_EXHAUSTED",
+                f"SubmitResults rate limit {self.config.submit_rate_per_sec:g}/s "
+                f"burst {self.config.submit_burst}; retry in {bucket.retry_after():.2f}s",
+            )
+        if len(batch.results) > self.config.max_inflight_per_agent:
+            raise RequestRefused(
+                "INVALID_ARGUMENT",
+                f"{len(batch.results)} results in one batch; at most "
+                f"{self.config.max_inflight_per_agent} (maxInflightPerAgent)",
+            )
+        kinds: list[Completion] = []
+        seen: set[int] = set()
+        for r in batch.results:
+            if r.task_id in seen:
+                raise RequestRefused("INVALID_ARGUMENT", f"task {r.task_id} appears twice")
+            seen.add(r.task_id)
+            kind = self.scheduler.classify(agent_id, r.task_id)
+            if kind is Completion.UNKNOWN:
+                raise RequestRefused("NOT_FOUND", f"unknown task id {r.task_id}")
+            if kind is Completion.FOREIGN:
+                raise RequestRefused("PERMISSION_DENIED", f"task {r.task_id} was not assigned to you")
+            kinds.append(kind)
+        accepted = 0
+        for r, kind in zip(batch.results, kinds, strict=True):
+            if kind is Completion.LATE:
+                self.totals.results_late += 1
+                self.metrics.results.labels(level="any", disposition="late").inc()
+                continue
+            done = self.dispatcher.finish(agent_id, r.task_id)
+            if done is None:
+                continue
+            task, elapsed = done
+            accepted += 1
+            level = task.level.name
+            self.metrics.results.labels(level=level, disposition="accepted").inc()
+            self.metrics.task_latency.labels(level=level).observe(elapsed)
+            self.metrics.agent_latency.labels(level=level).observe(r.latency_us / 1e6)
+            if self.config.shadow_mode:
+                c = self.shadow.record(agent_id, task, verdict_from_pb(r))
+                if c is not None:
+                    self._count(c)
+        self.totals.results_accepted += accepted
+        rec = self.registry.touch(agent_id, self._clock())
+        if rec is not None:
+            rec.results_accepted += accepted
+        self.metrics.shadow_pending.set(self.shadow.pending)
+        return pb.SubmitResponse(accepted=True, accepted_count=accepted)
+
+    # -- views for the HTTP API and reports ---------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The reference /api/stats document."""
+        total = self.shadow.totals()
+        return {
+            "active_agents": len(self.registry),
+            "agents_by_level": self.registry.by_level(),
+            "tasks_dispatched": self.dispatcher.dispatched_total,
+            "tasks_received": self.totals.results_accepted,
+            "shadow_accuracy": round(total.accuracy * 100, 4),
+            "shadow_compared": total.compared,
+            "shadow_matched": total.matched,
+            "current_epoch": self._epoch(),
+            "epoch_tasks": self.totals.results_accepted,
+            "epoch_accuracy": round(total.accuracy * 100, 4),
+            "task_level": self.task_level.name,
+            "uptime": _uptime(self._wall() - self.started_at),
+            "updated_at": _iso(self._wall()),
+        }
+
+    def _epoch(self) -> int:
+        return max(self.head.number, 0) // self.config.reward.epoch_blocks
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "head_block": self.head.number,
+            "node_syncing": self.poller.syncing,
+            "task_level": self.task_level.name,
+            "shadow_mode": self.config.shadow_mode,
+            "agents": len(self.registry),
+            "streams": self.dispatcher.stream_count(),
+            "queue_depth": self.scheduler.queued,
+            "open_tasks": self.scheduler.open_tasks,
+            "tasks_created": self.totals.tasks_created,
+            "tasks_dispatched": self.dispatcher.dispatched_total,
+            "tasks_reassigned": self.dispatcher.reassigned_total,
+            "tasks_dropped": self.dispatcher.dropped_total,
+            "results_accepted": self.totals.results_accepted,
+            "results_late": self.totals.results_late,
+            "blocks_seen": self.totals.blocks_seen,
+            "uptime_sec": round(self._wall() - self.started_at, 1),
+        }
+
+    def agents(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        out = []
+        for rec in sorted(self.registry.all(), key=lambda r: r.agent_id):
+            counts = self.shadow.by_agent.get(rec.agent_id)
+            out.append({
+                "agent_id": rec.agent_id,
+                "level": rec.level.name,
+                "wallet": rec.wallet,
+                "region": rec.region,
+                "version": rec.version,
+                "connected": self.dispatcher.has_stream(rec.agent_id),
+                "last_heartbeat_sec_ago": round(now - rec.last_seen, 1),
+                "inflight": self.scheduler.inflight(rec.agent_id),
+                "tasks_assigned": self.scheduler.assigned_total(rec.agent_id),
+                "results_accepted": rec.results_accepted,
+                "shadow": counts.as_dict() if counts else None,
+            })
+        return out
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        rows = []
+        for rec in self.registry.all():
+            c = self.shadow.by_agent.get(rec.agent_id)
+            rows.append({
+                "agent_id": rec.agent_id,
+                "level": rec.level.name,
+                "results": rec.results_accepted,
+                "matched": c.matched if c else 0,
+                "accuracy_pct": round((c.accuracy if c else 1.0) * 100, 4),
+            })
+        rows.sort(key=lambda r: (-int(r["matched"]), r["agent_id"]))
+        for rank, row in enumerate(rows, 1):
+            row["rank"] = rank
+        return rows
+
+    def shadow_view(self) -> dict[str, Any]:
+        return {
+            "enabled": self.config.shadow_mode,
+            "pending": self.shadow.pending,
+            "expired": self.shadow.expired,
+            "levels": {lv.name: c.as_dict() for lv, c in sorted(self.shadow.by_level.items())},
+            "total": self.shadow.totals().as_dict(),
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        loops_ok = all(not t.done() for t in self._tasks) and bool(self._tasks)
+        return loops_ok, {
+            "loops_running": loops_ok,
+            "head_block": self.head.number,
+            "node_syncing": self.poller.syncing,
+        }
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+__all__ = ["Coordinator", "NodeError"]

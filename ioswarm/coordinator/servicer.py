@@ -1,0 +1,202 @@
+"""The grpc.aio servicer and server: gRPC in, Coordinator calls, precise statuses out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+
+from ioswarm.coordinator.auth import AuthInterceptor, authenticated_agent
+from ioswarm.coordinator.service import Coordinator
+from ioswarm.errors import ConfigError, RequestRefused
+from ioswarm.proto import ioswarm_pb2 as pb
+
+log = logging.getLogger("ioswarm.grpc")
+
+SERVICE = "ioswarm.IOSwarm"
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so the handler can refuse it."""
+
+
+def _safe(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
+    def parse(data: bytes) -> M | _Malformed:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError, RuntimeError):
+            return _Malformed()
+
+    return parse
+
+
+class IOSwarmServicer:
+    """Maps each RPC to the coordinator; every refusal is a gRPC status with a clear message."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._c = coordinator
+
+    async def _refuse(self, context: Ctx, method: str, status: str, message: str) -> None:
+        self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
+        await context.abort(grpc.StatusCode[status], message)
+
+    async def _check(self, request: object, context: Ctx, method: str, body_agent: str | None) -> str:
+        """Refuse malformed bodies and id mismatches; return the authenticated agent id."""
+        if isinstance(request, _Malformed):
+            await self._refuse(context, method, "INVALID_ARGUMENT", "malformed request body")
+        agent_id = authenticated_agent(context)
+        if body_agent is not None and body_agent != agent_id:
+            await self._refuse(
+                context, method, "PERMISSION_DENIED",
+                "agent_id in the request does not match the authenticated agent",
+            )
+        return agent_id
+
+    async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:  # noqa: N802
+        agent_id = await self._check(request, context, "Register", getattr(request, "agent_id", None))
+        try:
+            return self._c.register(request)
+        except RequestRefused as exc:
+            log.info("register refused agent_id=%s status=%s reason=%s", agent_id, exc.status, exc)
+            await self._refuse(context, "Register", exc.status, str(exc))
+            raise  # unreachable: abort raises
+
+    async def GetTasks(self, request: pb.GetTasksRequest, context: Ctx) -> AsyncIterator[pb.TaskBatch]:  # noqa: N802
+        agent_id = await self._check(request, context, "GetTasks", getattr(request, "agent_id", None))
+        try:
+            stream = self._c.open_stream(agent_id, request)
+        except RequestRefused as exc:
+            await self._refuse(context, "GetTasks", exc.status, str(exc))
+            return
+        log.info("task stream opened agent_id=%s level=%s", agent_id, stream.level.name)
+        try:
+            while True:
+                batch = await stream.outbox.get()
+                if batch is None:
+                    break
+                yield batch
+        finally:
+            self._c.close_stream(stream)
+            log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
+
+    async def SubmitResults(self, request: pb.BatchResult, context: Ctx) -> pb.SubmitResponse:  # noqa: N802
+        agent_id = await self._check(request, context, "SubmitResults", getattr(request, "agent_id", None))
+        try:
+            return self._c.submit(agent_id, request)
+        except RequestRefused as exc:
+            log.info(
+                "results refused agent_id=%s batch_id=%s status=%s reason=%s",
+                agent_id, request.batch_id[:64], exc.status, exc,
+            )
+            await self._refuse(context, "SubmitResults", exc.status, str(exc))
+            raise
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:  # noqa: N802
+        agent_id = await self._check(request, context, "Heartbeat", getattr(request, "agent_id", None))
+        return self._c.heartbeat(agent_id, request)
+
+    async def StreamStateDiffs(  # noqa: N802
+        self, request: pb.StreamStateDiffsRequest, context: Ctx
+    ) -> AsyncIterator[pb.StateDiff]:
+        await self._check(request, context, "StreamStateDiffs", getattr(request, "agent_id", None))
+        await self._refuse(context, "StreamStateDiffs", "UNIMPLEMENTED", "L4 state diffs are not served yet")
+        yield pb.StateDiff()  # pragma: no cover - unreachable, makes this a generator
+
+    async def DownloadSnapshot(  # noqa: N802
+        self, request: pb.DownloadSnapshotRequest, context: Ctx
+    ) -> pb.DownloadSnapshotResponse:
+        await self._check(request, context, "DownloadSnapshot", getattr(request, "agent_id", None))
+        await self._refuse(context, "DownloadSnapshot", "UNIMPLEMENTED", "snapshots are not served yet")
+        raise AssertionError("unreachable")
+
+
+def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
+    def uu(fn: Callable[..., Awaitable[Any]], req: type[Message], resp: type[Message]) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
+        )
+
+    def us(fn: Callable[..., Any], req: type[Message], resp: type[Message]) -> grpc.RpcMethodHandler:
+        return grpc.unary_stream_rpc_method_handler(
+            fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Register": uu(servicer.Register, pb.RegisterRequest, pb.RegisterResponse),
+            "GetTasks": us(servicer.GetTasks, pb.GetTasksRequest, pb.TaskBatch),
+            "SubmitResults": uu(servicer.SubmitResults, pb.BatchResult, pb.SubmitResponse),
+            "Heartbeat": uu(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
+            "StreamStateDiffs": us(servicer.StreamStateDiffs, pb.StreamStateDiffsRequest, pb.StateDiff),
+            "DownloadSnapshot": uu(
+                servicer.DownloadSnapshot, pb.DownloadSnapshotRequest, pb.DownloadSnapshotResponse
+            ),
+        },
+    )
+
+
+def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
+    """TLS credentials from PEM files; a missing or unreadable file names its config key."""
+    try:
+        cert = Path(cert_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError("tlsCertFile", f"cannot read {cert_file}: {exc.strerror}") from exc
+    try:
+        key = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError("tlsKeyFile", f"cannot read {key_file}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+class GrpcServer:
+    """The agent-facing gRPC server of one coordinator."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._c = coordinator
+        cfg = coordinator.config
+        self.server = grpc.aio.server(
+            interceptors=[
+                AuthInterceptor(
+                    cfg.master_secret,
+                    on_reject=lambda m, code: coordinator.metrics.rpc_rejected.labels(
+                        method=m, code=code
+                    ).inc(),
+                )
+            ],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ],
+        )
+        self.server.add_generic_rpc_handlers((_handlers(IOSwarmServicer(coordinator)),))
+        address = f"{cfg.grpc_host}:{cfg.grpc_port}"
+        try:
+            if cfg.tls_enabled:
+                self.port = self.server.add_secure_port(
+                    address, server_credentials(cfg.tls_cert_file, cfg.tls_key_file)
+                )
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError("grpcPort", f"cannot bind {address}: {exc}") from exc
+        if self.port == 0:
+            raise ConfigError("grpcPort", f"cannot bind {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        log.info("grpc listening port=%d tls=%s", self.port, self._c.config.tls_enabled)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)

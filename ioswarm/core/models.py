@@ -1,0 +1,101 @@
+"""Domain models shared by the coordinator and the agent (plain dataclasses, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+EMPTY_CODE_HASH = bytes.fromhex("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
+
+
+class Level(IntEnum):
+    """Validation level; a higher level includes every check of the lower ones."""
+
+    L1 = 1
+    L2 = 2
+    L3 = 3
+    L4 = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        return cls[text.upper()]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """Account state as a validator sees it: at a block, or as the tx will find it."""
+
+    address: bytes
+    balance: int
+    nonce: int
+    code_hash: bytes = EMPTY_CODE_HASH
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTx:
+    """A transaction seen in the node's mempool (what the poller knows before fetching raw bytes)."""
+
+    tx_hash: bytes
+    sender: bytes
+    nonce: int
+    to: bytes | None
+    value: int
+    gas: int
+    max_fee: int  # maxFeePerGas, or gasPrice for legacy / 2930
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of validation work: a raw signed tx plus the state the level needs."""
+
+    task_id: int
+    tx_hash: bytes
+    raw_tx: bytes
+    level: Level
+    sender: bytes
+    nonce: int
+    block_height: int
+    block_gas_limit: int
+    sender_state: AccountSnapshot | None = None
+    receiver_state: AccountSnapshot | None = None
+    max_cost: int = 0  # value + gas x max fee: what L2 checks the balance against
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An agent's answer for one task (the fields shadow mode compares at L1/L2)."""
+
+    task_id: int
+    valid: bool
+    reject_reason: str = ""
+    sender: bytes = b""
+    gas_estimate: int = 0
+    latency_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IncludedTx:
+    """A transaction as the chain recorded it: ground truth for shadow mode."""
+
+    tx_hash: bytes
+    sender: bytes
+    nonce: int
+    block_number: int
+    status: int  # receipt status: 1 success, 0 reverted (still valid at L1/L2)
+    gas_used: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """The parts of a block header the coordinator uses."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp: int
+    gas_limit: int
+    base_fee: int
+    coinbase: bytes
+    prev_randao: bytes = b"\x00" * 32
+    gas_used: int = 0
+    tx_hashes: tuple[bytes, ...] = field(default_factory=tuple)

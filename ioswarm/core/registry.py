@@ -1,0 +1,88 @@
+"""Agent registry: admission (maxAgents), heartbeats, eviction. Clock injected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ioswarm.core.models import Level
+
+
+class RegistryFull(Exception):
+    """Raised by ``register`` when maxAgents agents are already registered."""
+
+
+@dataclass
+class AgentRecord:
+    """What the coordinator knows about one registered agent."""
+
+    agent_id: str
+    level: Level
+    wallet: str
+    region: str
+    version: str
+    registered_at: float
+    last_seen: float
+    tasks_processed: int = 0
+    tasks_pending: int = 0
+    results_accepted: int = 0
+    streams: int = 0
+    directive: str = ""
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class AgentRegistry:
+    """Registered agents; re-registering an id reuses its slot."""
+
+    def __init__(self, max_agents: int, heartbeat_interval: float, miss_limit: int) -> None:
+        self.max_agents = max_agents
+        self.heartbeat_interval = heartbeat_interval
+        self.miss_limit = miss_limit
+        self._agents: dict[str, AgentRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._agents
+
+    def get(self, agent_id: str) -> AgentRecord | None:
+        return self._agents.get(agent_id)
+
+    def all(self) -> list[AgentRecord]:
+        return list(self._agents.values())
+
+    def register(
+        self, agent_id: str, level: Level, wallet: str, region: str, version: str, now: float
+    ) -> AgentRecord:
+        """Admit or refresh an agent; raises RegistryFull for a new id over maxAgents."""
+        rec = self._agents.get(agent_id)
+        if rec is None:
+            if len(self._agents) >= self.max_agents:
+                raise RegistryFull(f"maxAgents={self.max_agents} reached")
+            rec = AgentRecord(agent_id, level, wallet, region, version, now, now)
+            self._agents[agent_id] = rec
+        else:
+            rec.level, rec.wallet, rec.region, rec.version = level, wallet, region, version
+            rec.last_seen = now
+            rec.directive = ""
+        return rec
+
+    def touch(self, agent_id: str, now: float) -> AgentRecord | None:
+        rec = self._agents.get(agent_id)
+        if rec is not None:
+            rec.last_seen = now
+        return rec
+
+    def remove(self, agent_id: str) -> AgentRecord | None:
+        return self._agents.pop(agent_id, None)
+
+    def stale(self, now: float) -> list[str]:
+        """Agents that missed ``miss_limit`` heartbeats in a row."""
+        limit = self.heartbeat_interval * self.miss_limit
+        return [a.agent_id for a in self._agents.values() if now - a.last_seen > limit]
+
+    def by_level(self) -> dict[str, int]:
+        counts = {lv.name: 0 for lv in Level}
+        for a in self._agents.values():
+            counts[a.level.name] += 1
+        return counts

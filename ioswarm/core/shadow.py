@@ -1,0 +1,218 @@
+"""Shadow mode: compare every agent answer with what the chain really did.
+
+Ground truth at L1/L2 is inclusion: a transaction that landed had a valid signature, and its
+nonce and balance were valid when it executed (a reverted transaction is still valid). A
+difference caused by the race between dispatch and inclusion is not the agent's fault and is
+counted as *excluded* with its reason, never as a match:
+
+- ``replaced``: the same sender and nonce landed with another hash, and the coordinator saw
+  that replacement in the mempool;
+- ``nonce_consumed``: the same sender and nonce landed with another hash it never saw;
+- ``nonce_race``: the agent rejected on nonce because the state the coordinator sent at
+  dispatch had a different nonce than the one the transaction found at inclusion;
+- ``balance_race``: likewise for balance.
+
+Results whose transaction has not landed stay pending until it lands or until
+``expiry_blocks`` pass; then they expire without a verdict.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ioswarm.core.models import IncludedTx, Level, Task, Verdict
+
+NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high"})
+BALANCE_REASONS = frozenset({"insufficient_balance"})
+
+
+class Outcome(Enum):
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"
+    EXCLUDED = "excluded"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One verdict judged against the chain."""
+
+    agent_id: str
+    task_id: int
+    level: Level
+    outcome: Outcome
+    detail: str = ""  # exclusion reason or the mismatched field
+
+
+@dataclass
+class ShadowCounts:
+    """compared == matched + mismatched + sum(excluded.values())."""
+
+    compared: int = 0
+    matched: int = 0
+    mismatched: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    mismatched_fields: dict[str, int] = field(default_factory=dict)
+
+    def add(self, c: Comparison) -> None:
+        self.compared += 1
+        if c.outcome is Outcome.MATCHED:
+            self.matched += 1
+        elif c.outcome is Outcome.MISMATCHED:
+            self.mismatched += 1
+            self.mismatched_fields[c.detail] = self.mismatched_fields.get(c.detail, 0) + 1
+        else:
+            self.excluded[c.detail] = self.excluded.get(c.detail, 0) + 1
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def accuracy(self) -> float:
+        """matched / (matched + mismatched); exclusions are neither right nor wrong."""
+        judged = self.matched + self.mismatched
+        return self.matched / judged if judged else 1.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "compared": self.compared,
+            "matched": self.matched,
+            "mismatched": self.mismatched,
+            "excluded": dict(sorted(self.excluded.items())),
+            "mismatched_fields": dict(sorted(self.mismatched_fields.items())),
+            "accuracy": round(self.accuracy, 6),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    agent_id: str
+    task: Task
+    verdict: Verdict
+    recorded_at: int  # head block height when the verdict arrived
+
+
+def judge_included(agent_id: str, task: Task, verdict: Verdict, truth: IncludedTx) -> Comparison:
+    """Judge a verdict for a transaction that landed (it was valid at L1 and L2)."""
+
+    def result(outcome: Outcome, detail: str = "") -> Comparison:
+        return Comparison(agent_id, task.task_id, task.level, outcome, detail)
+
+    if verdict.valid:
+        if verdict.sender and verdict.sender != truth.sender:
+            return result(Outcome.MISMATCHED, "sender")
+        return result(Outcome.MATCHED)
+    state = task.sender_state
+    if task.level >= Level.L2 and state is not None:
+        if verdict.reject_reason in NONCE_REASONS and state.nonce != truth.nonce:
+            return result(Outcome.EXCLUDED, "nonce_race")
+        if verdict.reject_reason in BALANCE_REASONS and state.balance < task.max_cost:
+            return result(Outcome.EXCLUDED, "balance_race")
+    return result(Outcome.MISMATCHED, "valid")
+
+
+class ShadowBook:
+    """Pending verdicts, recent chain truth, and the per-agent / per-level tallies."""
+
+    def __init__(self, expiry_blocks: int, truth_window_blocks: int | None = None) -> None:
+        self.expiry_blocks = expiry_blocks
+        self.truth_window = truth_window_blocks or expiry_blocks
+        self.by_level: dict[Level, ShadowCounts] = {}
+        self.by_agent: dict[str, ShadowCounts] = {}
+        self.expired = 0
+        self._pending: dict[bytes, list[_Pending]] = {}
+        self._included: OrderedDict[bytes, IncludedTx] = OrderedDict()
+        self._consumed: dict[tuple[bytes, int], bytes] = {}
+        self._replaced: set[bytes] = set()
+        self._head = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def note_replaced(self, tx_hash: bytes) -> None:
+        """The mempool showed another tx with this one's sender and nonce."""
+        self._replaced.add(tx_hash)
+
+    def is_included(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._included
+
+    def record(self, agent_id: str, task: Task, verdict: Verdict) -> Comparison | None:
+        """Take a verdict; judge it now if the chain already decided, else keep it pending."""
+        truth = self._included.get(task.tx_hash)
+        if truth is not None:
+            return self._tally(judge_included(agent_id, task, verdict, truth))
+        other = self._consumed.get((task.sender, task.nonce))
+        if other is not None and other != task.tx_hash:
+            return self._tally(self._nonce_taken(agent_id, task))
+        self._pending.setdefault(task.tx_hash, []).append(
+            _Pending(agent_id, task, verdict, self._head)
+        )
+        return None
+
+    def on_block(self, number: int, included: list[IncludedTx]) -> list[Comparison]:
+        """Fold one landed block in; returns every verdict it decided."""
+        self._head = max(self._head, number)
+        out: list[Comparison] = []
+        for tx in included:
+            self._included[tx.tx_hash] = tx
+            self._consumed[(tx.sender, tx.nonce)] = tx.tx_hash
+            for p in self._pending.pop(tx.tx_hash, ()):
+                out.append(self._tally(judge_included(p.agent_id, p.task, p.verdict, tx)))
+        if included:
+            taken = {(tx.sender, tx.nonce) for tx in included}
+            for tx_hash in [h for h, ps in self._pending.items() if ps and (ps[0].task.sender, ps[0].task.nonce) in taken]:
+                for p in self._pending.pop(tx_hash):
+                    out.append(self._tally(self._nonce_taken(p.agent_id, p.task)))
+        self._forget_old(number)
+        return out
+
+    def _nonce_taken(self, agent_id: str, task: Task) -> Comparison:
+        reason = "replaced" if task.tx_hash in self._replaced else "nonce_consumed"
+        return Comparison(agent_id, task.task_id, task.level, Outcome.EXCLUDED, reason)
+
+    def _forget_old(self, head: int) -> None:
+        horizon = head - self.truth_window
+        while self._included:
+            tx_hash, tx = next(iter(self._included.items()))
+            if tx.block_number > horizon:
+                break
+            self._included.popitem(last=False)
+            key = (tx.sender, tx.nonce)
+            if self._consumed.get(key) == tx_hash:
+                del self._consumed[key]
+            self._replaced.discard(tx_hash)
+
+    def expire(self, head: int) -> int:
+        """Drop verdicts whose tx has not landed ``expiry_blocks`` after they arrived."""
+        gone = 0
+        for tx_hash in list(self._pending):
+            keep = [p for p in self._pending[tx_hash] if head - p.recorded_at < self.expiry_blocks]
+            gone += len(self._pending[tx_hash]) - len(keep)
+            if keep:
+                self._pending[tx_hash] = keep
+            else:
+                del self._pending[tx_hash]
+                self._replaced.discard(tx_hash)
+        self.expired += gone
+        return gone
+
+    def _tally(self, c: Comparison) -> Comparison:
+        self.by_level.setdefault(c.level, ShadowCounts()).add(c)
+        self.by_agent.setdefault(c.agent_id, ShadowCounts()).add(c)
+        return c
+
+    def totals(self) -> ShadowCounts:
+        """All levels together."""
+        total = ShadowCounts()
+        for counts in self.by_level.values():
+            total.compared += counts.compared
+            total.matched += counts.matched
+            total.mismatched += counts.mismatched
+            for k, v in counts.excluded.items():
+                total.excluded[k] = total.excluded.get(k, 0) + v
+            for k, v in counts.mismatched_fields.items():
+                total.mismatched_fields[k] = total.mismatched_fields.get(k, 0) + v
+        return total

@@ -1,0 +1,528 @@
+"""The node adapter: typed, validated answers from any EVM node's standard JSON-RPC.
+
+:class:`NodeClient` is what the coordinator depends on; :class:`JsonRpcNode` implements it over
+:class:`~ioswarm.node.rpc.JsonRpcTransport`. Every field of every answer is checked; a missing or
+malformed one raises :class:`~ioswarm.errors.NodeError` naming the method and the field. Where a
+node lacks a method (``txpool_content``, ``eth_getBlockReceipts``, ``eth_getProof``) the adapter
+logs one warning and switches for good to a slower combination of basic methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol, overload
+
+from eth_hash.auto import keccak
+
+from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, BlockHeader, PendingTx
+from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
+from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy, RpcResult
+
+log = logging.getLogger("ioswarm.node")
+
+BlockTag = Literal["latest", "pending", "earliest", "safe", "finalized"]
+BlockId = int | BlockTag
+
+_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+_HEX_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_ZERO_HASH = b"\x00" * 32
+# "already known" (geth), "known transaction" (older geth/parity), "already imported" (anvil).
+_ALREADY_KNOWN = re.compile(r"already known|known transaction|already imported", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class IncludedTxInfo:
+    """A transaction as listed in a block body."""
+
+    hash: bytes
+    sender: bytes
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockWithTxs:
+    """A block header plus its transactions in block order."""
+
+    header: BlockHeader
+    txs: list[IncludedTxInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The parts of a transaction receipt shadow mode compares."""
+
+    tx_hash: bytes
+    status: int
+    gas_used: int
+    sender: bytes
+    block_number: int
+    transaction_index: int
+
+
+class NodeClient(Protocol):
+    """What the coordinator needs from a chain node; tests may pass a fake."""
+
+    async def chain_id(self) -> int: ...
+
+    async def block_number(self) -> int: ...
+
+    @overload
+    async def get_block(self, number: BlockId, full: Literal[False] = False) -> BlockHeader: ...
+
+    @overload
+    async def get_block(self, number: BlockId, full: Literal[True]) -> BlockWithTxs: ...
+
+    async def get_block(
+        self, number: BlockId, full: bool = False
+    ) -> BlockHeader | BlockWithTxs: ...
+
+    async def pending_transactions(self) -> list[PendingTx]: ...
+
+    async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]: ...
+
+    async def accounts(
+        self, addresses: Iterable[bytes], block_number: BlockId
+    ) -> dict[bytes, AccountSnapshot]: ...
+
+    async def block_receipts(self, number: int) -> list[Receipt]: ...
+
+    async def send_raw_transaction(self, raw: bytes) -> bytes: ...
+
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- field parsing
+
+
+class _Obj:
+    """A JSON object from one node answer; accessors raise NodeError naming method and field."""
+
+    __slots__ = ("method", "raw", "where")
+
+    def __init__(self, method: str, raw: Any, where: str = "result") -> None:
+        if not isinstance(raw, dict):
+            raise NodeError(method, f"{where}: expected an object, got {_show(raw)}")
+        self.method = method
+        self.raw: dict[str, Any] = raw
+        self.where = where
+
+    def _get(self, key: str) -> Any:
+        if key not in self.raw or self.raw[key] is None:
+            raise NodeError(self.method, f"field {self.where}.{key} is missing")
+        return self.raw[key]
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def quantity(self, key: str) -> int:
+        return _quantity(self.method, f"{self.where}.{key}", self._get(key))
+
+    def data(self, key: str) -> bytes:
+        return _data(self.method, f"{self.where}.{key}", self._get(key))
+
+    def fixed(self, key: str, size: int) -> bytes:
+        return _fixed(self.method, f"{self.where}.{key}", self._get(key), size)
+
+    def opt_fixed(self, key: str, size: int) -> bytes | None:
+        return self.fixed(key, size) if self.has(key) else None
+
+    def items(self, key: str) -> list[Any]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise NodeError(self.method, f"field {self.where}.{key}: expected a list")
+        return value
+
+    def child(self, key: str) -> _Obj:
+        return _Obj(self.method, self._get(key), f"{self.where}.{key}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _quantity(method: str, where: str, value: Any) -> int:
+    if not isinstance(value, str) or not _HEX_QUANTITY.fullmatch(value):
+        raise NodeError(method, f"field {where}: expected a hex quantity, got {_show(value)}")
+    return int(value, 16)
+
+
+def _data(method: str, where: str, value: Any) -> bytes:
+    if not isinstance(value, str) or not _HEX_DATA.fullmatch(value):
+        raise NodeError(method, f"field {where}: expected hex bytes, got {_show(value)}")
+    return bytes.fromhex(value[2:])
+
+
+def _fixed(method: str, where: str, value: Any, size: int) -> bytes:
+    out = _data(method, where, value)
+    if len(out) != size:
+        raise NodeError(method, f"field {where}: expected {size} bytes, got {len(out)}")
+    return out
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def block_param(number: BlockId) -> str:
+    """The JSON-RPC block parameter for a number or tag."""
+    if isinstance(number, int):
+        if number < 0:
+            raise ValueError(f"block number must be >= 0, got {number}")
+        return hex(number)
+    return number
+
+
+def _keccak(data: bytes) -> bytes:
+    return bytes(keccak(data))
+
+
+def _parse_header(obj: _Obj, tx_hashes: tuple[bytes, ...]) -> BlockHeader:
+    return BlockHeader(
+        number=obj.quantity("number"),
+        hash=obj.fixed("hash", 32),
+        parent_hash=obj.fixed("parentHash", 32),
+        timestamp=obj.quantity("timestamp"),
+        gas_limit=obj.quantity("gasLimit"),
+        # Blocks before London (and chains without EIP-1559) have no base fee.
+        base_fee=obj.quantity("baseFeePerGas") if obj.has("baseFeePerGas") else 0,
+        coinbase=obj.fixed("miner", 20),
+        prev_randao=obj.fixed("mixHash", 32) if obj.has("mixHash") else _ZERO_HASH,
+        gas_used=obj.quantity("gasUsed"),
+        tx_hashes=tx_hashes,
+    )
+
+
+def _parse_pending(obj: _Obj) -> PendingTx:
+    # Legacy and EIP-2930 txs price with gasPrice; EIP-1559 and later with maxFeePerGas.
+    fee_key = "maxFeePerGas" if obj.has("maxFeePerGas") else "gasPrice"
+    return PendingTx(
+        tx_hash=obj.fixed("hash", 32),
+        sender=obj.fixed("from", 20),
+        nonce=obj.quantity("nonce"),
+        to=obj.opt_fixed("to", 20),
+        value=obj.quantity("value"),
+        gas=obj.quantity("gas"),
+        max_fee=obj.quantity(fee_key),
+    )
+
+
+def _parse_receipt(obj: _Obj) -> Receipt:
+    return Receipt(
+        tx_hash=obj.fixed("transactionHash", 32),
+        status=obj.quantity("status"),
+        gas_used=obj.quantity("gasUsed"),
+        sender=obj.fixed("from", 20),
+        block_number=obj.quantity("blockNumber"),
+        transaction_index=obj.quantity("transactionIndex"),
+    )
+
+
+# ---------------------------------------------------------------------------- the adapter
+
+
+class JsonRpcNode:
+    """:class:`NodeClient` over standard Ethereum JSON-RPC (owns one HTTP session)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        max_batch: int = 100,
+        force_filter_fallback: bool = False,
+        force_receipt_fallback: bool = False,
+        max_tracked_pending: int = 10_000,
+        transport: JsonRpcTransport | None = None,
+    ) -> None:
+        self.transport = transport or JsonRpcTransport(
+            url, timeout=timeout, retry=retry, max_batch=max_batch
+        )
+        self._use_filter = force_filter_fallback
+        self._per_tx_receipts = force_receipt_fallback
+        self._proof_ok = True
+        self._filter_id: str | None = None
+        self._tracked: dict[bytes, PendingTx] = {}
+        self._tracked_block = -1
+        self._max_tracked = max_tracked_pending
+
+    async def __aenter__(self) -> JsonRpcNode:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.transport.close()
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """Any JSON-RPC method, result returned as the node sent it (escape hatch)."""
+        return await self.transport.call(method, params)
+
+    async def chain_id(self) -> int:
+        """``eth_chainId``."""
+        return _quantity("eth_chainId", "result", await self.call("eth_chainId"))
+
+    async def block_number(self) -> int:
+        """``eth_blockNumber``."""
+        return _quantity("eth_blockNumber", "result", await self.call("eth_blockNumber"))
+
+    @overload
+    async def get_block(self, number: BlockId, full: Literal[False] = False) -> BlockHeader: ...
+
+    @overload
+    async def get_block(self, number: BlockId, full: Literal[True]) -> BlockWithTxs: ...
+
+    async def get_block(self, number: BlockId, full: bool = False) -> BlockHeader | BlockWithTxs:
+        """The block's header (``full=False``) or header plus transactions; missing raises."""
+        method = "eth_getBlockByNumber"
+        raw = await self.call(method, [block_param(number), full])
+        if raw is None:
+            raise NodeError(method, f"block {block_param(number)} not found")
+        obj = _Obj(method, raw)
+        items = obj.items("transactions")
+        if not full:
+            hashes = tuple(
+                _fixed(method, f"result.transactions[{i}]", h, 32) for i, h in enumerate(items)
+            )
+            return _parse_header(obj, hashes)
+        txs = []
+        for i, item in enumerate(items):
+            tx = _Obj(method, item, f"result.transactions[{i}]")
+            txs.append(
+                IncludedTxInfo(
+                    hash=tx.fixed("hash", 32),
+                    sender=tx.fixed("from", 20),
+                    nonce=tx.quantity("nonce"),
+                )
+            )
+        header = _parse_header(obj, tuple(t.hash for t in txs))
+        return BlockWithTxs(header=header, txs=txs)
+
+    async def send_raw_transaction(self, raw: bytes) -> bytes:
+        """Submit a signed tx; returns its hash (also when the node already knew it)."""
+        method = "eth_sendRawTransaction"
+        try:
+            result = await self.call(method, [_hex(raw)])
+        except NodeUnreachable:
+            raise
+        except NodeError as exc:
+            # A retried send whose first try did arrive is not a failure.
+            if _ALREADY_KNOWN.search(exc.detail):
+                return _keccak(raw)
+            raise
+        return _fixed(method, "result", result, 32)
+
+    async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Signed tx bytes by hash; hashes the node no longer has are absent."""
+        method = "eth_getRawTransactionByHash"
+        wanted = list(dict.fromkeys(hashes))
+        results = await self.transport.batch([(method, [_hex(h)]) for h in wanted])
+        out: dict[bytes, bytes] = {}
+        for h, res in zip(wanted, results, strict=True):
+            value = res.unwrap()
+            if value is None:
+                continue
+            raw = _data(method, f"result[{_hex(h)}]", value)
+            if not raw or _keccak(raw) != h:
+                raise NodeError(
+                    method, f"field result[{_hex(h)}]: bytes do not hash to the tx hash"
+                )
+            out[h] = raw
+        return out
+
+    async def accounts(
+        self, addresses: Iterable[bytes], block_number: BlockId
+    ) -> dict[bytes, AccountSnapshot]:
+        """Balance, nonce and code hash of each address at a block (``eth_getProof``)."""
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            return {}
+        block = block_param(block_number)
+        if self._proof_ok:
+            calls = [("eth_getProof", [_hex(a), [], block]) for a in wanted]
+            results = await self.transport.batch(calls)
+            if not any(isinstance(r.error, MethodNotSupported) for r in results):
+                return {a: self._proof_snapshot(a, r) for a, r in zip(wanted, results, strict=True)}
+            self._proof_ok = False
+            log.warning(
+                "node lacks eth_getProof, reading accounts with eth_getBalance, "
+                "eth_getTransactionCount and eth_getCode url=%s",
+                self.transport.safe_url,
+            )
+        return await self._accounts_by_parts(wanted, block)
+
+    def _proof_snapshot(self, address: bytes, res: RpcResult) -> AccountSnapshot:
+        method = "eth_getProof"
+        where = f"result[{_hex(address)}]"
+        obj = _Obj(method, res.unwrap(), where)
+        if obj.has("address") and obj.fixed("address", 20) != address:
+            raise NodeError(method, f"field {where}.address: answer is for another account")
+        code_hash = obj.fixed("codeHash", 32)
+        return AccountSnapshot(
+            address=address,
+            balance=obj.quantity("balance"),
+            nonce=obj.quantity("nonce"),
+            # Some clients report a zero code hash for accounts that do not exist yet.
+            code_hash=EMPTY_CODE_HASH if code_hash == _ZERO_HASH else code_hash,
+        )
+
+    async def _accounts_by_parts(
+        self, wanted: list[bytes], block: str
+    ) -> dict[bytes, AccountSnapshot]:
+        calls = []
+        for a in wanted:
+            calls += [
+                ("eth_getBalance", [_hex(a), block]),
+                ("eth_getTransactionCount", [_hex(a), block]),
+                ("eth_getCode", [_hex(a), block]),
+            ]
+        results = await self.transport.batch(calls)
+        out: dict[bytes, AccountSnapshot] = {}
+        for i, a in enumerate(wanted):
+            bal, nonce, code = (r.unwrap() for r in results[3 * i : 3 * i + 3])
+            where = f"result[{_hex(a)}]"
+            code_bytes = _data("eth_getCode", where, code)
+            out[a] = AccountSnapshot(
+                address=a,
+                balance=_quantity("eth_getBalance", where, bal),
+                nonce=_quantity("eth_getTransactionCount", where, nonce),
+                code_hash=_keccak(code_bytes) if code_bytes else EMPTY_CODE_HASH,
+            )
+        return out
+
+    async def block_receipts(self, number: int) -> list[Receipt]:
+        """Receipts of every tx in block ``number``, in block order."""
+        if not self._per_tx_receipts:
+            method = "eth_getBlockReceipts"
+            try:
+                raw = await self.call(method, [block_param(number)])
+            except MethodNotSupported:
+                self._per_tx_receipts = True
+                log.warning(
+                    "node lacks eth_getBlockReceipts, reading receipts one tx at a time url=%s",
+                    self.transport.safe_url,
+                )
+            else:
+                if not isinstance(raw, list):
+                    what = "not found" if raw is None else "is not a list"
+                    raise NodeError(method, f"receipts of block {number} {what}")
+                return self._check_receipts(
+                    method, number, [_Obj(method, r, f"result[{i}]") for i, r in enumerate(raw)]
+                )
+        header = await self.get_block(number)
+        method = "eth_getTransactionReceipt"
+        results = await self.transport.batch([(method, [_hex(h)]) for h in header.tx_hashes])
+        objs = []
+        for h, res in zip(header.tx_hashes, results, strict=True):
+            value = res.unwrap()
+            if value is None:
+                # The block was replaced between the two reads (reorg); the caller retries.
+                raise NodeError(method, f"receipt of {_hex(h)} in block {number} is missing")
+            objs.append(_Obj(method, value, f"result[{_hex(h)}]"))
+        return self._check_receipts(method, number, objs)
+
+    @staticmethod
+    def _check_receipts(method: str, number: int, objs: list[_Obj]) -> list[Receipt]:
+        receipts = [_parse_receipt(o) for o in objs]
+        for o, r in zip(objs, receipts, strict=True):
+            if r.block_number != number:
+                raise NodeError(
+                    method, f"field {o.where}.blockNumber: {r.block_number} != {number}"
+                )
+        return sorted(receipts, key=lambda r: r.transaction_index)
+
+    # ------------------------------------------------------------------------ mempool
+
+    async def pending_transactions(self) -> list[PendingTx]:
+        """Every tx in the node's mempool (pending and queued)."""
+        if not self._use_filter:
+            try:
+                return await self._txpool_content()
+            except MethodNotSupported:
+                self._use_filter = True
+                log.warning(
+                    "node lacks txpool_content, watching the mempool with "
+                    "eth_newPendingTransactionFilter instead url=%s",
+                    self.transport.safe_url,
+                )
+        return await self._pending_via_filter()
+
+    async def _txpool_content(self) -> list[PendingTx]:
+        method = "txpool_content"
+        obj = _Obj(method, await self.call(method))
+        out: dict[bytes, PendingTx] = {}
+        for section in ("pending", "queued"):
+            by_sender = obj.child(section)
+            for sender, by_nonce in by_sender.raw.items():
+                per_sender = _Obj(method, by_nonce, f"{by_sender.where}[{sender}]")
+                for nonce, tx in per_sender.raw.items():
+                    ptx = _parse_pending(_Obj(method, tx, f"{per_sender.where}[{nonce}]"))
+                    out.setdefault(ptx.tx_hash, ptx)
+        return list(out.values())
+
+    async def _pending_via_filter(self) -> list[PendingTx]:
+        """Mempool as seen through a pending-tx filter plus the txs it reported earlier.
+
+        A filter only reports hashes once, so the adapter remembers them and drops each when a
+        new block shows it was included, replaced or evicted: the answer has the same meaning
+        as ``txpool_content``.
+        """
+        if self._filter_id is None:
+            self._filter_id = await self._new_filter()
+        calls = [("eth_getFilterChanges", [self._filter_id]), ("eth_blockNumber", [])]
+        changes_res, number_res = await self.transport.batch(calls)
+        head = _quantity("eth_blockNumber", "result", number_res.unwrap())
+        new_hashes: list[bytes] = []
+        if changes_res.error is not None and not isinstance(changes_res.error, NodeUnreachable):
+            # Nodes drop filters that were not polled for a while, and forget all on restart.
+            log.info(
+                "pending-tx filter lost, creating a new one error=%r", changes_res.error.detail
+            )
+            self._filter_id = await self._new_filter()
+        else:
+            changes = changes_res.unwrap()
+            if not isinstance(changes, list):
+                raise NodeError("eth_getFilterChanges", "result is not a list")
+            new_hashes = [
+                _fixed("eth_getFilterChanges", f"result[{i}]", h, 32) for i, h in enumerate(changes)
+            ]
+        recheck = list(self._tracked) if head != self._tracked_block else []
+        fetch = list(dict.fromkeys([*recheck, *(h for h in new_hashes if h not in self._tracked)]))
+        method = "eth_getTransactionByHash"
+        results = await self.transport.batch([(method, [_hex(h)]) for h in fetch])
+        for h, res in zip(fetch, results, strict=True):
+            value = res.unwrap()
+            obj = None if value is None else _Obj(method, value, f"result[{_hex(h)}]")
+            if obj is None or obj.has("blockNumber"):
+                self._tracked.pop(h, None)
+                continue
+            self._tracked[h] = _parse_pending(obj)
+        self._tracked_block = head
+        while len(self._tracked) > self._max_tracked:
+            self._tracked.pop(next(iter(self._tracked)))
+        return list(self._tracked.values())
+
+    async def _new_filter(self) -> str:
+        method = "eth_newPendingTransactionFilter"
+        fid = await self.call(method)
+        if not isinstance(fid, str) or not fid:
+            raise NodeError(method, f"field result: expected a filter id, got {_show(fid)}")
+        return fid

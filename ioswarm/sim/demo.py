@@ -1,0 +1,209 @@
+"""``ioswarm demo``: the whole loop on one machine — anvil, workload, coordinator, agents, report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from ioswarm.config import parse_config
+from ioswarm.coordinator.app import CoordinatorApp
+from ioswarm.core.models import Level
+from ioswarm.core.tokens import agent_token
+from ioswarm.node.adapter import JsonRpcNode
+from ioswarm.sim.anvil import AnvilProcess
+from ioswarm.sim.workload import Workload
+
+log = logging.getLogger("ioswarm.demo")
+
+PROGRESS_EVERY_SEC = 5.0
+DRAIN_BLOCKS = 3
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    duration: float = 60.0
+    agents: int = 4
+    level: str = "L2"
+    rate: float = 40.0
+    block_time: float = 2.0
+    report_json: str | None = None
+    seed: int | None = None
+
+
+def agent_levels(count: int, top: Level) -> list[Level]:
+    """Half the agents at L1 and half at ``top`` (all at L1 when top is L1)."""
+    if top is Level.L1:
+        return [Level.L1] * count
+    low = count // 2
+    return [Level.L1] * low + [top] * (count - low)
+
+
+class DemoAgents:
+    """Agent subprocesses, each a real ``ioswarm agent`` over loopback gRPC."""
+
+    def __init__(self, grpc_port: int, secret: str, levels: list[Level]) -> None:
+        self.grpc_port = grpc_port
+        self.secret = secret
+        self.levels = levels
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for i, level in enumerate(self.levels):
+            agent_id = f"demo-{level.name.lower()}-{i}"
+            wallet = Account.create().address
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "ioswarm_cli.main", "agent",
+                    "--coordinator", f"127.0.0.1:{self.grpc_port}",
+                    "--agent-id", agent_id,
+                    "--api-key", agent_token(self.secret, agent_id),
+                    "--wallet", wallet,
+                    "--level", level.name,
+                    "--no-tls",
+                    "--log-level", "warning",
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            )
+
+    async def stop(self) -> list[int | None]:
+        for p in self.procs:
+            if p.returncode is None:
+                p.terminate()
+        codes: list[int | None] = []
+        for p in self.procs:
+            try:
+                codes.append(await asyncio.wait_for(p.wait(), 10))
+            except TimeoutError:
+                p.kill()
+                codes.append(await p.wait())
+        return codes
+
+
+def _level_report(view: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for level, counts in view["levels"].items():
+        out[level] = {
+            "compared": counts["compared"],
+            "matched": counts["matched"],
+            "mismatched": counts["mismatched"],
+            "excluded": counts["excluded"],
+            "mismatched_fields": counts["mismatched_fields"],
+        }
+    return out
+
+
+async def run_demo(
+    opts: DemoOptions, env: Mapping[str, str], out: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the demo for ``opts.duration`` seconds and return the report."""
+    top = Level.parse(opts.level)
+    secret = secrets.token_hex(24)
+    started = time.monotonic()
+    async with AnvilProcess(env=env, block_time=opts.block_time) as anvil:
+        out(f"anvil up on {anvil.url} (prague, block time {opts.block_time:g}s)")
+        config = parse_config(
+            {
+                "nodeRpcUrl": anvil.url,
+                "grpcPort": 0,
+                "swarmApiPort": 0,
+                "masterSecret": secret,
+                "taskLevel": top.name,
+                "pollIntervalMs": 250,
+                "logLevel": "warning",
+                "reward": {"epochBlocks": 10},
+            },
+            {},
+        )
+        async with JsonRpcNode(anvil.url) as node, CoordinatorApp(config) as app:
+            c = app.coordinator
+            out(f"coordinator up: grpc 127.0.0.1:{app.grpc_port}, "
+                f"api http://127.0.0.1:{app.api_port}/")
+            agents = DemoAgents(app.grpc_port, secret, agent_levels(opts.agents, top))
+            await agents.start()
+            workload = Workload(
+                node, anvil.private_keys[0], chain_id=anvil.chain_id, accounts=24,
+                rate=opts.rate, seed=opts.seed,
+            )
+            await workload.setup()
+            out(f"{opts.agents} agents started ({', '.join(lv.name for lv in agents.levels)}); "
+                f"workload at {opts.rate:g} tx/s for {opts.duration:g}s")
+            wl_task = asyncio.create_task(workload.run(duration=opts.duration))
+            t0 = time.monotonic()
+            last_results = 0
+            while not wl_task.done():
+                await asyncio.wait({wl_task}, timeout=PROGRESS_EVERY_SEC)
+                now = time.monotonic()
+                stats = c.stats()
+                rate = (c.totals.results_accepted - last_results) / max(now - t0, 1e-9)
+                last_results, t0 = c.totals.results_accepted, now
+                out(
+                    f"[{now - started:5.0f}s] block {c.head.number} agents {stats['active_agents']} "
+                    f"tasks {stats['tasks_dispatched']} results {stats['tasks_received']} "
+                    f"({rate:.0f}/s) shadow {stats['shadow_matched']}/{stats['shadow_compared']} "
+                    f"accuracy {stats['shadow_accuracy']:.2f}%"
+                )
+            wl_task.result()
+            drain_until = c.head.number + DRAIN_BLOCKS
+            out(f"workload done; waiting for blocks up to {drain_until} to settle verdicts")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(opts.block_time * (DRAIN_BLOCKS + 3)):
+                    while c.head.number < drain_until:
+                        await asyncio.sleep(0.2)
+            codes = await agents.stop()
+            report = {
+                "duration_s": round(time.monotonic() - started, 1),
+                "blocks": c.totals.blocks_seen,
+                "agents": len(agents.levels),
+                "agent_levels": [lv.name for lv in agents.levels],
+                "agent_exit_codes": codes,
+                "workload": workload.counters.as_dict(),
+                "tasks": {
+                    "created": c.totals.tasks_created,
+                    "dispatched": c.dispatcher.dispatched_total,
+                    "results": c.totals.results_accepted,
+                    "late": c.totals.results_late,
+                    "reassigned": c.dispatcher.reassigned_total,
+                    "dropped": c.dispatcher.dropped_total,
+                },
+                "shadow": _level_report(c.shadow_view()),
+                "shadow_pending_at_end": c.shadow.pending,
+                "shadow_expired": c.shadow.expired,
+                "per_agent": {
+                    a["agent_id"]: {"level": a["level"], "results": a["results_accepted"]}
+                    for a in c.agents()
+                },
+            }
+    if opts.report_json:
+        Path(opts.report_json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human summary printed at the end of a demo."""
+    lines = [
+        "",
+        "== ioswarm demo report ==",
+        f"duration {report['duration_s']}s, {report['blocks']} blocks, {report['agents']} agents "
+        f"({', '.join(report['agent_levels'])})",
+        "tasks: " + ", ".join(f"{k} {v}" for k, v in report["tasks"].items()),
+        "workload: " + ", ".join(f"{k} {v}" for k, v in report["workload"].items()),
+    ]
+    for level, s in report["shadow"].items():
+        excluded = ", ".join(f"{k} {v}" for k, v in s["excluded"].items()) or "none"
+        ok = s["matched"] + sum(s["excluded"].values()) == s["compared"] and s["mismatched"] == 0
+        lines.append(
+            f"shadow {level}: compared {s['compared']}, matched {s['matched']}, "
+            f"mismatched {s['mismatched']}, excluded: {excluded} -> {'OK' if ok else 'CHECK'}"
+        )
+    return "\n".join(lines)
