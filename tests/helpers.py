@@ -5,24 +5,46 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
+@overload
+def eventually(
+    condition: Callable[[], Awaitable[T]],
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> Awaitable[T]: ...
+
+
+@overload
+def eventually(
+    condition: Callable[[], T],
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> Awaitable[T]: ...
+
+
+def eventually(
+    condition: Callable[[], Any],
     timeout: float = 10.0,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
-    """Poll ``condition`` (sync or async) until it returns something truthy and return that.
+) -> Awaitable[Any]:
+    """Await this: poll ``condition`` (sync or async) until it returns something truthy.
 
-    Exceptions raised by the condition count as "not yet"; after ``timeout`` seconds the test
-    fails with the last value or exception seen.
+    Returns that value. Exceptions raised by the condition count as "not yet"; after
+    ``timeout`` seconds the test fails with the last value or exception seen.
     """
+    return _poll(condition, timeout, interval, what)
+
+
+async def _poll(condition: Callable[[], Any], limit: float, interval: float, what: str) -> Any:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     last: object = None
     while True:
         try:
@@ -30,10 +52,10 @@ async def eventually(
             if inspect.isawaitable(value):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last = value
         except Exception as exc:
             last = exc
         if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s; last: {last!r}")
+            raise AssertionError(f"{what} not met within {limit}s; last: {last!r}")
         await asyncio.sleep(interval)

@@ -59,6 +59,20 @@ def find_anvil(env: Mapping[str, str] | None = None, binary: str | Path | None =
         path, source = DEFAULT_ANVIL_BIN, ANVIL_BIN_ENV
     if not path.is_file() or not os.access(path, os.X_OK):
         raise ConfigError(source, f"anvil executable not found at {path} (run `make tools`)")
+    return _native_binary(path)
+
+
+def _native_binary(path: Path) -> Path:
+    """The platform binary behind the npm wrapper script, when ``path`` is that wrapper.
+
+    The wrapper forwards SIGTERM and exits at once, orphaning anvil while it shuts down; running
+    the binary directly lets :meth:`AnvilProcess.stop` wait for anvil itself.
+    """
+    real = path.resolve()
+    if real.name == "bin.mjs" and real.parent.parent.name == "@foundry-rs":
+        for candidate in sorted(real.parent.parent.glob(f"{real.parent.name}-*/bin/anvil")):
+            if os.access(candidate, os.X_OK):
+                return candidate
     return path
 
 

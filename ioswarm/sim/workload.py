@@ -292,6 +292,7 @@ class Workload:
         loop = asyncio.get_running_loop()
         start = loop.time()
         tried = 0
+        streak = 0
         categories = ("transfer", "replacement", "gap", "revert")
         weights = [self.mix.transfer, self.mix.replacement, self.mix.gap, self.mix.revert]
         kind_weights = [self.mix.eip1559, self.mix.legacy, self.mix.eip2930]
@@ -315,9 +316,22 @@ class Workload:
                 else:
                     await self.send_reverting_call(kind=kind)
             except IoswarmError as exc:
-                log.warning(
-                    "workload send failed category=%s kind=%s error=%r", category, kind, str(exc)
+                if self.counters.sent + self.counters.errors == before:
+                    self.counters.errors += 1  # failed before anything reached the node
+                # One warning per run of failures: a node that is down would flood the log.
+                streak += 1
+                level = logging.WARNING if streak == 1 else logging.DEBUG
+                log.log(
+                    level,
+                    "workload send failed category=%s kind=%s error=%r",
+                    category,
+                    kind,
+                    str(exc),
                 )
+            else:
+                if streak:
+                    log.info("workload sending again after failures=%d", streak)
+                streak = 0
             tried += max(1, self.counters.sent + self.counters.errors - before)
         return self.counters
 

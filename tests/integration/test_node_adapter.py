@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 from eth_account import Account
 from eth_hash.auto import keccak
-from helpers import eventually
 
 from ioswarm.core.models import EMPTY_CODE_HASH
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
 from ioswarm.node import JsonRpcNode, JsonRpcTransport, RetryPolicy
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.workload import REVERTER_INITCODE, REVERTER_RUNTIME, contract_address
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,24 @@ RECIPIENT = bytes.fromhex("00000000000000000000000000000000000000aa")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def sign(key: str, nonce: int, *, kind: str = "eip1559", to: bytes | None = RECIPIENT,
-         value: int = 1, gas: int = 21_000, data: bytes = b"") -> tuple[bytes, bytes]:
+def sign(
+    key: str,
+    nonce: int,
+    *,
+    kind: str = "eip1559",
+    to: bytes | None = RECIPIENT,
+    value: int = 1,
+    gas: int = 21_000,
+    data: bytes = b"",
+) -> tuple[bytes, bytes]:
     """A signed tx of the given type; returns (hash, raw)."""
-    tx: dict[str, Any] = {"chainId": 31337, "nonce": nonce, "value": value, "gas": gas,
-                          "data": data}
+    tx: dict[str, Any] = {
+        "chainId": 31337,
+        "nonce": nonce,
+        "value": value,
+        "gas": gas,
+        "data": data,
+    }
     if to is not None:
         tx["to"] = to
     if kind == "eip1559":
@@ -89,7 +102,11 @@ async def blocking_proxy(anvil_manual: AnvilProcess) -> AsyncIterator[tuple[str,
         for item in items:
             seen[item["method"]] = seen.get(item["method"], 0) + 1
         refused = [
-            {"jsonrpc": "2.0", "id": i["id"], "error": {"code": -32601, "message": "Method not found"}}
+            {
+                "jsonrpc": "2.0",
+                "id": i["id"],
+                "error": {"code": -32601, "message": "Method not found"},
+            }
             for i in items
             if i["method"] in blocked
         ]
@@ -185,9 +202,7 @@ async def test_pending_transactions_via_filter_fallback(anvil_manual: AnvilProce
         await node.pending_transactions()
         h1, raw1 = sign(key, 1)
         await node.send_raw_transaction(raw1)
-        await eventually(
-            lambda: _has(node, h1), what="tx seen through the recreated filter"
-        )
+        await eventually(lambda: _has(node, h1), what="tx seen through the recreated filter")
 
 
 async def _empty(node: JsonRpcNode) -> bool:
@@ -248,10 +263,10 @@ async def _block_with_revert(node: JsonRpcNode, anvil: AnvilProcess) -> list[byt
     for nonce, (to, gas, data) in enumerate(
         [(None, 100_000, REVERTER_INITCODE), (RECIPIENT, 21_000, b"")]
     ):
-        tx_hash, raw = sign(key, nonce, to=to, gas=gas, data=data)
+        _, raw = sign(key, nonce, to=to, gas=gas, data=data)
         hashes.append(await node.send_raw_transaction(raw))
     await anvil.mine(1)
-    tx_hash, raw = sign(key, 2, to=contract_address(address_of(key), 0), gas=50_000)
+    _, raw = sign(key, 2, to=contract_address(address_of(key), 0), gas=50_000)
     hashes.append(await node.send_raw_transaction(raw))
     await anvil.mine(1)
     return hashes
@@ -306,7 +321,9 @@ async def test_fallbacks_when_node_lacks_methods(
     assert any("txpool_content" in w for w in warnings)
 
 
-async def test_node_down_then_back(anvil_manual: AnvilProcess, caplog: pytest.LogCaptureFixture) -> None:
+async def test_node_down_then_back(
+    anvil_manual: AnvilProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stopped node raises NodeUnreachable after retries, logged once; the adapter recovers when
     the node returns on the same port."""
     caplog.set_level(logging.INFO, logger="ioswarm.node")
@@ -329,10 +346,10 @@ async def test_node_down_then_back(anvil_manual: AnvilProcess, caplog: pytest.Lo
 async def test_garbage_answers_raise_node_error() -> None:
     """Non-JSON bodies, wrong shapes, malformed fields and HTTP errors raise NodeError naming
     the method."""
-    state = {"mode": "", "hits": 0}
+    state: dict[str, Any] = {"mode": "", "hits": 0}
 
     async def handler(request: web.Request) -> web.Response:
-        state["hits"] = int(state["hits"]) + 1
+        state["hits"] += 1
         req = await request.json()
         mode = state["mode"]
         if mode == "text":
@@ -350,7 +367,7 @@ async def test_garbage_answers_raise_node_error() -> None:
             return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": "12"})
         if mode == "http-404":
             return web.Response(status=404, text="not here")
-        if mode == "flaky" and int(state["hits"]) < 3:
+        if mode == "flaky" and state["hits"] < 3:
             return web.Response(status=503, text="warming up")
         return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": "0x7a69"})
 
@@ -362,7 +379,11 @@ async def test_garbage_answers_raise_node_error() -> None:
                 ("list", node.chain_id, "eth_chainId: answer is not a JSON-RPC object"),
                 ("no-result", node.block_number, "eth_blockNumber: answer has neither"),
                 ("wrong-id", node.chain_id, "eth_chainId: answer id 999"),
-                ("bad-field", lambda: node.get_block(1), r"eth_getBlockByNumber: field result\.hash"),
+                (
+                    "bad-field",
+                    lambda: node.get_block(1),
+                    r"eth_getBlockByNumber: field result\.hash",
+                ),
                 ("bad-hex", node.block_number, "eth_blockNumber: field result: expected a hex"),
                 ("http-404", node.chain_id, "eth_chainId: HTTP 404"),
             ]
@@ -383,9 +404,14 @@ async def test_batch_orders_answers_and_surfaces_item_errors(anvil_manual: Anvil
     errors kept per item."""
 
     async def reversing(request: web.Request) -> web.Response:
-        async with aiohttp.ClientSession() as session, session.post(
-            anvil_manual.url, data=await request.read(), headers={"Content-Type": "application/json"}
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                anvil_manual.url,
+                data=await request.read(),
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
             answer = json.loads(await resp.read())
         return web.json_response(answer[::-1] if isinstance(answer, list) else answer)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from helpers import eventually
 
 from ioswarm.node import JsonRpcNode, RetryPolicy
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.workload import Workload, WorkloadMix
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,12 @@ async def test_scenario_txs_are_included_with_expected_statuses(
     """Transfers of each type, a replacement, a filled nonce gap and a reverting call are
     included with status 1, 1, 1 and 0; the replaced tx never is."""
     wl = Workload(
-        manual_node, anvil_manual.private_keys[0], chain_id=31337, accounts=3,
-        seed=7, mine=anvil_manual.mine,
+        manual_node,
+        anvil_manual.private_keys[0],
+        chain_id=31337,
+        accounts=3,
+        seed=7,
+        mine=anvil_manual.mine,
     )
     await wl.setup()
     assert wl.reverter is not None
@@ -63,8 +67,16 @@ async def test_run_sends_every_category_and_all_get_included(anvil: AnvilProcess
     """The random loop sends each category at the given rate and leaves nothing stuck."""
     mix = WorkloadMix(transfer=1, replacement=1, gap=1, revert=1)
     async with JsonRpcNode(anvil.url) as node:
-        wl = Workload(node, anvil.private_keys[1], chain_id=31337, accounts=4, rate=40,
-                      mix=mix, seed=3, gap_delay=0.05)
+        wl = Workload(
+            node,
+            anvil.private_keys[1],
+            chain_id=31337,
+            accounts=4,
+            rate=40,
+            mix=mix,
+            seed=3,
+            gap_delay=0.05,
+        )
         counters = await wl.run(count=40)
         assert counters.sent + counters.errors >= 40
         assert min(counters.transfers, counters.replacements, counters.gaps, counters.reverts) > 0
@@ -75,7 +87,7 @@ async def test_run_sends_every_category_and_all_get_included(anvil: AnvilProcess
             assert latest == pending
 
 
-def _pool_empty(node: JsonRpcNode):  # type: ignore[no-untyped-def]
+def _pool_empty(node: JsonRpcNode) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await node.pending_transactions() == []
 
@@ -85,8 +97,14 @@ def _pool_empty(node: JsonRpcNode):  # type: ignore[no-untyped-def]
 async def test_node_errors_are_counted_not_raised(anvil_manual: AnvilProcess) -> None:
     """When the node goes away the loop counts and logs each failure and still returns."""
     async with JsonRpcNode(anvil_manual.url, retry=RetryPolicy(attempts=1)) as node:
-        wl = Workload(node, anvil_manual.private_keys[2], chain_id=31337, accounts=2, rate=100,
-                      mine=anvil_manual.mine)
+        wl = Workload(
+            node,
+            anvil_manual.private_keys[2],
+            chain_id=31337,
+            accounts=2,
+            rate=100,
+            mine=anvil_manual.mine,
+        )
         await wl.setup()
         sent_before = wl.counters.sent
         await anvil_manual.stop()

@@ -1,0 +1,147 @@
+"""Building blocks for integration tests: a coordinator on free ports, in-process agents, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ioswarm.agent.runtime import Agent
+from ioswarm.agent.validators import validator_for
+from ioswarm.config import AgentConfig, CoordinatorConfig, parse_config
+from ioswarm.coordinator.app import CoordinatorApp
+from ioswarm.core.models import Level
+from ioswarm.core.tokens import agent_token
+from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+
+SECRET = "integration-test-master-secret"
+WALLET = "0x" + "42" * 20
+
+
+def coordinator_config(node_url: str, **overrides: Any) -> CoordinatorConfig:
+    data: dict[str, Any] = {
+        "nodeRpcUrl": node_url,
+        "grpcPort": 0,
+        "swarmApiPort": 0,
+        "masterSecret": SECRET,
+        "pollIntervalMs": 200,
+        "taskLevel": "L2",
+    }
+    data.update(overrides)
+    return parse_config(data, {})
+
+
+@contextlib.asynccontextmanager
+async def running_coordinator(node_url: str, **overrides: Any) -> AsyncIterator[CoordinatorApp]:
+    async with CoordinatorApp(coordinator_config(node_url, **overrides)) as app:
+        yield app
+
+
+@dataclass
+class RunningAgent:
+    agent: Agent
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.agent.shutdown("test")
+        await asyncio.wait_for(self.task, 10)
+
+    def kill(self) -> None:
+        """Vanish without a goodbye, like a killed process."""
+        self.task.cancel()
+
+
+def start_agent(
+    port: int, agent_id: str, level: Level, tls: bool = False, ca_cert: str = ""
+) -> RunningAgent:
+    cfg = AgentConfig(
+        coordinator=f"localhost:{port}" if tls else f"127.0.0.1:{port}",
+        agent_id=agent_id,
+        api_key=agent_token(SECRET, agent_id),
+        wallet=WALLET,
+        level=level.name,
+        tls=tls,
+        ca_cert=ca_cert,
+        reconnect_max_sec=1.0,
+    )
+    agent = Agent(cfg, validator_for(level))
+    return RunningAgent(agent, asyncio.create_task(agent.run()))
+
+
+def metadata(agent_id: str, token: str | None = None) -> tuple[tuple[str, str], ...]:
+    return (
+        ("x-ioswarm-agent-id", agent_id),
+        ("x-ioswarm-token", token if token is not None else agent_token(SECRET, agent_id)),
+    )
+
+
+def register_request(agent_id: str, level: Level = Level.L2) -> pb.RegisterRequest:
+    return pb.RegisterRequest(
+        agent_id=agent_id, capability=int(level), region="test", version="t", wallet_address=WALLET
+    )
+
+
+@contextlib.asynccontextmanager
+async def stub(port: int) -> AsyncIterator[pb_grpc.IOSwarmStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield pb_grpc.IOSwarmStub(channel)
+
+
+def make_test_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for localhost/127.0.0.1: (ca, cert, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ioswarm test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, cert_path, key_path
