@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import coordinator_throughput, l1_recovery  # noqa: E402
+from bench import coordinator_throughput, l1_recovery
 
 
 def main() -> int:

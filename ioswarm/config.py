@@ -98,55 +98,181 @@ def _log_level(v: Any) -> str | None:
 class RewardConfig:
     """Epoch reward policy (the ``reward:`` block)."""
 
-    delegate_cut_pct: int = _f("delegateCutPct", 10, "Percent of each epoch reward the delegate keeps.", check=_percent)
+    delegate_cut_pct: int = _f(
+        "delegateCutPct", 10, "Percent of each epoch reward the delegate keeps.", check=_percent
+    )
     epoch_blocks: int = _f("epochBlocks", 720, "Blocks per reward epoch.", check=_positive)
-    min_tasks_for_reward: int = _f("minTasksForReward", 10, "Agents with fewer tasks in an epoch get weight 0.", check=_non_negative)
-    bonus_accuracy_pct: float = _f("bonusAccuracyPct", 99.5, "Accuracy at or above which the bonus applies.", check=_percent)
-    bonus_multiplier: float = _f("bonusMultiplier", 1.2, "Weight multiplier for agents at or above bonusAccuracyPct.", check=_positive)
+    min_tasks_for_reward: int = _f(
+        "minTasksForReward",
+        10,
+        "Agents with fewer tasks in an epoch get weight 0.",
+        check=_non_negative,
+    )
+    bonus_accuracy_pct: float = _f(
+        "bonusAccuracyPct", 99.5, "Accuracy at or above which the bonus applies.", check=_percent
+    )
+    bonus_multiplier: float = _f(
+        "bonusMultiplier",
+        1.2,
+        "Weight multiplier for agents at or above bonusAccuracyPct.",
+        check=_positive,
+    )
 
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
     """Everything the coordinator sidecar reads at start."""
 
-    node_rpc_url: str = _f("nodeRpcUrl", "http://127.0.0.1:8545", "JSON-RPC URL of the EVM node this coordinator runs beside.", check=_url)
-    chain_id: int = _f("chainId", 0, "Expected chain id; 0 accepts whatever the node reports. Checked at start.", check=_non_negative)
-    grpc_host: str = _f("grpcHost", "127.0.0.1", "Interface the agent gRPC server binds. Non-loopback requires TLS.")
+    node_rpc_url: str = _f(
+        "nodeRpcUrl",
+        "http://127.0.0.1:8545",
+        "JSON-RPC URL of the EVM node this coordinator runs beside.",
+        check=_url,
+    )
+    chain_id: int = _f(
+        "chainId",
+        0,
+        "Expected chain id; 0 accepts whatever the node reports. Checked at start.",
+        check=_non_negative,
+    )
+    grpc_host: str = _f(
+        "grpcHost", "127.0.0.1", "Interface the agent gRPC server binds. Non-loopback requires TLS."
+    )
     grpc_port: int = _f("grpcPort", 14689, "Agent gRPC port.", check=_port)
-    swarm_api_host: str = _f("swarmApiHost", "127.0.0.1", "Interface the HTTP monitoring API binds.")
-    swarm_api_port: int = _f("swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, dashboard).", check=_port)
-    tls_cert_file: str = _f("tlsCertFile", "", "PEM server certificate for the gRPC server; empty means plaintext (loopback only).")
+    swarm_api_host: str = _f(
+        "swarmApiHost", "127.0.0.1", "Interface the HTTP monitoring API binds."
+    )
+    swarm_api_port: int = _f(
+        "swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, dashboard).", check=_port
+    )
+    tls_cert_file: str = _f(
+        "tlsCertFile",
+        "",
+        "PEM server certificate for the gRPC server; empty means plaintext (loopback only).",
+    )
     tls_key_file: str = _f("tlsKeyFile", "", "PEM private key matching tlsCertFile.")
-    max_agents: int = _f("maxAgents", 100, "Most agents registered at once; further registrations are refused.", check=_positive)
-    task_level: str = _f("taskLevel", "L2", "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.", check=_level)
-    shadow_mode: bool = _f("shadowMode", True, "Compare every agent answer with what the chain did.")
-    poll_interval_ms: int = _f("pollIntervalMs", 1000, "Mempool poll period in milliseconds.", check=_positive)
-    task_timeout_ms: int = _f("taskTimeoutMs", 2000, "Per-task deadline; after it the task goes to another agent.", check=_positive)
+    max_agents: int = _f(
+        "maxAgents",
+        100,
+        "Most agents registered at once; further registrations are refused.",
+        check=_positive,
+    )
+    task_level: str = _f(
+        "taskLevel",
+        "L2",
+        "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.",
+        check=_level,
+    )
+    shadow_mode: bool = _f(
+        "shadowMode", True, "Compare every agent answer with what the chain did."
+    )
+    poll_interval_ms: int = _f(
+        "pollIntervalMs", 1000, "Mempool poll period in milliseconds.", check=_positive
+    )
+    task_timeout_ms: int = _f(
+        "taskTimeoutMs",
+        2000,
+        "Per-task deadline; after it the task goes to another agent.",
+        check=_positive,
+    )
     max_batch_size: int = _f("maxBatchSize", 64, "Most tasks in one TaskBatch.", check=_positive)
-    max_inflight_per_agent: int = _f("maxInflightPerAgent", 256, "Most unanswered tasks one agent may hold (backpressure).", check=_positive)
-    retry_queue_size: int = _f("retryQueueSize", 10000, "Bound of the queue of tasks waiting for (re)dispatch.", check=_positive)
-    max_task_attempts: int = _f("maxTaskAttempts", 3, "Dispatch attempts per task before it is dropped.", check=_positive)
-    heartbeat_interval_sec: int = _f("heartbeatIntervalSec", 10, "Heartbeat period agents are told to use.", check=_positive)
-    heartbeat_miss_limit: int = _f("heartbeatMissLimit", 6, "Missed heartbeats after which an agent is evicted.", check=_positive)
-    submit_rate_per_sec: float = _f("submitRatePerSec", 10.0, "Per-agent SubmitResults token-bucket refill rate.", check=_positive)
-    submit_burst: int = _f("submitBurst", 20, "Per-agent SubmitResults token-bucket capacity.", check=_positive)
-    shadow_expiry_blocks: int = _f("shadowExpiryBlocks", 50, "Blocks a result waits for its tx to be included before it expires without a verdict.", check=_positive)
-    sync_max_lag_sec: int = _f("syncMaxLagSec", 120, "Skip polling while the latest block is older than this (node syncing); 0 disables.", check=_non_negative)
-    master_secret: str = _f("masterSecret", "", "HMAC secret agent API keys derive from (secret; also masterSecretFile or IOSWARM_MASTER_SECRET).", secret=True)
-    delegate_address: str = _f("delegateAddress", "", "Delegate wallet that receives the delegate cut.", check=_address)
-    epoch_reward_iotx: str = _f("epochRewardIOTX", "1", "Reward paid per epoch, in IOTX (decimal, up to 18 places).", check=_amount)
-    reward_contract: str = _f("rewardContract", "", "AgentRewardPool address; empty disables on-chain settlement.", check=_address)
-    reward_signer_key: str = _f("rewardSignerKey", "", "Hex private key that signs settlements (secret; also rewardSignerKeyFile).", secret=True)
-    reward_rpc_url: str = _f("rewardRpcUrl", "", "JSON-RPC URL for settlements; empty uses nodeRpcUrl.", check=_url)
-    reward_chain_id: int = _f("rewardChainId", 0, "Chain id of the reward chain; 0 uses the node's.", check=_non_negative)
-    diff_buffer_size: int = _f("diffBufferSize", 100, "State diffs kept in memory for live L4 subscribers.", check=_positive)
-    diff_store_enabled: bool = _f("diffStoreEnabled", False, "Persist per-block state diffs (needed for L4).")
-    diff_store_path: str = _f("diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs.")
-    diff_retain_height: int = _f("diffRetainHeight", 10000, "Blocks of diffs kept before pruning.", check=_positive)
+    max_inflight_per_agent: int = _f(
+        "maxInflightPerAgent",
+        256,
+        "Most unanswered tasks one agent may hold (backpressure).",
+        check=_positive,
+    )
+    retry_queue_size: int = _f(
+        "retryQueueSize",
+        10000,
+        "Bound of the queue of tasks waiting for (re)dispatch.",
+        check=_positive,
+    )
+    max_task_attempts: int = _f(
+        "maxTaskAttempts", 3, "Dispatch attempts per task before it is dropped.", check=_positive
+    )
+    heartbeat_interval_sec: int = _f(
+        "heartbeatIntervalSec", 10, "Heartbeat period agents are told to use.", check=_positive
+    )
+    heartbeat_miss_limit: int = _f(
+        "heartbeatMissLimit",
+        6,
+        "Missed heartbeats after which an agent is evicted.",
+        check=_positive,
+    )
+    submit_rate_per_sec: float = _f(
+        "submitRatePerSec",
+        10.0,
+        "Per-agent SubmitResults token-bucket refill rate.",
+        check=_positive,
+    )
+    submit_burst: int = _f(
+        "submitBurst", 20, "Per-agent SubmitResults token-bucket capacity.", check=_positive
+    )
+    shadow_expiry_blocks: int = _f(
+        "shadowExpiryBlocks",
+        50,
+        "Blocks a result waits for its tx to be included before it expires without a verdict.",
+        check=_positive,
+    )
+    sync_max_lag_sec: int = _f(
+        "syncMaxLagSec",
+        120,
+        "Skip polling while the latest block is older than this (node syncing); 0 disables.",
+        check=_non_negative,
+    )
+    master_secret: str = _f(
+        "masterSecret",
+        "",
+        "HMAC secret agent API keys derive from (secret; also masterSecretFile or IOSWARM_MASTER_SECRET).",
+        secret=True,
+    )
+    delegate_address: str = _f(
+        "delegateAddress", "", "Delegate wallet that receives the delegate cut.", check=_address
+    )
+    epoch_reward_iotx: str = _f(
+        "epochRewardIOTX",
+        "1",
+        "Reward paid per epoch, in IOTX (decimal, up to 18 places).",
+        check=_amount,
+    )
+    reward_contract: str = _f(
+        "rewardContract",
+        "",
+        "AgentRewardPool address; empty disables on-chain settlement.",
+        check=_address,
+    )
+    reward_signer_key: str = _f(
+        "rewardSignerKey",
+        "",
+        "Hex private key that signs settlements (secret; also rewardSignerKeyFile).",
+        secret=True,
+    )
+    reward_rpc_url: str = _f(
+        "rewardRpcUrl", "", "JSON-RPC URL for settlements; empty uses nodeRpcUrl.", check=_url
+    )
+    reward_chain_id: int = _f(
+        "rewardChainId", 0, "Chain id of the reward chain; 0 uses the node's.", check=_non_negative
+    )
+    diff_buffer_size: int = _f(
+        "diffBufferSize",
+        100,
+        "State diffs kept in memory for live L4 subscribers.",
+        check=_positive,
+    )
+    diff_store_enabled: bool = _f(
+        "diffStoreEnabled", False, "Persist per-block state diffs (needed for L4)."
+    )
+    diff_store_path: str = _f(
+        "diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs."
+    )
+    diff_retain_height: int = _f(
+        "diffRetainHeight", 10000, "Blocks of diffs kept before pruning.", check=_positive
+    )
     data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
     log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
     log_format: str = _f("logFormat", "kv", "kv (key=value) or json.", check=_log_format)
-    reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")
+    reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
 
     @property
     def epoch_reward_wei(self) -> int:
@@ -172,7 +298,11 @@ def _coerce(path: str, raw: Any, typ: Any, from_env: bool) -> Any:
     if typ is bool:
         if isinstance(raw, bool):
             return raw
-        if from_env and isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "0", "false", "no"):
+        if (
+            from_env
+            and isinstance(raw, str)
+            and raw.lower() in ("1", "true", "yes", "0", "false", "no")
+        ):
             return raw.lower() in ("1", "true", "yes")
         raise ConfigError(path, f"must be true or false, got {raw!r}")
     if typ is int:
@@ -229,7 +359,9 @@ def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix
                 try:
                     value = Path(str(file_path)).read_text().strip()
                 except OSError as exc:
-                    raise ConfigError(".".join([*prefix, file_key]), f"cannot read secret file: {exc.strerror}") from exc
+                    raise ConfigError(
+                        ".".join([*prefix, file_key]), f"cannot read secret file: {exc.strerror}"
+                    ) from exc
         env_name = _env_name(path)
         if env_name in env:
             value = _coerce(f"{dotted} (from {env_name})", env[env_name], typ, from_env=True)
@@ -252,20 +384,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_config(data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> CoordinatorConfig:
+def parse_config(
+    data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
+) -> CoordinatorConfig:
     """Build a validated CoordinatorConfig from parsed YAML and an environment mapping."""
     cfg = _build(CoordinatorConfig, data or {}, env or {}, [])
     if not cfg.master_secret:
-        raise ConfigError("masterSecret", "is required (set it, masterSecretFile, or IOSWARM_MASTER_SECRET)")
+        raise ConfigError(
+            "masterSecret", "is required (set it, masterSecretFile, or IOSWARM_MASTER_SECRET)"
+        )
     if len(cfg.master_secret) < 16:
         raise ConfigError("masterSecret", "must be at least 16 characters")
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
-        raise ConfigError("tlsKeyFile" if cfg.tls_cert_file else "tlsCertFile", "tlsCertFile and tlsKeyFile go together")
+        raise ConfigError(
+            "tlsKeyFile" if cfg.tls_cert_file else "tlsCertFile",
+            "tlsCertFile and tlsKeyFile go together",
+        )
     for key, path in (("tlsCertFile", cfg.tls_cert_file), ("tlsKeyFile", cfg.tls_key_file)):
         if path and not Path(path).is_file():
             raise ConfigError(key, f"file not found: {path}")
     if not cfg.tls_enabled and not _is_loopback(cfg.grpc_host):
-        raise ConfigError("grpcHost", f"{cfg.grpc_host} is not loopback; plaintext gRPC is only allowed on loopback, set tlsCertFile/tlsKeyFile")
+        raise ConfigError(
+            "grpcHost",
+            f"{cfg.grpc_host} is not loopback; plaintext gRPC is only allowed on loopback, set tlsCertFile/tlsKeyFile",
+        )
     if cfg.reward_signer_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.reward_signer_key):
         raise ConfigError("rewardSignerKey", "must be a 32-byte hex private key")
     return cfg

@@ -43,7 +43,8 @@ def main() -> int:
             stale = [
                 p.name
                 for p in sorted(Path(tmp).iterdir())
-                if not (OUT_DIR / p.name).exists() or (OUT_DIR / p.name).read_text() != p.read_text()
+                if not (OUT_DIR / p.name).exists()
+                or (OUT_DIR / p.name).read_text() != p.read_text()
             ]
         if stale:
             print("stale generated code: " + ", ".join(stale) + " (run make proto)")

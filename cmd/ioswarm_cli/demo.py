@@ -33,8 +33,12 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         raise ConfigError("--agents/--duration/--rate", "must be positive")
     setup_logging("warning")
     opts = DemoOptions(
-        duration=args.duration, agents=args.agents, level=args.level.upper(), rate=args.rate,
-        report_json=args.report_json, seed=args.seed,
+        duration=args.duration,
+        agents=args.agents,
+        level=args.level.upper(),
+        rate=args.rate,
+        report_json=args.report_json,
+        seed=args.seed,
     )
     report = await run_demo(opts, env, out=lambda line: print(line, flush=True))
     print(format_report(report))

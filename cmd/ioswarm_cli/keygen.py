@@ -27,6 +27,8 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if not secret and not sys.stdin.isatty():
         secret = sys.stdin.readline().strip()
     if not secret:
-        raise ConfigError("--secret", "no master secret (use --secret, IOSWARM_MASTER_SECRET or stdin)")
+        raise ConfigError(
+            "--secret", "no master secret (use --secret, IOSWARM_MASTER_SECRET or stdin)"
+        )
     print(agent_token(secret, args.agent_id))
     return 0

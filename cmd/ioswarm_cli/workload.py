@@ -20,8 +20,10 @@ def add_parser(sub: Any) -> None:
         "EIP-2930 transactions: transfers, replacements, nonce gaps later filled, reverting calls.",
     )
     p.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="node JSON-RPC URL")
-    p.add_argument("--funder-key", help="hex private key that funds the workload accounts "
-                   "(or IOSWARM_FUNDER_KEY)")
+    p.add_argument(
+        "--funder-key",
+        help="hex private key that funds the workload accounts (or IOSWARM_FUNDER_KEY)",
+    )
     p.add_argument("--rate", type=float, default=10.0, help="transactions per second")
     p.add_argument("--count", type=int, help="stop after this many transactions")
     p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
@@ -39,8 +41,9 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     setup_logging("info")
     async with JsonRpcNode(args.rpc_url) as node:
         chain_id = await node.chain_id()
-        wl = Workload(node, key, chain_id=chain_id, accounts=args.accounts, rate=args.rate,
-                      seed=args.seed)
+        wl = Workload(
+            node, key, chain_id=chain_id, accounts=args.accounts, rate=args.rate, seed=args.seed
+        )
         counters = await wl.run(count=args.count, duration=args.duration)
     print(json.dumps(counters.as_dict()))
     return 0

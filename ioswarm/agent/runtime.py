@@ -8,6 +8,7 @@ jitter. A ``shutdown`` directive or ``shutdown()`` ends the agent cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -65,7 +66,10 @@ class Agent:
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("x-ioswarm-agent-id", self.config.agent_id), ("x-ioswarm-token", self.config.api_key))
+        return (
+            ("x-ioswarm-agent-id", self.config.agent_id),
+            ("x-ioswarm-token", self.config.api_key),
+        )
 
     def _channel(self) -> grpc.aio.Channel:
         options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 8 << 20)]
@@ -76,7 +80,9 @@ class Agent:
             try:
                 root = Path(self.config.ca_cert).read_bytes()
             except OSError as exc:
-                raise ConfigError("--ca-cert", f"cannot read {self.config.ca_cert}: {exc.strerror}") from exc
+                raise ConfigError(
+                    "--ca-cert", f"cannot read {self.config.ca_cert}: {exc.strerror}"
+                ) from exc
         creds = grpc.ssl_channel_credentials(root_certificates=root)
         return grpc.aio.secure_channel(self.config.coordinator, creds, options=options)
 
@@ -97,15 +103,22 @@ class Agent:
             except _Stop:
                 break
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                if exc.code() in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
                     log.error(
                         "coordinator refused credentials agent_id=%s status=%s detail=%s",
-                        self.config.agent_id, exc.code().name, exc.details(),
+                        self.config.agent_id,
+                        exc.code().name,
+                        exc.details(),
                     )
                 else:
                     log.warning(
                         "connection lost agent_id=%s status=%s detail=%s",
-                        self.config.agent_id, exc.code().name, exc.details(),
+                        self.config.agent_id,
+                        exc.code().name,
+                        exc.details(),
                     )
             except (OSError, ConnectionError) as exc:
                 log.warning("connection failed agent_id=%s error=%s", self.config.agent_id, exc)
@@ -115,10 +128,8 @@ class Agent:
             delay = min(self.config.reconnect_max_sec, 0.5 * 2 ** min(failures - 1, 8))
             delay *= random.uniform(0.8, 1.2)
             log.info("reconnecting agent_id=%s in=%.1fs", self.config.agent_id, delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _session(self) -> None:
         async with self._channel() as channel:
@@ -126,7 +137,7 @@ class Agent:
             resp = await stub.Register(
                 pb.RegisterRequest(
                     agent_id=self.config.agent_id,
-                    capability=int(self.validator.level),
+                    capability=self.validator.level.name,
                     region=self.config.region,
                     version=__version__,
                     wallet_address=self.config.wallet,
@@ -135,13 +146,18 @@ class Agent:
                 timeout=10,
             )
             if not resp.accepted:
-                log.error("registration refused agent_id=%s reason=%s", self.config.agent_id, resp.reason)
+                log.error(
+                    "registration refused agent_id=%s reason=%s", self.config.agent_id, resp.reason
+                )
                 raise _Stop()
             self.heartbeat_interval = float(resp.heartbeat_interval_sec or 10)
             self.stats.connects += 1
             log.info(
                 "registered agent_id=%s level=%s coordinator=%s chain_id=%d",
-                self.config.agent_id, self.validator.level.name, self.config.coordinator, resp.chain_id,
+                self.config.agent_id,
+                self.validator.level.name,
+                self.config.coordinator,
+                resp.chain_id,
             )
             jobs = [
                 asyncio.create_task(self._stream(stub)),
@@ -166,7 +182,7 @@ class Agent:
         call = stub.GetTasks(
             pb.GetTasksRequest(
                 agent_id=self.config.agent_id,
-                max_level=int(self.validator.level),
+                max_level=self.validator.level.name,
                 max_batch_size=self.config.max_batch_size,
             ),
             metadata=self._metadata,
@@ -180,7 +196,10 @@ class Agent:
             self._results_ready.set()
             await asyncio.sleep(0)  # let submit and heartbeat run between batches
         raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "task stream ended"
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            "task stream ended",
         )
 
     async def _submitter(self, stub: pb_grpc.IOSwarmStub) -> None:
@@ -217,7 +236,10 @@ class Agent:
                 self.stats.submit_refusals += 1
                 log.warning(
                     "results dropped agent_id=%s count=%d status=%s detail=%s",
-                    self.config.agent_id, len(chunk), exc.code().name, exc.details(),
+                    self.config.agent_id,
+                    len(chunk),
+                    exc.code().name,
+                    exc.details(),
                 )
                 del self._results[: len(chunk)]
                 if final:
@@ -240,12 +262,17 @@ class Agent:
                 raise _Stop()
             if resp.directive == "reregister" or not resp.alive:
                 raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(),
                     "coordinator asked to register again",
                 )
             if resp.HasField("payout") and resp.payout.epoch:
                 log.info(
                     "payout epoch=%d amount_iotx=%s rank=%d/%d",
-                    resp.payout.epoch, resp.payout.amount_iotx, resp.payout.rank, resp.payout.total_agents,
+                    resp.payout.epoch,
+                    resp.payout.amount_iotx,
+                    resp.payout.rank,
+                    resp.payout.total_agents,
                 )
             await asyncio.sleep(self.heartbeat_interval)

@@ -98,9 +98,10 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound sockets only here
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        # aiohttp exposes the bound sockets (needed for port 0) only on the private server.
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         log.info("http api listening host=%s port=%d", self._host, self.port)
 
     async def stop(self) -> None:

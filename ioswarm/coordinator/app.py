@@ -38,7 +38,7 @@ class CoordinatorApp:
 
     @property
     def grpc_port(self) -> int:
-        return self.grpc.port
+        return int(self.grpc.port)
 
     @property
     def api_port(self) -> int:
@@ -76,7 +76,9 @@ class CoordinatorApp:
         async with self:
             log.info(
                 "coordinator serving grpc_port=%d api_port=%d node=%s",
-                self.grpc_port, self.api_port, self.config.node_rpc_url,
+                self.grpc_port,
+                self.api_port,
+                self.config.node_rpc_url,
             )
             await stop.wait()
             log.info("coordinator shutting down")

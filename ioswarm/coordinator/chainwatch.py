@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -81,10 +82,8 @@ class BlockWatcher:
                 self._on_error("blocks")
                 delay = self._backoff.failed()
                 log.exception("block watcher step failed; retrying in %.1fs", delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def step(self) -> None:
         """Process every block between the last one seen and the node's latest (bounded)."""
@@ -173,10 +172,8 @@ class MempoolPoller:
                 self._on_error("mempool")
                 delay = self._backoff.failed()
                 log.exception("mempool poll failed; retrying in %.1fs", delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def step(self) -> int:
         """One poll; returns the number of tasks created."""

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one coordinator, on an injected registry (two coordinators, two registries)."""
+"""Prometheus metrics of one coordinator, on an injected registry (one registry per coordinator)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ class CoordinatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.tasks_dispatched = Counter(
-            "ioswarm_tasks_dispatched_total", "Tasks sent to agents (each attempt).", ["level"],
+            "ioswarm_tasks_dispatched_total",
+            "Tasks sent to agents (each attempt).",
+            ["level"],
             registry=registry,
         )
         self.tasks_created = Counter(
-            "ioswarm_tasks_created_total", "Tasks created from pending transactions.", ["level"],
+            "ioswarm_tasks_created_total",
+            "Tasks created from pending transactions.",
+            ["level"],
             registry=registry,
         )
         self.tasks_reassigned = Counter(
@@ -29,38 +33,52 @@ class CoordinatorMetrics:
             "ioswarm_tasks_dropped_total", "Tasks given up on.", ["reason"], registry=registry
         )
         self.results = Counter(
-            "ioswarm_results_total", "Task results received.", ["level", "disposition"],
+            "ioswarm_results_total",
+            "Task results received.",
+            ["level", "disposition"],
             registry=registry,
         )
         self.rpc_rejected = Counter(
-            "ioswarm_rpc_rejected_total", "RPCs refused, by method and gRPC status.",
-            ["method", "code"], registry=registry,
-        )
-        self.task_latency = Histogram(
-            "ioswarm_task_latency_seconds", "Dispatch to accepted result.", ["level"],
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.agent_latency = Histogram(
-            "ioswarm_agent_validation_seconds", "Validation time reported by agents.", ["level"],
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.agents = Gauge(
-            "ioswarm_agents", "Registered agents by capability level.", ["level"],
+            "ioswarm_rpc_rejected_total",
+            "RPCs refused, by method and gRPC status.",
+            ["method", "code"],
             registry=registry,
         )
-        self.streams = Gauge(
-            "ioswarm_task_streams", "Open GetTasks streams.", registry=registry
+        self.task_latency = Histogram(
+            "ioswarm_task_latency_seconds",
+            "Dispatch to accepted result.",
+            ["level"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
+        self.agent_latency = Histogram(
+            "ioswarm_agent_validation_seconds",
+            "Validation time reported by agents.",
+            ["level"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.agents = Gauge(
+            "ioswarm_agents",
+            "Registered agents by capability level.",
+            ["level"],
+            registry=registry,
+        )
+        self.streams = Gauge("ioswarm_task_streams", "Open GetTasks streams.", registry=registry)
         self.queue_depth = Gauge(
             "ioswarm_task_queue_depth", "Tasks waiting for an agent.", registry=registry
         )
         self.shadow = Counter(
-            "ioswarm_shadow_comparisons_total", "Agent verdicts judged against the chain.",
-            ["level", "outcome"], registry=registry,
+            "ioswarm_shadow_comparisons_total",
+            "Agent verdicts judged against the chain.",
+            ["level", "outcome"],
+            registry=registry,
         )
         self.shadow_excluded = Counter(
-            "ioswarm_shadow_excluded_total", "Comparisons excluded as races, by reason.",
-            ["level", "reason"], registry=registry,
+            "ioswarm_shadow_excluded_total",
+            "Comparisons excluded as races, by reason.",
+            ["level", "reason"],
+            registry=registry,
         )
         self.shadow_pending = Gauge(
             "ioswarm_shadow_pending", "Verdicts waiting for their tx to land.", registry=registry
@@ -72,10 +90,12 @@ class CoordinatorMetrics:
             "ioswarm_head_block", "Latest block seen by the block watcher.", registry=registry
         )
         self.node_syncing = Gauge(
-            "ioswarm_node_syncing", "1 while polling is paused because the node lags.",
+            "ioswarm_node_syncing",
+            "1 while polling is paused because the node lags.",
             registry=registry,
         )
         self.evictions = Counter(
-            "ioswarm_agent_evictions_total", "Agents evicted for missed heartbeats.",
+            "ioswarm_agent_evictions_total",
+            "Agents evicted for missed heartbeats.",
             registry=registry,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -109,8 +110,9 @@ class Coordinator:
         node_chain = await self.node.chain_id()
         if self.config.chain_id and node_chain != self.config.chain_id:
             raise ConfigError(
-                "chainId", f"node at {self.config.node_rpc_url} is on chain {node_chain}, "
-                f"config expects {self.config.chain_id}"
+                "chainId",
+                f"node at {self.config.node_rpc_url} is on chain {node_chain}, "
+                f"config expects {self.config.chain_id}",
             )
         self.chain_id = node_chain
 
@@ -128,7 +130,9 @@ class Coordinator:
             self._tasks.append(asyncio.create_task(coro, name=f"ioswarm-{name}"))
         log.info(
             "coordinator started chain_id=%d task_level=%s shadow=%s",
-            self.chain_id, self.task_level.name, self.config.shadow_mode,
+            self.chain_id,
+            self.task_level.name,
+            self.config.shadow_mode,
         )
 
     async def stop(self) -> None:
@@ -150,10 +154,8 @@ class Coordinator:
     async def _evict_loop(self) -> None:
         interval = max(0.5, self.config.heartbeat_interval_sec / 2)
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
-            except TimeoutError:
-                pass
             self.evict_stale()
 
     def evict_stale(self) -> list[str]:
@@ -225,7 +227,10 @@ class Coordinator:
         elif c.outcome is Outcome.MISMATCHED:
             log.warning(
                 "shadow mismatch agent_id=%s task_id=%d level=%s field=%s",
-                c.agent_id, c.task_id, level, c.detail,
+                c.agent_id,
+                c.task_id,
+                level,
+                c.detail,
             )
 
     # -- RPC behaviour (the servicer maps these to gRPC) --------------------------------------
@@ -235,7 +240,9 @@ class Coordinator:
         if level is None:
             raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
         if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
-            raise RequestRefused("INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max")
+            raise RequestRefused(
+                "INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max"
+            )
         try:
             rec = self.registry.register(
                 req.agent_id, level, req.wallet_address, req.region, req.version, self._clock()
@@ -247,7 +254,10 @@ class Coordinator:
         self._update_agent_gauge()
         log.info(
             "agent registered agent_id=%s level=%s region=%s version=%s",
-            rec.agent_id, level.name, rec.region, rec.version,
+            rec.agent_id,
+            level.name,
+            rec.region,
+            rec.version,
         )
         return pb.RegisterResponse(
             accepted=True,
@@ -262,7 +272,9 @@ class Coordinator:
     def open_stream(self, agent_id: str, req: pb.GetTasksRequest) -> AgentStream:
         rec = self.registry.get(agent_id)
         if rec is None:
-            raise RequestRefused("FAILED_PRECONDITION", "agent is not registered; call Register first")
+            raise RequestRefused(
+                "FAILED_PRECONDITION", "agent is not registered; call Register first"
+            )
         level = rec.level
         if req.max_level:
             asked = level_from_pb(req.max_level)
@@ -321,7 +333,9 @@ class Coordinator:
             if kind is Completion.UNKNOWN:
                 raise RequestRefused("NOT_FOUND", f"unknown task id {r.task_id}")
             if kind is Completion.FOREIGN:
-                raise RequestRefused("PERMISSION_DENIED", f"task {r.task_id} was not assigned to you")
+                raise RequestRefused(
+                    "PERMISSION_DENIED", f"task {r.task_id} was not assigned to you"
+                )
             kinds.append(kind)
         accepted = 0
         for r, kind in zip(batch.results, kinds, strict=True):
@@ -399,32 +413,36 @@ class Coordinator:
         out = []
         for rec in sorted(self.registry.all(), key=lambda r: r.agent_id):
             counts = self.shadow.by_agent.get(rec.agent_id)
-            out.append({
-                "agent_id": rec.agent_id,
-                "level": rec.level.name,
-                "wallet": rec.wallet,
-                "region": rec.region,
-                "version": rec.version,
-                "connected": self.dispatcher.has_stream(rec.agent_id),
-                "last_heartbeat_sec_ago": round(now - rec.last_seen, 1),
-                "inflight": self.scheduler.inflight(rec.agent_id),
-                "tasks_assigned": self.scheduler.assigned_total(rec.agent_id),
-                "results_accepted": rec.results_accepted,
-                "shadow": counts.as_dict() if counts else None,
-            })
+            out.append(
+                {
+                    "agent_id": rec.agent_id,
+                    "level": rec.level.name,
+                    "wallet": rec.wallet,
+                    "region": rec.region,
+                    "version": rec.version,
+                    "connected": self.dispatcher.has_stream(rec.agent_id),
+                    "last_heartbeat_sec_ago": round(now - rec.last_seen, 1),
+                    "inflight": self.scheduler.inflight(rec.agent_id),
+                    "tasks_assigned": self.scheduler.assigned_total(rec.agent_id),
+                    "results_accepted": rec.results_accepted,
+                    "shadow": counts.as_dict() if counts else None,
+                }
+            )
         return out
 
     def leaderboard(self) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for rec in self.registry.all():
             c = self.shadow.by_agent.get(rec.agent_id)
-            rows.append({
-                "agent_id": rec.agent_id,
-                "level": rec.level.name,
-                "results": rec.results_accepted,
-                "matched": c.matched if c else 0,
-                "accuracy_pct": round((c.accuracy if c else 1.0) * 100, 4),
-            })
+            rows.append(
+                {
+                    "agent_id": rec.agent_id,
+                    "level": rec.level.name,
+                    "results": rec.results_accepted,
+                    "matched": c.matched if c else 0,
+                    "accuracy_pct": round((c.accuracy if c else 1.0) * 100, 4),
+                }
+            )
         rows.sort(key=lambda r: (-int(r["matched"]), r["agent_id"]))
         for rank, row in enumerate(rows, 1):
             row["rank"] = rank

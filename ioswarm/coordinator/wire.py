@@ -30,7 +30,7 @@ def task_to_pb(task: Task) -> pb.TaskPackage:
     msg = pb.TaskPackage(
         task_id=task.task_id,
         tx_raw=task.raw_tx,
-        level=int(task.level),
+        level=task.level.name,
         block_height=task.block_height,
         tx_hash=task.tx_hash,
         block_gas_limit=task.block_gas_limit,

@@ -4,7 +4,7 @@ A sender often has several transactions pending at once (nonces n, n+1, ...). Ch
 n+1 against the account state at the head block would always fail on its nonce, so L2
 tasks carry the state the transaction will find when it executes after its pending
 predecessors: nonce = head nonce + number of predecessors, balance = head balance minus the
-predecessors' maximum cost (value + gas × max fee), the same bound a node's txpool applies.
+predecessors' maximum cost (value + gas x max fee), the same bound a node's txpool applies.
 A transaction behind a nonce gap is not ready; it is planned again on a later poll, once the
 gap is filled.
 """
@@ -18,7 +18,7 @@ from ioswarm.core.models import AccountSnapshot, PendingTx
 
 
 def max_cost(tx: PendingTx) -> int:
-    """The most this transaction can take from its sender: value + gas limit × max fee."""
+    """The most this transaction can take from its sender: value + gas limit x max fee."""
     return tx.value + tx.gas * tx.max_fee
 
 

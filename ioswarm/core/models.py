@@ -33,7 +33,7 @@ class AccountSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class PendingTx:
-    """A transaction seen in the node's mempool (what the poller knows before fetching raw bytes)."""
+    """A transaction seen in the node's mempool, before its raw bytes are fetched."""
 
     tx_hash: bytes
     sender: bytes

@@ -163,7 +163,11 @@ class ShadowBook:
                 out.append(self._tally(judge_included(p.agent_id, p.task, p.verdict, tx)))
         if included:
             taken = {(tx.sender, tx.nonce) for tx in included}
-            for tx_hash in [h for h, ps in self._pending.items() if ps and (ps[0].task.sender, ps[0].task.nonce) in taken]:
+            for tx_hash in [
+                h
+                for h, ps in self._pending.items()
+                if ps and (ps[0].task.sender, ps[0].task.nonce) in taken
+            ]:
                 for p in self._pending.pop(tx_hash):
                     out.append(self._tally(self._nonce_taken(p.agent_id, p.task)))
         self._forget_old(number)

@@ -1,11 +1,11 @@
-"""Agent API keys: ``"iosw_" + hex(HMAC-SHA256(masterSecret, agentID))``, compared in constant time."""
+"""Agent API keys: ``"iosw_" + hex(HMAC-SHA256(masterSecret, agentID))``, constant-time checks."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-TOKEN_PREFIX = "iosw_"
+TOKEN_PREFIX = "iosw_"  # noqa: S105 - a public prefix, not a secret
 
 
 def agent_token(master_secret: str | bytes, agent_id: str) -> str:

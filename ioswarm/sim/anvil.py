@@ -197,7 +197,7 @@ class AnvilProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            # Own process group: the npm wrapper spawns the real binary, and both must stop.
+            # Own process group: if the binary is a wrapper script, its children stop with it.
             start_new_session=True,
         )
         atexit.register(self._kill_now)
@@ -264,13 +264,12 @@ class AnvilProcess:
                 log.warning("anvil ignored SIGTERM, killing it pid=%d", proc.pid)
                 _signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        # The npm wrapper exits before the binary it forwarded SIGTERM to; wait for the port to
-        # close so a restart on the same port works, then sweep the group.
+        # A wrapper script may exit before the anvil it started; wait for the port to close so
+        # a restart on the same port works, killing the rest of the group if it lingers.
         served, self._served = self._served, False
         if served and not await self._port_closed_within(self.stop_timeout):
             _signal_group(proc.pid, signal.SIGKILL)
             await self._port_closed_within(self.stop_timeout)
-        _signal_group(proc.pid, signal.SIGKILL)
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)

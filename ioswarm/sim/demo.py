@@ -1,4 +1,4 @@
-"""``ioswarm demo``: the whole loop on one machine — anvil, workload, coordinator, agents, report."""
+"""``ioswarm demo``: the whole loop on one machine: anvil, workload, coordinator, agents, report."""
 
 from __future__ import annotations
 
@@ -64,14 +64,23 @@ class DemoAgents:
             wallet = Account.create().address
             self.procs.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "ioswarm_cli.main", "agent",
-                    "--coordinator", f"127.0.0.1:{self.grpc_port}",
-                    "--agent-id", agent_id,
-                    "--api-key", agent_token(self.secret, agent_id),
-                    "--wallet", wallet,
-                    "--level", level.name,
+                    sys.executable,
+                    "-m",
+                    "ioswarm_cli.main",
+                    "agent",
+                    "--coordinator",
+                    f"127.0.0.1:{self.grpc_port}",
+                    "--agent-id",
+                    agent_id,
+                    "--api-key",
+                    agent_token(self.secret, agent_id),
+                    "--wallet",
+                    wallet,
+                    "--level",
+                    level.name,
                     "--no-tls",
-                    "--log-level", "warning",
+                    "--log-level",
+                    "warning",
                     stdin=asyncio.subprocess.DEVNULL,
                 )
             )
@@ -127,17 +136,25 @@ async def run_demo(
         )
         async with JsonRpcNode(anvil.url) as node, CoordinatorApp(config) as app:
             c = app.coordinator
-            out(f"coordinator up: grpc 127.0.0.1:{app.grpc_port}, "
-                f"api http://127.0.0.1:{app.api_port}/")
+            out(
+                f"coordinator up: grpc 127.0.0.1:{app.grpc_port}, "
+                f"api http://127.0.0.1:{app.api_port}/"
+            )
             agents = DemoAgents(app.grpc_port, secret, agent_levels(opts.agents, top))
             await agents.start()
             workload = Workload(
-                node, anvil.private_keys[0], chain_id=anvil.chain_id, accounts=24,
-                rate=opts.rate, seed=opts.seed,
+                node,
+                anvil.private_keys[0],
+                chain_id=anvil.chain_id,
+                accounts=24,
+                rate=opts.rate,
+                seed=opts.seed,
             )
             await workload.setup()
-            out(f"{opts.agents} agents started ({', '.join(lv.name for lv in agents.levels)}); "
-                f"workload at {opts.rate:g} tx/s for {opts.duration:g}s")
+            out(
+                f"{opts.agents} agents started ({', '.join(lv.name for lv in agents.levels)}); "
+                f"workload at {opts.rate:g} tx/s for {opts.duration:g}s"
+            )
             wl_task = asyncio.create_task(workload.run(duration=opts.duration))
             t0 = time.monotonic()
             last_results = 0
@@ -148,7 +165,8 @@ async def run_demo(
                 rate = (c.totals.results_accepted - last_results) / max(now - t0, 1e-9)
                 last_results, t0 = c.totals.results_accepted, now
                 out(
-                    f"[{now - started:5.0f}s] block {c.head.number} agents {stats['active_agents']} "
+                    f"[{now - started:5.0f}s] block {c.head.number} "
+                    f"agents {stats['active_agents']} "
                     f"tasks {stats['tasks_dispatched']} results {stats['tasks_received']} "
                     f"({rate:.0f}/s) shadow {stats['shadow_matched']}/{stats['shadow_compared']} "
                     f"accuracy {stats['shadow_accuracy']:.2f}%"
@@ -158,7 +176,7 @@ async def run_demo(
             out(f"workload done; waiting for blocks up to {drain_until} to settle verdicts")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(opts.block_time * (DRAIN_BLOCKS + 3)):
-                    while c.head.number < drain_until:
+                    while c.head.number < drain_until:  # noqa: ASYNC110 - polls another task's state
                         await asyncio.sleep(0.2)
             codes = await agents.stop()
             report = {
@@ -185,7 +203,7 @@ async def run_demo(
                 },
             }
     if opts.report_json:
-        Path(opts.report_json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(opts.report_json).write_text(json.dumps(report, indent=2) + "\n")  # noqa: ASYNC240 - once, at exit
     return report
 
 

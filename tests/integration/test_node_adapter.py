@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -440,3 +441,51 @@ async def test_connection_refused_is_unreachable() -> None:
     async with JsonRpcNode(f"http://127.0.0.1:{port}", retry=FAST_RETRY) as node:
         with pytest.raises(NodeUnreachable, match="eth_chainId"):
             await node.chain_id()
+
+
+async def test_slow_node_times_out_as_unreachable() -> None:
+    """A node that does not answer within the timeout raises NodeUnreachable after retries."""
+    hits = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        await asyncio.sleep(1.0)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "0x1"})
+
+    runner, url = await serve(slow)
+    try:
+        async with JsonRpcNode(url, timeout=0.1, retry=FAST_RETRY) as node:
+            with pytest.raises(NodeUnreachable, match="eth_blockNumber"):
+                await node.block_number()
+    finally:
+        await runner.cleanup()
+    assert hits == FAST_RETRY.attempts
+
+
+async def test_batch_refused_falls_back_to_single_calls(anvil_manual: AnvilProcess) -> None:
+    """A node that refuses JSON-RPC batches still answers them, sent one call at a time."""
+    batches = 0
+
+    async def no_batches(request: web.Request) -> web.Response:
+        nonlocal batches
+        payload = await request.json()
+        if isinstance(payload, list):
+            batches += 1
+            error = {"code": -32600, "message": "batch requests are not supported"}
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": error})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(anvil_manual.url, json=payload) as resp,
+        ):
+            return web.json_response(await resp.json())
+
+    runner, url = await serve(no_batches)
+    try:
+        async with JsonRpcTransport(url) as rpc:
+            for _ in range(2):
+                results = await rpc.batch([("eth_chainId", []), ("eth_blockNumber", [])])
+                assert [r.unwrap() for r in results] == ["0x7a69", "0x0"]
+    finally:
+        await runner.cleanup()
+    assert batches == 1

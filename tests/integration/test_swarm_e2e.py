@@ -31,8 +31,14 @@ GWEI = 10**9
 
 def sign(key: str, chain_id: int, nonce: int, to: str, value: int, tip: int = 2 * GWEI) -> bytes:
     tx = {
-        "type": 2, "chainId": chain_id, "nonce": nonce, "to": to, "value": value, "gas": 21_000,
-        "maxFeePerGas": 50 * GWEI + tip, "maxPriorityFeePerGas": tip,
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": to,
+        "value": value,
+        "gas": 21_000,
+        "maxFeePerGas": 50 * GWEI + tip,
+        "maxPriorityFeePerGas": tip,
     }
     return bytes(Account.sign_transaction(tx, key).raw_transaction)
 
@@ -44,12 +50,24 @@ async def test_known_workload_over_tls_gives_exact_shadow_counts(
     matched/excluded counts at L1 and L2, and a hung agent's tasks move on after the deadline."""
     anvil = anvil_manual
     ca, cert, key = make_test_pki(tmp_path)
-    async with JsonRpcNode(anvil.url) as node, running_coordinator(
-        anvil.url, tlsCertFile=str(cert), tlsKeyFile=str(key), taskTimeoutMs=1000,
-    ) as app:
+    async with (
+        JsonRpcNode(anvil.url) as node,
+        running_coordinator(
+            anvil.url,
+            tlsCertFile=str(cert),
+            tlsKeyFile=str(key),
+            taskTimeoutMs=1000,
+        ) as app,
+    ):
         c = app.coordinator
-        wl = Workload(node, anvil.private_keys[0], chain_id=anvil.chain_id, accounts=4,
-                      mine=anvil.mine, seed=7)
+        wl = Workload(
+            node,
+            anvil.private_keys[0],
+            chain_id=anvil.chain_id,
+            accounts=4,
+            mine=anvil.mine,
+            seed=7,
+        )
         await wl.setup()
         me = Account.create()
         fund = await wl.send_transfer(to=bytes.fromhex(me.address[2:]), value=10**18)
@@ -91,8 +109,10 @@ async def test_known_workload_over_tls_gives_exact_shadow_counts(
             return (s.compared, s.matched, s.mismatched, s.excluded) if s else (0, 0, 0, {})
 
         expected = (8, 7, 0, {"replaced": 1})
-        await eventually(lambda: counts(Level.L1) == expected and counts(Level.L2) == expected,
-                         what="exact shadow counts")
+        await eventually(
+            lambda: counts(Level.L1) == expected and counts(Level.L2) == expected,
+            what="exact shadow counts",
+        )
 
         # A hung agent: registers, takes tasks, never answers. Its tasks must move on.
         creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
@@ -105,15 +125,19 @@ async def test_known_workload_over_tls_gives_exact_shadow_counts(
             more = [await wl.send_transfer() for _ in range(8)]
             first = await stream.read()
             assert isinstance(first, pb.TaskBatch) and first.tasks
-            await eventually(lambda: c.dispatcher.reassigned_total >= len(first.tasks),
-                             what="hung agent's tasks reassigned after the deadline")
+            await eventually(
+                lambda: c.dispatcher.reassigned_total >= len(first.tasks),
+                what="hung agent's tasks reassigned after the deadline",
+            )
             stream.cancel()  # the hung agent dies
         await eventually(lambda: c.totals.results_accepted == 2 * 16, what="every task answered")
         await anvil.mine(1)
         await wl.wait_included(more)
         expected = (16, 15, 0, {"replaced": 1})
-        await eventually(lambda: counts(Level.L1) == expected and counts(Level.L2) == expected,
-                         what="every included tx has a verdict")
+        await eventually(
+            lambda: counts(Level.L1) == expected and counts(Level.L2) == expected,
+            what="every included tx has a verdict",
+        )
         for a in agents:
             await a.stop()
         assert all(a.agent.stats.connects == 1 for a in agents)

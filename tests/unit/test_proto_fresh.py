@@ -13,7 +13,9 @@ def test_generated_code_is_not_stale() -> None:
     """Regenerating from protos/ gives exactly the committed ioswarm/proto files."""
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -25,5 +27,10 @@ def test_service_keeps_reference_method_paths() -> None:
     service = pb.DESCRIPTOR.services_by_name["IOSwarm"]
     assert service.full_name == "ioswarm.IOSwarm"
     assert [m.name for m in service.methods] == [
-        "Register", "GetTasks", "SubmitResults", "Heartbeat", "StreamStateDiffs", "DownloadSnapshot",
+        "Register",
+        "GetTasks",
+        "SubmitResults",
+        "Heartbeat",
+        "StreamStateDiffs",
+        "DownloadSnapshot",
     ]

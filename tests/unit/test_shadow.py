@@ -8,9 +8,13 @@ from ioswarm.core.shadow import Outcome, ShadowBook
 SENDER = b"\x01" * 20
 
 
-def task(tid: int, tx_hash: bytes, nonce: int = 0, level: Level = Level.L2, state_nonce: int = 0) -> Task:
+def task(
+    tid: int, tx_hash: bytes, nonce: int = 0, level: Level = Level.L2, state_nonce: int = 0
+) -> Task:
     state = AccountSnapshot(SENDER, 10**18, state_nonce)
-    return Task(tid, tx_hash, b"", level, SENDER, nonce, 1, 30_000_000, sender_state=state, max_cost=21000)
+    return Task(
+        tid, tx_hash, b"", level, SENDER, nonce, 1, 30_000_000, sender_state=state, max_cost=21000
+    )
 
 
 def inc(tx_hash: bytes, nonce: int = 0, block: int = 2, status: int = 1) -> IncludedTx:
@@ -43,7 +47,7 @@ def test_reverted_tx_is_still_valid() -> None:
 
 
 def test_invalid_verdict_for_included_tx_is_mismatch() -> None:
-    """Saying 'invalid' about a tx the chain accepted, on correct state, is a mismatch on 'valid'."""
+    """Calling a landed tx invalid, on correct state, is a mismatch on 'valid'."""
     book = ShadowBook(expiry_blocks=5)
     book.record("a", task(1, b"h1"), Verdict(1, False, "bad_signature"))
     [c] = book.on_block(2, [inc(b"h1")])
