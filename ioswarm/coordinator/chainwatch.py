@@ -92,6 +92,15 @@ class BlockWatcher:
             self.head.header = await self._node.get_block(latest, full=False)
             log.info("following chain from block=%d", latest)
             return
+        if latest < self.head.number:
+            # The node was reset or reorganised below our head: follow the new chain from here.
+            log.warning(
+                "chain went backwards head=%d node_latest=%d; re-anchoring",
+                self.head.number,
+                latest,
+            )
+            self.head.header = await self._node.get_block(latest, full=False)
+            return
         first = self.head.number + 1
         for number in range(first, min(latest, first + MAX_CATCHUP_BLOCKS - 1) + 1):
             block = await self._node.get_block(number, full=True)
