@@ -45,7 +45,9 @@ def _sign_mix(count: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
     for i in range(count):
         key = keys[i % len(keys)]
         to = to_checksum_address(rng.randbytes(20))
-        data = rng.choice([b"", rng.randbytes(36), b"\xa9\x05\x9c\xbb" + bytes(64), rng.randbytes(200)])
+        data = rng.choice(
+            [b"", rng.randbytes(36), b"\xa9\x05\x9c\xbb" + bytes(64), rng.randbytes(200)]
+        )
         tx: dict[str, Any] = {
             "nonce": rng.randrange(0, 1_000),
             "to": to,

@@ -483,7 +483,8 @@ class JsonRpcNode:
 
         A filter only reports hashes once, so the adapter remembers them and drops each when a
         new block shows it was included, replaced or evicted: the answer has the same meaning
-        as ``txpool_content``.
+        as ``txpool_content``. Nodes report only executable txs through the filter, so a tx
+        behind a nonce gap shows up once the gap is filled.
         """
         if self._filter_id is None:
             self._filter_id = await self._new_filter()

@@ -428,10 +428,17 @@ class Workload:
         return int(value, 16)
 
     async def _current_fees(self, *, refresh: bool = False) -> _Fees:
-        """Fees that stay valid for a few blocks: twice the base fee plus the tip."""
+        """Fees that stay valid for a few blocks: twice the base fee plus the tip.
+
+        Never below ``eth_gasPrice``: chains without a base fee still have a minimum price.
+        """
         now = asyncio.get_running_loop().time()
         if refresh or self._fees is None or now - self._fees_at > 1.0:
             header = await self.node.get_block("latest")
-            self._fees = _Fees(2 * header.base_fee + self.tip_wei, self.tip_wei)
+            price = await self.node.call("eth_gasPrice")
+            if not isinstance(price, str) or not price.startswith("0x"):
+                raise NodeError("eth_gasPrice", f"field result: not a quantity: {price!r}")
+            max_fee = max(2 * header.base_fee + self.tip_wei, int(price, 16))
+            self._fees = _Fees(max_fee, min(self.tip_wei, max_fee))
             self._fees_at = now
         return self._fees

@@ -25,7 +25,7 @@ async def test_shutdown_directive_stops_the_agent(anvil_manual: AnvilProcess) ->
         a = start_agent(app.grpc_port, "directive-1", Level.L1)
         await eventually(lambda: app.coordinator.dispatcher.stream_count() == 1, 20)
         assert app.coordinator.request_shutdown("directive-1")
-        await eventually(lambda: a.task.done(), 20, what="agent exits")
+        await eventually(a.task.done, 20, what="agent exits")
         assert a.task.exception() is None
         assert a.agent.exit_reason == "coordinator directive"
         assert a.agent.stats.connects == 1
