@@ -1,0 +1,100 @@
+"""The ioswarm command as operators run it: one-line errors, exit codes, clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from ioswarm.core.tokens import agent_token
+from ioswarm.sim.anvil import AnvilProcess
+from tests.helpers import eventually
+from tests.integration.swarm import SECRET, WALLET, running_coordinator
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "ioswarm_cli.main"]
+
+
+async def run_cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_keygen_from_flag_and_stdin() -> None:
+    """keygen prints the HMAC key, from --secret or from stdin."""
+    code, out, _ = await run_cli("keygen", "--secret", "abc", "--agent-id", "a-1")
+    assert code == 0 and out.strip() == agent_token("abc", "a-1")
+    code, out, _ = await run_cli("keygen", "--agent-id", "a-1", stdin=b"abc\n")
+    assert code == 0 and out.strip() == agent_token("abc", "a-1")
+
+
+async def test_bad_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    """A bad config exits 2 with one stderr line that names the key."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("masterSecret: 0123456789abcdef0\ngrpcPort: banana\n")
+    code, _, err = await run_cli("coordinator", "--config", str(cfg), "--check")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "grpcPort" in err
+    cfg.write_text("masterSecret: 0123456789abcdef0\n")
+    code, out, _ = await run_cli("coordinator", "--config", str(cfg), "--check")
+    assert code == 0 and "config ok" in out
+
+
+async def test_agent_flag_errors_name_the_flag() -> None:
+    """A malformed agent flag exits 2 naming the flag."""
+    code, _, err = await run_cli(
+        "agent",
+        "--coordinator",
+        "nohostport",
+        "--agent-id",
+        "a",
+        "--api-key",
+        "x",
+        "--wallet",
+        WALLET,
+    )
+    assert code == 2 and "--coordinator" in err
+
+
+async def test_agent_process_exits_cleanly_on_sigterm(anvil_manual: AnvilProcess) -> None:
+    """A real agent process registers, streams, and exits 0 on SIGTERM."""
+    async with running_coordinator(anvil_manual.url) as app:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "agent",
+            "--coordinator",
+            f"127.0.0.1:{app.grpc_port}",
+            "--agent-id",
+            "proc-1",
+            "--api-key",
+            agent_token(SECRET, "proc-1"),
+            "--wallet",
+            WALLET,
+            "--level",
+            "L1",
+            "--no-tls",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await eventually(lambda: app.coordinator.dispatcher.stream_count() == 1, 60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert SECRET not in err.decode() and agent_token(SECRET, "proc-1") not in err.decode()
+        await eventually(lambda: app.coordinator.dispatcher.stream_count() == 0, 20)
