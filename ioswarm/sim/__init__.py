@@ -7,6 +7,7 @@ from ioswarm.sim.anvil import (
     dev_private_keys,
     find_anvil,
     free_loopback_port,
+    port_is_free,
 )
 from ioswarm.sim.workload import TxKind, Workload, WorkloadCounters, WorkloadMix
 
@@ -21,4 +22,5 @@ __all__ = [
     "dev_private_keys",
     "find_anvil",
     "free_loopback_port",
+    "port_is_free",
 ]

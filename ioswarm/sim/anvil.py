@@ -49,6 +49,18 @@ def free_loopback_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As anvil does: connections of a previous run in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def find_anvil(env: Mapping[str, str] | None = None, binary: str | Path | None = None) -> Path:
     """The anvil executable: ``binary``, else ``IOSWARM_ANVIL_BIN`` in ``env``, else the repo's."""
     if binary is not None:
@@ -116,6 +128,7 @@ class AnvilProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._listening = asyncio.Event()
         self._rpc: JsonRpcTransport | None = None
         self._served = False
 
@@ -188,10 +201,19 @@ class AnvilProcess:
                 await self.stop()
                 if attempt == tries or "in use" not in self.output_tail.lower():
                     raise
+            except BaseException:
+                # Cancelled or failed mid-start: __aexit__ will not run, so stop it here.
+                await self.stop()
+                raise
 
     async def _start_once(self) -> None:
         self._tail.clear()
         self._served = False
+        self._listening.clear()
+        if not port_is_free(self.port):
+            # Without this, another node on the port would answer the readiness probe.
+            self._tail.append(f"port {self.port} already in use")
+            raise AnvilError(f"port {self.port} is already in use on 127.0.0.1")
         self._proc = await asyncio.create_subprocess_exec(
             *self.args(),
             stdin=asyncio.subprocess.DEVNULL,
@@ -215,7 +237,10 @@ class AnvilProcess:
     async def _drain(self, stream: asyncio.StreamReader) -> None:
         # anvil logs every request; an unread pipe would fill up and stall it.
         while line := await stream.readline():
-            self._tail.append(line.decode("utf-8", "replace").rstrip())
+            text = line.decode("utf-8", "replace").rstrip()
+            self._tail.append(text)
+            if text.startswith("Listening on "):
+                self._listening.set()
 
     async def _wait_ready(self) -> None:
         assert self._proc is not None and self._rpc is not None
@@ -229,7 +254,9 @@ class AnvilProcess:
                 answer = await self._rpc.call("eth_chainId")
             except NodeError:
                 answer = None
-            if answer is not None:
+            # Only an answer after our anvil said it listens is from our anvil (--silent hides it).
+            ours = self._listening.is_set() or "--silent" in self.extra_args
+            if answer is not None and ours and self._proc.returncode is None:
                 if answer != hex(self.chain_id):
                     raise AnvilError(f"anvil reports chain id {answer}, wanted {self.chain_id}")
                 return

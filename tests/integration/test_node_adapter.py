@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from eth_hash.auto import keccak
 from ioswarm.core.models import EMPTY_CODE_HASH
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
 from ioswarm.node import JsonRpcNode, JsonRpcTransport, RetryPolicy
-from ioswarm.sim.anvil import AnvilProcess
+from ioswarm.sim.anvil import AnvilError, AnvilProcess
 from ioswarm.sim.workload import REVERTER_INITCODE, REVERTER_RUNTIME, contract_address
 from tests.helpers import eventually
 
@@ -489,3 +490,11 @@ async def test_batch_refused_falls_back_to_single_calls(anvil_manual: AnvilProce
     finally:
         await runner.cleanup()
     assert batches == 1
+
+
+async def test_anvil_refuses_a_port_in_use(anvil_manual: AnvilProcess) -> None:
+    """AnvilProcess on a port another node serves fails instead of adopting that node."""
+    other = AnvilProcess(env=os.environ, block_time=None, port=anvil_manual.port)
+    with pytest.raises(AnvilError, match="already in use"):
+        await other.start()
+    assert not other.running
