@@ -20,15 +20,20 @@ from eth_hash.auto import keccak
 
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, BlockHeader, PendingTx
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
+from ioswarm.node.fields import (
+    BlockId,
+    Obj,
+    block_param,
+    data,
+    fixed,
+    hexstr,
+    quantity,
+    show,
+)
 from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy, RpcResult
 
 log = logging.getLogger("ioswarm.node")
 
-BlockTag = Literal["latest", "pending", "earliest", "safe", "finalized"]
-BlockId = int | BlockTag
-
-_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
-_HEX_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _ZERO_HASH = b"\x00" * 32
 # "already known" (geth), "known transaction" (older geth/parity), "already imported" (anvil).
 _ALREADY_KNOWN = re.compile(r"already known|known transaction|already imported", re.IGNORECASE)
@@ -97,93 +102,11 @@ class NodeClient(Protocol):
     async def close(self) -> None: ...
 
 
-# ---------------------------------------------------------------------------- field parsing
-
-
-class _Obj:
-    """A JSON object from one node answer; accessors raise NodeError naming method and field."""
-
-    __slots__ = ("method", "raw", "where")
-
-    def __init__(self, method: str, raw: Any, where: str = "result") -> None:
-        if not isinstance(raw, dict):
-            raise NodeError(method, f"{where}: expected an object, got {_show(raw)}")
-        self.method = method
-        self.raw: dict[str, Any] = raw
-        self.where = where
-
-    def _get(self, key: str) -> Any:
-        if key not in self.raw or self.raw[key] is None:
-            raise NodeError(self.method, f"field {self.where}.{key} is missing")
-        return self.raw[key]
-
-    def has(self, key: str) -> bool:
-        return self.raw.get(key) is not None
-
-    def quantity(self, key: str) -> int:
-        return _quantity(self.method, f"{self.where}.{key}", self._get(key))
-
-    def data(self, key: str) -> bytes:
-        return _data(self.method, f"{self.where}.{key}", self._get(key))
-
-    def fixed(self, key: str, size: int) -> bytes:
-        return _fixed(self.method, f"{self.where}.{key}", self._get(key), size)
-
-    def opt_fixed(self, key: str, size: int) -> bytes | None:
-        return self.fixed(key, size) if self.has(key) else None
-
-    def items(self, key: str) -> list[Any]:
-        value = self._get(key)
-        if not isinstance(value, list):
-            raise NodeError(self.method, f"field {self.where}.{key}: expected a list")
-        return value
-
-    def child(self, key: str) -> _Obj:
-        return _Obj(self.method, self._get(key), f"{self.where}.{key}")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _quantity(method: str, where: str, value: Any) -> int:
-    if not isinstance(value, str) or not _HEX_QUANTITY.fullmatch(value):
-        raise NodeError(method, f"field {where}: expected a hex quantity, got {_show(value)}")
-    return int(value, 16)
-
-
-def _data(method: str, where: str, value: Any) -> bytes:
-    if not isinstance(value, str) or not _HEX_DATA.fullmatch(value):
-        raise NodeError(method, f"field {where}: expected hex bytes, got {_show(value)}")
-    return bytes.fromhex(value[2:])
-
-
-def _fixed(method: str, where: str, value: Any, size: int) -> bytes:
-    out = _data(method, where, value)
-    if len(out) != size:
-        raise NodeError(method, f"field {where}: expected {size} bytes, got {len(out)}")
-    return out
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def block_param(number: BlockId) -> str:
-    """The JSON-RPC block parameter for a number or tag."""
-    if isinstance(number, int):
-        if number < 0:
-            raise ValueError(f"block number must be >= 0, got {number}")
-        return hex(number)
-    return number
-
-
 def _keccak(data: bytes) -> bytes:
     return bytes(keccak(data))
 
 
-def _parse_header(obj: _Obj, tx_hashes: tuple[bytes, ...]) -> BlockHeader:
+def _parse_header(obj: Obj, tx_hashes: tuple[bytes, ...]) -> BlockHeader:
     return BlockHeader(
         number=obj.quantity("number"),
         hash=obj.fixed("hash", 32),
@@ -199,7 +122,7 @@ def _parse_header(obj: _Obj, tx_hashes: tuple[bytes, ...]) -> BlockHeader:
     )
 
 
-def _parse_pending(obj: _Obj) -> PendingTx:
+def _parse_pending(obj: Obj) -> PendingTx:
     # Legacy and EIP-2930 txs price with gasPrice; EIP-1559 and later with maxFeePerGas.
     fee_key = "maxFeePerGas" if obj.has("maxFeePerGas") else "gasPrice"
     return PendingTx(
@@ -213,7 +136,7 @@ def _parse_pending(obj: _Obj) -> PendingTx:
     )
 
 
-def _parse_receipt(obj: _Obj) -> Receipt:
+def _parse_receipt(obj: Obj) -> Receipt:
     return Receipt(
         tx_hash=obj.fixed("transactionHash", 32),
         status=obj.quantity("status"),
@@ -278,11 +201,11 @@ class JsonRpcNode:
 
     async def chain_id(self) -> int:
         """``eth_chainId``."""
-        return _quantity("eth_chainId", "result", await self.call("eth_chainId"))
+        return quantity("eth_chainId", "result", await self.call("eth_chainId"))
 
     async def block_number(self) -> int:
         """``eth_blockNumber``."""
-        return _quantity("eth_blockNumber", "result", await self.call("eth_blockNumber"))
+        return quantity("eth_blockNumber", "result", await self.call("eth_blockNumber"))
 
     @overload
     async def get_block(self, number: BlockId, full: Literal[False] = False) -> BlockHeader: ...
@@ -296,16 +219,16 @@ class JsonRpcNode:
         raw = await self.call(method, [block_param(number), full])
         if raw is None:
             raise NodeError(method, f"block {block_param(number)} not found")
-        obj = _Obj(method, raw)
+        obj = Obj(method, raw)
         items = obj.items("transactions")
         if not full:
             hashes = tuple(
-                _fixed(method, f"result.transactions[{i}]", h, 32) for i, h in enumerate(items)
+                fixed(method, f"result.transactions[{i}]", h, 32) for i, h in enumerate(items)
             )
             return _parse_header(obj, hashes)
         txs = []
         for i, item in enumerate(items):
-            tx = _Obj(method, item, f"result.transactions[{i}]")
+            tx = Obj(method, item, f"result.transactions[{i}]")
             txs.append(
                 IncludedTxInfo(
                     hash=tx.fixed("hash", 32),
@@ -320,7 +243,7 @@ class JsonRpcNode:
         """Submit a signed tx; returns its hash (also when the node already knew it)."""
         method = "eth_sendRawTransaction"
         try:
-            result = await self.call(method, [_hex(raw)])
+            result = await self.call(method, [hexstr(raw)])
         except NodeUnreachable:
             raise
         except NodeError as exc:
@@ -328,22 +251,22 @@ class JsonRpcNode:
             if _ALREADY_KNOWN.search(exc.detail):
                 return _keccak(raw)
             raise
-        return _fixed(method, "result", result, 32)
+        return fixed(method, "result", result, 32)
 
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
         """Signed tx bytes by hash; hashes the node no longer has are absent."""
         method = "eth_getRawTransactionByHash"
         wanted = list(dict.fromkeys(hashes))
-        results = await self.transport.batch([(method, [_hex(h)]) for h in wanted])
+        results = await self.transport.batch([(method, [hexstr(h)]) for h in wanted])
         out: dict[bytes, bytes] = {}
         for h, res in zip(wanted, results, strict=True):
             value = res.unwrap()
             if value is None:
                 continue
-            raw = _data(method, f"result[{_hex(h)}]", value)
+            raw = data(method, f"result[{hexstr(h)}]", value)
             if not raw or _keccak(raw) != h:
                 raise NodeError(
-                    method, f"field result[{_hex(h)}]: bytes do not hash to the tx hash"
+                    method, f"field result[{hexstr(h)}]: bytes do not hash to the tx hash"
                 )
             out[h] = raw
         return out
@@ -357,7 +280,7 @@ class JsonRpcNode:
             return {}
         block = block_param(block_number)
         if self._proof_ok:
-            calls = [("eth_getProof", [_hex(a), [], block]) for a in wanted]
+            calls = [("eth_getProof", [hexstr(a), [], block]) for a in wanted]
             results = await self.transport.batch(calls)
             if not any(isinstance(r.error, MethodNotSupported) for r in results):
                 return {a: self._proof_snapshot(a, r) for a, r in zip(wanted, results, strict=True)}
@@ -371,8 +294,8 @@ class JsonRpcNode:
 
     def _proof_snapshot(self, address: bytes, res: RpcResult) -> AccountSnapshot:
         method = "eth_getProof"
-        where = f"result[{_hex(address)}]"
-        obj = _Obj(method, res.unwrap(), where)
+        where = f"result[{hexstr(address)}]"
+        obj = Obj(method, res.unwrap(), where)
         if obj.has("address") and obj.fixed("address", 20) != address:
             raise NodeError(method, f"field {where}.address: answer is for another account")
         code_hash = obj.fixed("codeHash", 32)
@@ -390,20 +313,20 @@ class JsonRpcNode:
         calls = []
         for a in wanted:
             calls += [
-                ("eth_getBalance", [_hex(a), block]),
-                ("eth_getTransactionCount", [_hex(a), block]),
-                ("eth_getCode", [_hex(a), block]),
+                ("eth_getBalance", [hexstr(a), block]),
+                ("eth_getTransactionCount", [hexstr(a), block]),
+                ("eth_getCode", [hexstr(a), block]),
             ]
         results = await self.transport.batch(calls)
         out: dict[bytes, AccountSnapshot] = {}
         for i, a in enumerate(wanted):
             bal, nonce, code = (r.unwrap() for r in results[3 * i : 3 * i + 3])
-            where = f"result[{_hex(a)}]"
-            code_bytes = _data("eth_getCode", where, code)
+            where = f"result[{hexstr(a)}]"
+            code_bytes = data("eth_getCode", where, code)
             out[a] = AccountSnapshot(
                 address=a,
-                balance=_quantity("eth_getBalance", where, bal),
-                nonce=_quantity("eth_getTransactionCount", where, nonce),
+                balance=quantity("eth_getBalance", where, bal),
+                nonce=quantity("eth_getTransactionCount", where, nonce),
                 code_hash=_keccak(code_bytes) if code_bytes else EMPTY_CODE_HASH,
             )
         return out
@@ -425,22 +348,22 @@ class JsonRpcNode:
                     what = "not found" if raw is None else "is not a list"
                     raise NodeError(method, f"receipts of block {number} {what}")
                 return self._check_receipts(
-                    method, number, [_Obj(method, r, f"result[{i}]") for i, r in enumerate(raw)]
+                    method, number, [Obj(method, r, f"result[{i}]") for i, r in enumerate(raw)]
                 )
         header = await self.get_block(number)
         method = "eth_getTransactionReceipt"
-        results = await self.transport.batch([(method, [_hex(h)]) for h in header.tx_hashes])
+        results = await self.transport.batch([(method, [hexstr(h)]) for h in header.tx_hashes])
         objs = []
         for h, res in zip(header.tx_hashes, results, strict=True):
             value = res.unwrap()
             if value is None:
                 # The block was replaced between the two reads (reorg); the caller retries.
-                raise NodeError(method, f"receipt of {_hex(h)} in block {number} is missing")
-            objs.append(_Obj(method, value, f"result[{_hex(h)}]"))
+                raise NodeError(method, f"receipt of {hexstr(h)} in block {number} is missing")
+            objs.append(Obj(method, value, f"result[{hexstr(h)}]"))
         return self._check_receipts(method, number, objs)
 
     @staticmethod
-    def _check_receipts(method: str, number: int, objs: list[_Obj]) -> list[Receipt]:
+    def _check_receipts(method: str, number: int, objs: list[Obj]) -> list[Receipt]:
         receipts = [_parse_receipt(o) for o in objs]
         for o, r in zip(objs, receipts, strict=True):
             if r.block_number != number:
@@ -467,14 +390,14 @@ class JsonRpcNode:
 
     async def _txpool_content(self) -> list[PendingTx]:
         method = "txpool_content"
-        obj = _Obj(method, await self.call(method))
+        obj = Obj(method, await self.call(method))
         out: dict[bytes, PendingTx] = {}
         for section in ("pending", "queued"):
             by_sender = obj.child(section)
             for sender, by_nonce in by_sender.raw.items():
-                per_sender = _Obj(method, by_nonce, f"{by_sender.where}[{sender}]")
+                per_sender = Obj(method, by_nonce, f"{by_sender.where}[{sender}]")
                 for nonce, tx in per_sender.raw.items():
-                    ptx = _parse_pending(_Obj(method, tx, f"{per_sender.where}[{nonce}]"))
+                    ptx = _parse_pending(Obj(method, tx, f"{per_sender.where}[{nonce}]"))
                     out.setdefault(ptx.tx_hash, ptx)
         return list(out.values())
 
@@ -490,7 +413,7 @@ class JsonRpcNode:
             self._filter_id = await self._new_filter()
         calls = [("eth_getFilterChanges", [self._filter_id]), ("eth_blockNumber", [])]
         changes_res, number_res = await self.transport.batch(calls)
-        head = _quantity("eth_blockNumber", "result", number_res.unwrap())
+        head = quantity("eth_blockNumber", "result", number_res.unwrap())
         new_hashes: list[bytes] = []
         if changes_res.error is not None and not isinstance(changes_res.error, NodeUnreachable):
             # Nodes drop filters that were not polled for a while, and forget all on restart.
@@ -503,15 +426,15 @@ class JsonRpcNode:
             if not isinstance(changes, list):
                 raise NodeError("eth_getFilterChanges", "result is not a list")
             new_hashes = [
-                _fixed("eth_getFilterChanges", f"result[{i}]", h, 32) for i, h in enumerate(changes)
+                fixed("eth_getFilterChanges", f"result[{i}]", h, 32) for i, h in enumerate(changes)
             ]
         recheck = list(self._tracked) if head != self._tracked_block else []
         fetch = list(dict.fromkeys([*recheck, *(h for h in new_hashes if h not in self._tracked)]))
         method = "eth_getTransactionByHash"
-        results = await self.transport.batch([(method, [_hex(h)]) for h in fetch])
+        results = await self.transport.batch([(method, [hexstr(h)]) for h in fetch])
         for h, res in zip(fetch, results, strict=True):
             value = res.unwrap()
-            obj = None if value is None else _Obj(method, value, f"result[{_hex(h)}]")
+            obj = None if value is None else Obj(method, value, f"result[{hexstr(h)}]")
             if obj is None or obj.has("blockNumber"):
                 self._tracked.pop(h, None)
                 continue
@@ -525,5 +448,5 @@ class JsonRpcNode:
         method = "eth_newPendingTransactionFilter"
         fid = await self.call(method)
         if not isinstance(fid, str) or not fid:
-            raise NodeError(method, f"field result: expected a filter id, got {_show(fid)}")
+            raise NodeError(method, f"field result: expected a filter id, got {show(fid)}")
         return fid

@@ -1,0 +1,211 @@
+"""Shadow comparison for executing levels (L3/L4): an agent's execution against the chain's.
+
+Truth for one landed transaction is its receipt (status, gas used, logs) and its own state diff
+(the prestate tracer in diff mode). Both sides are reduced to an :class:`ExecEffects` and
+compared field by field; the first differing field names the mismatch.
+
+A difference that the race between dispatch and inclusion explains is excluded, with reason:
+
+- ``read_write_race``: a transaction that ran after the state was prefetched and before this
+  one (in an earlier block, or earlier in the same block) wrote an account field or storage slot
+  this one read;
+- ``block_context``: the execution read a block-context value (TIMESTAMP, COINBASE, ...) that
+  the real block has different from the predicted one;
+- ``missing_state``: the agent reported that the coordinator did not send state the execution
+  needed (a prefetch bug, never the agent's fault, and never counted as a match).
+
+The fee credit to the block's coinbase is compared as an amount, not by address: the agent
+credits the predicted coinbase, the chain the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# Keys of a state write-set: (address, b"balance" | b"nonce" | b"code") or (address, slot).
+StateKey = tuple[bytes, bytes]
+ACCOUNT_FIELDS = (b"balance", b"nonce", b"code")
+FIELD_ORDER = ("status", "gas_used", "logs", "storage", "balance", "nonce", "code", "coinbase_fee")
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ExecEffects:
+    """What executing a transaction did, in a form both sides can produce."""
+
+    success: bool
+    gas_used: int
+    logs: tuple[Log, ...]
+    storage: Mapping[tuple[bytes, bytes], bytes]  # (address, slot) -> new 32-byte value
+    balances: Mapping[bytes, int]  # address -> balance after (coinbase excluded)
+    nonces: Mapping[bytes, int]  # address -> nonce after (changed only)
+    code: Mapping[bytes, bytes]  # address -> code after (created or changed only)
+    coinbase_fee: int  # what the coinbase gained
+    writes: frozenset[StateKey] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class AccountDiff:
+    """One account's part of a prestate-tracer diff (absent fields are unchanged)."""
+
+    balance: int | None = None
+    nonce: int | None = None
+    code: bytes | None = None
+    storage: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+def _word(value: bytes) -> bytes:
+    return value.rjust(32, b"\x00")[-32:]
+
+
+ZERO_WORD = b"\x00" * 32
+
+
+def effects_from_diff(
+    success: bool,
+    gas_used: int,
+    logs: Iterable[Log],
+    pre: Mapping[bytes, AccountDiff],
+    post: Mapping[bytes, AccountDiff],
+    coinbase: bytes,
+) -> ExecEffects:
+    """Reduce a diff-mode prestate trace of one transaction to its effects.
+
+    In diff mode ``post`` holds only fields that changed; a storage slot present in ``pre`` but
+    not in ``post`` for an account that changed was cleared to zero.
+    """
+    storage: dict[tuple[bytes, bytes], bytes] = {}
+    balances: dict[bytes, int] = {}
+    nonces: dict[bytes, int] = {}
+    code: dict[bytes, bytes] = {}
+    writes: set[StateKey] = set()
+    coinbase_fee = 0
+    for addr in set(pre) | set(post):
+        before = pre.get(addr, AccountDiff())
+        after = post.get(addr)
+        if after is None:
+            # Only in pre: the account was read, or self-destructed/emptied. Geth-style tracers
+            # list a deleted account only in pre.
+            if addr in post:
+                continue
+            if before.balance or before.nonce or before.code:
+                balances[addr] = 0 if addr != coinbase else balances.get(addr, 0)
+            continue
+        if after.balance is not None:
+            if addr == coinbase:
+                coinbase_fee = after.balance - (before.balance or 0)
+            else:
+                balances[addr] = after.balance
+            writes.add((addr, b"balance"))
+        if after.nonce is not None:
+            nonces[addr] = after.nonce
+            writes.add((addr, b"nonce"))
+        if after.code is not None:
+            code[addr] = after.code
+            writes.add((addr, b"code"))
+        for slot in set(before.storage) | set(after.storage):
+            old = _word(before.storage.get(slot, ZERO_WORD))
+            new = _word(after.storage.get(slot, ZERO_WORD))
+            if old != new:
+                storage[(addr, _word(slot))] = new
+                writes.add((addr, _word(slot)))
+    return ExecEffects(
+        success=success,
+        gas_used=gas_used,
+        logs=tuple(logs),
+        storage=storage,
+        balances=balances,
+        nonces=nonces,
+        code=code,
+        coinbase_fee=coinbase_fee,
+        writes=frozenset(writes),
+    )
+
+
+def first_difference(claim: ExecEffects, truth: ExecEffects) -> str | None:
+    """The first field (in FIELD_ORDER) where the claim differs from the truth, or None."""
+    if claim.success != truth.success:
+        return "status"
+    if claim.gas_used != truth.gas_used:
+        return "gas_used"
+    if claim.logs != truth.logs:
+        return "logs"
+    if dict(claim.storage) != dict(truth.storage):
+        return "storage"
+    if dict(claim.balances) != dict(truth.balances):
+        return "balance"
+    if dict(claim.nonces) != dict(truth.nonces):
+        return "nonce"
+    if {a: c for a, c in claim.code.items() if c} != {a: c for a, c in truth.code.items() if c}:
+        return "code"
+    if claim.coinbase_fee != truth.coinbase_fee:
+        return "coinbase_fee"
+    return None
+
+
+@dataclass(frozen=True)
+class PredictedContext:
+    """The block context a batch was executed under, as the coordinator predicted it."""
+
+    number: int
+    timestamp: int
+    gas_limit: int
+    base_fee: int
+    coinbase: bytes
+    prev_randao: bytes
+    blob_base_fee: int
+    block_hashes: Mapping[int, bytes] = field(default_factory=dict)
+
+    def differing(self, actual: PredictedContext) -> frozenset[str]:
+        """Names (as opcodes) of the values the real block has different."""
+        out = set()
+        if self.number != actual.number:
+            out.update({"NUMBER", "BLOCKHASH"})
+        if self.timestamp != actual.timestamp:
+            out.add("TIMESTAMP")
+        if self.gas_limit != actual.gas_limit:
+            out.add("GASLIMIT")
+        if self.base_fee != actual.base_fee:
+            out.add("BASEFEE")
+        if self.coinbase != actual.coinbase:
+            out.add("COINBASE")
+        if self.prev_randao != actual.prev_randao:
+            out.add("PREVRANDAO")
+        if self.blob_base_fee != actual.blob_base_fee:
+            out.add("BLOBBASEFEE")
+        return frozenset(out)
+
+
+def judge_execution(
+    claim: ExecEffects,
+    context_reads: frozenset[str],
+    truth: ExecEffects,
+    predicted: PredictedContext,
+    actual: PredictedContext,
+    read_set: frozenset[StateKey],
+    written_before: frozenset[StateKey],
+) -> tuple[str, str]:
+    """("matched", "") | ("mismatched", field) | ("excluded", reason) for one execution.
+
+    A field difference is excluded only when a race explains it; identical results are matched
+    even when a race happened (the race did not matter).
+    """
+    diff = first_difference(claim, truth)
+    if diff is None:
+        return "matched", ""
+    if read_set & written_before:
+        return "excluded", "read_write_race"
+    if context_reads & predicted.differing(actual):
+        return "excluded", "block_context"
+    if diff in ("coinbase_fee", "balance") and "BASEFEE" in predicted.differing(actual):
+        # The effective gas price depends on the real base fee: the sender pays and the coinbase
+        # earns per the real block, so those amounts follow the prediction only when it was right.
+        return "excluded", "block_context"
+    return "mismatched", diff
