@@ -24,8 +24,8 @@ from typing import Any
 
 from coincurve import PublicKey
 from eth_account import Account
-from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
+from ioswarm.core.hashing import keccak256 as keccak
+from eth_utils.address import to_checksum_address
 
 from ioswarm.core.tx import decode_tx
 from ioswarm.core.validation import check_l1

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Final, TypeAlias
 
 from coincurve import PublicKey
-from eth_hash.auto import keccak
+from ioswarm.core.hashing import keccak256 as keccak
 
 from ioswarm.errors import ValidationError
 
@@ -232,6 +232,8 @@ def _outer_list(raw: bytes, pos: int) -> _Span:
 def _list_prefix(length: int) -> bytes:
     if length < 56:
         return bytes((0xC0 + length,))
+    if length < 256:  # most signing payloads: skip the general int encoding
+        return bytes((0xF8, length))
     encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes((0xF7 + len(encoded),)) + encoded
 
@@ -338,10 +340,10 @@ _FIELD_COUNTS: Final = {TX_ACCESS_LIST: 11, TX_DYNAMIC_FEE: 12, TX_BLOB: 14, TX_
 _TYPE_PREFIX: Final = {tx_type: bytes((tx_type,)) for tx_type in _FIELD_COUNTS}
 
 
-def decode_tx(raw: bytes) -> DecodedTx:
+def decode_tx(data: bytes | bytearray | memoryview) -> DecodedTx:
     """Decode a signed transaction; raise ValidationError with a short reason if malformed."""
-    if type(raw) is not bytes:  # bytearray, memoryview, HexBytes: slices must be plain bytes
-        raw = bytes(raw)
+    # Slices of the input become fields, so they must be plain bytes (not bytearray, HexBytes).
+    raw = data if type(data) is bytes else bytes(data)
     if not raw:
         raise ValidationError("empty_tx")
     tx_type = raw[0]

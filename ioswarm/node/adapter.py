@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, overload
 
 from eth_hash.auto import keccak
 
+from ioswarm.core.execshadow import Log
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, BlockHeader, PendingTx
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
 from ioswarm.node.fields import (
@@ -66,6 +67,7 @@ class Receipt:
     sender: bytes
     block_number: int
     transaction_index: int
+    logs: tuple[Log, ...] = ()
 
 
 class NodeClient(Protocol):
@@ -144,7 +146,19 @@ def _parse_receipt(obj: Obj) -> Receipt:
         sender=obj.fixed("from", 20),
         block_number=obj.quantity("blockNumber"),
         transaction_index=obj.quantity("transactionIndex"),
+        logs=tuple(
+            _parse_log(Obj(obj.method, item, f"{obj.where}.logs[{i}]"))
+            for i, item in enumerate(obj.items("logs") if obj.has("logs") else [])
+        ),
     )
+
+
+def _parse_log(obj: Obj) -> Log:
+    topics = tuple(
+        fixed(obj.method, f"{obj.where}.topics[{i}]", t, 32)
+        for i, t in enumerate(obj.items("topics"))
+    )
+    return Log(address=obj.fixed("address", 20), topics=topics, data=obj.data("data"))
 
 
 # ---------------------------------------------------------------------------- the adapter

@@ -11,7 +11,7 @@ import rlp
 from coincurve import PublicKey
 from eth_account import Account
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +19,8 @@ from ioswarm.core.tx import (
     SECP256K1_N,
     Authorization,
     DecodedTx,
+    _encode_uint,
+    _list_prefix,
     _outer_list,
     _split,
     decode_tx,
@@ -82,15 +84,20 @@ TYPE_OF = {"pre155": 0, "legacy": 0, "access_list": 1, "dynamic_fee": 2, "blob":
 KINDS = list(TYPE_OF)
 
 
+def encode(item: Any) -> bytes:
+    """RLP-encode with pyrlp (typed)."""
+    return bytes(rlp.encode(item))
+
+
 def reencode(raw: bytes, edit: dict[int, Any]) -> bytes:
     """Re-encode a signed transaction with some top-level fields replaced (ints or bytes)."""
     typed = raw[0] < 0xC0
     fields = rlp.decode(raw[1:] if typed else raw)
     for index, value in edit.items():
-        if isinstance(value, int):
-            value = rlp.sedes.big_endian_int.serialize(value)
-        fields[index] = value
-    return (raw[:1] if typed else b"") + rlp.encode(fields)
+        fields[index] = (
+            rlp.sedes.big_endian_int.serialize(value) if isinstance(value, int) else value
+        )
+    return (raw[:1] if typed else b"") + encode(fields)
 
 
 def flip_to_high_s(raw: bytes) -> bytes:
@@ -216,7 +223,7 @@ def test_signed_from_bytearray_and_memoryview() -> None:
     """Byte-like inputs other than bytes decode the same."""
     raw, tx_hash = sign(tx_dict("dynamic_fee"))
     assert decode_tx(bytearray(raw)).tx_hash == tx_hash
-    assert decode_tx(memoryview(raw)).tx_hash == tx_hash  # type: ignore[arg-type]
+    assert decode_tx(memoryview(raw)).tx_hash == tx_hash
 
 
 # --- the blob network wrapper --------------------------------------------------------------------
@@ -228,7 +235,7 @@ def _wrapper(raw: bytes, version: bytes | None) -> bytes:
     parts = [body, blobs, commitments, proofs]
     if version is not None:
         parts.insert(1, version)
-    return b"\x03" + rlp.encode(parts)
+    return b"\x03" + encode(parts)
 
 
 @pytest.mark.parametrize("version", [None, b"\x01"], ids=["eip4844", "eip7594"])
@@ -365,6 +372,16 @@ def test_non_canonical_rlp_is_malformed(payload: bytes) -> None:
         rlp.decode(payload)
     assert reason(b"\x02" + payload) == "malformed_rlp"
     assert reason(payload) == "malformed_rlp"
+
+
+def test_deep_nesting_is_rejected_without_recursion() -> None:
+    """Deeply nested lists (pyrlp's recursive decoder can overflow on them) are rejected."""
+    nested = b"\xc0"
+    for _ in range(5_000):
+        nested = _list_prefix(len(nested)) + nested
+    assert reason(b"\x02" + nested) == "bad_field_count"
+    assert reason(nested) == "bad_field_count"
+    assert reason(b"\x02" + b"\xc1" * 5_000) == "malformed_rlp"
 
 
 @pytest.mark.parametrize(("kind", "count"), [("legacy", 9), ("dynamic_fee", 12), ("blob", 14)])
@@ -510,7 +527,7 @@ _structures = st.recursive(
 @st.composite
 def _rlp_lists(draw: st.DrawFn) -> bytes:
     """RLP lists, well formed or with one byte changed, cut or added."""
-    encoded = rlp.encode(draw(st.lists(_structures, max_size=5)))
+    encoded = encode(draw(st.lists(_structures, max_size=5)))
     edit = draw(st.sampled_from(["none", "flip", "cut", "add"]))
     if edit == "none" or not encoded:
         return encoded
@@ -523,14 +540,22 @@ def _rlp_lists(draw: st.DrawFn) -> bytes:
 
 
 @given(_rlp_lists() | st.binary(max_size=64).map(lambda b: b"\xc0" + b))
-@settings(max_examples=600)
+@settings(max_examples=600, deadline=None)
 def test_reader_agrees_with_pyrlp(raw: bytes) -> None:
     """The RLP reader accepts exactly what pyrlp's strict decoder accepts, with the same items."""
     assert _ours(raw) == _pyrlp(raw)
 
 
+@given(st.integers(0, 2**256 - 1) | st.integers(0, 300))
+def test_encoders_match_pyrlp(value: int) -> None:
+    """The list-header and integer encoders used for signing payloads match pyrlp."""
+    assert _encode_uint(value) == encode(value)
+    length = value % 2**40
+    assert _list_prefix(length) == rlp.codec.length_prefix(length, 0xC0)
+
+
 @given(st.binary(max_size=300))
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 def test_decode_random_bytes_raises_only_validation_error(raw: bytes) -> None:
     """Arbitrary bytes either decode or raise ValidationError, never anything else."""
     with contextlib.suppress(ValidationError):
@@ -538,7 +563,7 @@ def test_decode_random_bytes_raises_only_validation_error(raw: bytes) -> None:
 
 
 @given(st.sampled_from([b"", b"\x01", b"\x02", b"\x03", b"\x04"]), _rlp_lists())
-@settings(max_examples=800)
+@settings(max_examples=800, deadline=None)
 def test_decode_random_rlp_raises_only_validation_error(prefix: bytes, body: bytes) -> None:
     """Random RLP under every type byte either decodes or raises ValidationError."""
     try:
@@ -556,7 +581,7 @@ _SIGNED = {kind: sign(tx_dict(kind))[0] for kind in KINDS}
     st.sampled_from(KINDS),
     st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
 )
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_signed_transactions_never_crash(kind: str, edits: list[tuple[int, int]]) -> None:
     """Byte edits to real signed transactions decode and recover or raise ValidationError."""
     raw = bytearray(_SIGNED[kind])

@@ -1,0 +1,223 @@
+"""Reads an executing level (L3) needs: access lists, storage proofs, code, and per-tx state diffs.
+
+``eth_createAccessList`` finds every account and slot a transaction touches; ``eth_getProof``
+with many slots reads an account and those slots in one call; code is read once per code hash
+(code never changes under a hash). Truth comes from ``debug_traceBlockByNumber`` with the
+prestate tracer in diff mode, falling back to per-tx ``debug_traceTransaction``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ioswarm.core.execshadow import AccountDiff
+from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot
+from ioswarm.errors import MethodNotSupported, NodeError
+from ioswarm.node.fields import BlockId, Obj, block_param, data, fixed, hexstr, quantity
+from ioswarm.node.rpc import JsonRpcTransport
+
+log = logging.getLogger("ioswarm.node")
+
+PRESTATE_DIFF = {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}
+_ZERO_HASH = b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class AccessList:
+    """What ``eth_createAccessList`` says a call touches (``error`` when the call fails)."""
+
+    entries: dict[bytes, tuple[bytes, ...]]
+    gas_used: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AccountData:
+    """An account at a block with the slots asked for and its code."""
+
+    snapshot: AccountSnapshot
+    storage: dict[bytes, bytes] = field(default_factory=dict)
+    code: bytes = b""
+
+
+@dataclass(frozen=True)
+class TxDiff:
+    """One transaction's state diff from the prestate tracer in diff mode."""
+
+    tx_hash: bytes
+    pre: dict[bytes, AccountDiff]
+    post: dict[bytes, AccountDiff]
+
+
+def _word(method: str, where: str, value: Any) -> bytes:
+    raw = data(method, where, value)
+    if len(raw) > 32:
+        raise NodeError(method, f"field {where}: more than 32 bytes")
+    return raw.rjust(32, b"\x00")
+
+
+def _slot_hex(slot: bytes) -> str:
+    return "0x" + slot.rjust(32, b"\x00").hex()
+
+
+def _account_diff(method: str, where: str, raw: Any) -> AccountDiff:
+    obj = Obj(method, raw, where)
+    storage: dict[bytes, bytes] = {}
+    if obj.has("storage"):
+        st = obj.raw["storage"]
+        if not isinstance(st, dict):
+            raise NodeError(method, f"field {where}.storage: expected an object")
+        for k, v in st.items():
+            storage[_word(method, f"{where}.storage key", k)] = _word(method, f"{where}.storage", v)
+    nonce = obj.raw.get("nonce")
+    if nonce is not None and not isinstance(nonce, int):
+        nonce = quantity(method, f"{where}.nonce", nonce)
+    return AccountDiff(
+        balance=obj.quantity("balance") if obj.has("balance") else None,
+        nonce=nonce,
+        code=obj.data("code") if obj.has("code") else None,
+        storage=storage,
+    )
+
+
+def _diff_map(method: str, where: str, raw: Any) -> dict[bytes, AccountDiff]:
+    if not isinstance(raw, dict):
+        raise NodeError(method, f"field {where}: expected an object")
+    return {
+        fixed(method, f"{where} key", k, 20): _account_diff(method, f"{where}.{k}", v)
+        for k, v in raw.items()
+    }
+
+
+class ExecutionReader:
+    """L3 reads over a JSON-RPC transport (shared with the node adapter)."""
+
+    def __init__(self, transport: JsonRpcTransport) -> None:
+        self.transport = transport
+        self._block_trace_ok = True
+        self.access_list_supported = True
+
+    async def access_lists(
+        self, calls: Sequence[Mapping[str, Any]], block: BlockId
+    ) -> list[AccessList | None]:
+        """One access list per call object; None for all when the node lacks the method."""
+        method = "eth_createAccessList"
+        if not calls or not self.access_list_supported:
+            return [None] * len(calls)
+        results = await self.transport.batch(
+            [(method, [dict(c), block_param(block)]) for c in calls]
+        )
+        out: list[AccessList | None] = []
+        for i, res in enumerate(results):
+            if isinstance(res.error, MethodNotSupported):
+                self.access_list_supported = False
+                log.warning(
+                    "node lacks eth_createAccessList; L3 tasks fall back to L2 url=%s",
+                    self.transport.safe_url,
+                )
+                return [None] * len(calls)
+            if res.error is not None:
+                out.append(AccessList({}, 0, error=res.error.detail))
+                continue
+            obj = Obj(method, res.value, f"result[{i}]")
+            entries: dict[bytes, tuple[bytes, ...]] = {}
+            for j, item in enumerate(obj.items("accessList")):
+                e = Obj(method, item, f"result[{i}].accessList[{j}]")
+                keys = tuple(
+                    _word(method, f"{e.where}.storageKeys[{k}]", v)
+                    for k, v in enumerate(e.items("storageKeys"))
+                )
+                addr = e.fixed("address", 20)
+                entries[addr] = tuple(dict.fromkeys(entries.get(addr, ()) + keys))
+            err = obj.raw.get("error")
+            out.append(AccessList(entries, obj.quantity("gasUsed"), str(err) if err else ""))
+        return out
+
+    async def account_data(
+        self, wanted: Mapping[bytes, Iterable[bytes]], block: BlockId
+    ) -> dict[bytes, AccountData]:
+        """Each address with the given slots, via one ``eth_getProof`` per address (batched)."""
+        method = "eth_getProof"
+        addrs = list(wanted)
+        if not addrs:
+            return {}
+        blk = block_param(block)
+        calls = [(method, [hexstr(a), [_slot_hex(s) for s in wanted[a]], blk]) for a in addrs]
+        results = await self.transport.batch(calls)
+        out: dict[bytes, AccountData] = {}
+        for a, res in zip(addrs, results, strict=True):
+            where = f"result[{hexstr(a)}]"
+            obj = Obj(method, res.unwrap(), where)
+            storage: dict[bytes, bytes] = {}
+            for k, item in enumerate(obj.items("storageProof")):
+                sp = Obj(method, item, f"{where}.storageProof[{k}]")
+                key = _word(method, f"{sp.where}.key", sp.raw.get("key"))
+                storage[key] = _word(method, f"{sp.where}.value", sp.raw.get("value"))
+            code_hash = obj.fixed("codeHash", 32)
+            snap = AccountSnapshot(
+                address=a,
+                balance=obj.quantity("balance"),
+                nonce=obj.quantity("nonce"),
+                code_hash=EMPTY_CODE_HASH if code_hash == _ZERO_HASH else code_hash,
+            )
+            out[a] = AccountData(snap, storage)
+        return out
+
+    async def codes(self, addresses: Iterable[bytes], block: BlockId) -> dict[bytes, bytes]:
+        """Code of each address at a block."""
+        method = "eth_getCode"
+        addrs = list(dict.fromkeys(addresses))
+        blk = block_param(block)
+        results = await self.transport.batch([(method, [hexstr(a), blk]) for a in addrs])
+        return {
+            a: data(method, f"result[{hexstr(a)}]", r.unwrap())
+            for a, r in zip(addrs, results, strict=True)
+        }
+
+    async def block_diffs(self, number: int, tx_hashes: Sequence[bytes]) -> list[TxDiff]:
+        """Per-tx state diffs of a block, in block order."""
+        if self._block_trace_ok:
+            method = "debug_traceBlockByNumber"
+            try:
+                raw = await self.transport.call(method, [block_param(number), PRESTATE_DIFF])
+            except MethodNotSupported:
+                self._block_trace_ok = False
+                log.warning(
+                    "node lacks debug_traceBlockByNumber; tracing one tx at a time url=%s",
+                    self.transport.safe_url,
+                )
+            else:
+                if not isinstance(raw, list) or len(raw) != len(tx_hashes):
+                    raise NodeError(method, f"block {number}: expected {len(tx_hashes)} traces")
+                out = []
+                for i, (item, h) in enumerate(zip(raw, tx_hashes, strict=True)):
+                    obj = Obj(method, item, f"result[{i}]")
+                    if obj.has("txHash") and obj.fixed("txHash", 32) != h:
+                        raise NodeError(method, f"field result[{i}].txHash: out of block order")
+                    res = obj.child("result")
+                    out.append(
+                        TxDiff(
+                            h,
+                            _diff_map(method, f"{res.where}.pre", res.raw.get("pre", {})),
+                            _diff_map(method, f"{res.where}.post", res.raw.get("post", {})),
+                        )
+                    )
+                return out
+        method = "debug_traceTransaction"
+        results = await self.transport.batch(
+            [(method, [hexstr(h), PRESTATE_DIFF]) for h in tx_hashes]
+        )
+        out = []
+        for h, answer in zip(tx_hashes, results, strict=True):
+            tx_obj = Obj(method, answer.unwrap(), f"result[{hexstr(h)}]")
+            out.append(
+                TxDiff(
+                    h,
+                    _diff_map(method, f"{tx_obj.where}.pre", tx_obj.raw.get("pre", {})),
+                    _diff_map(method, f"{tx_obj.where}.post", tx_obj.raw.get("post", {})),
+                )
+            )
+        return out
