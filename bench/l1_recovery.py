@@ -24,9 +24,9 @@ from typing import Any
 
 from coincurve import PublicKey
 from eth_account import Account
-from ioswarm.core.hashing import keccak256 as keccak
 from eth_utils.address import to_checksum_address
 
+from ioswarm.core.hashing import keccak256 as keccak
 from ioswarm.core.tx import decode_tx
 from ioswarm.core.validation import check_l1
 

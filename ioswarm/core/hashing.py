@@ -19,4 +19,4 @@ try:
         return _keccak_256(data).digest()  # type: ignore[no-any-return]
 
 except ImportError:  # pragma: no cover - the dependency is declared; this keeps imports safe
-    from eth_hash.auto import keccak as keccak256
+    pass

@@ -19,8 +19,8 @@ from functools import cached_property
 from typing import Final, TypeAlias
 
 from coincurve import PublicKey
-from ioswarm.core.hashing import keccak256 as keccak
 
+from ioswarm.core.hashing import keccak256 as keccak
 from ioswarm.errors import ValidationError
 
 __all__ = [
