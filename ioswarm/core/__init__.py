@@ -1,1 +1,1 @@
-"""Pure logic: no asyncio, grpc, web3 or lmdb imports; every function is callable from a plain test."""
+"""Pure logic: no asyncio, grpc, web3 or lmdb imports; every function runs in a plain test."""
