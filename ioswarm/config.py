@@ -85,6 +85,10 @@ def _amount(v: Any) -> str | None:
     return None
 
 
+def _fork(v: Any) -> str | None:
+    return None if v in ("cancun", "prague") else "must be cancun or prague"
+
+
 def _log_format(v: Any) -> str | None:
     return None if v in ("kv", "json") else "must be kv or json"
 
@@ -162,6 +166,9 @@ class CoordinatorConfig:
         "L2",
         "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.",
         check=_level,
+    )
+    evm_fork: str = _f(
+        "evmFork", "prague", "EVM fork L3/L4 agents execute under (cancun or prague).", check=_fork
     )
     shadow_mode: bool = _f(
         "shadowMode", True, "Compare every agent answer with what the chain did."

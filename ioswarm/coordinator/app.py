@@ -13,6 +13,7 @@ from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.coordinator.servicer import GrpcServer
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
+from ioswarm.node.execution import ExecutionReader
 
 log = logging.getLogger("ioswarm.app")
 
@@ -30,7 +31,10 @@ class CoordinatorApp:
         self.registry = registry or CollectorRegistry()
         self._owns_node = node is None
         self.node: NodeClient = node or JsonRpcNode(config.node_rpc_url)
-        self.coordinator = Coordinator(config, self.node, self.registry)
+        execution = (
+            ExecutionReader(self.node.transport) if isinstance(self.node, JsonRpcNode) else None
+        )
+        self.coordinator = Coordinator(config, self.node, self.registry, execution=execution)
         self.grpc = GrpcServer(self.coordinator)
         self.api = ApiServer(
             self.coordinator, self.registry, config.swarm_api_host, config.swarm_api_port

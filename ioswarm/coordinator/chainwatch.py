@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ioswarm.core.execshadow import effects_from_diff
 from ioswarm.core.mempool import Planned, plan_dispatch
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
 from ioswarm.core.syncguard import node_is_syncing
 from ioswarm.errors import NodeError
 from ioswarm.node.adapter import NodeClient
+from ioswarm.node.execution import ExecutionReader, TxDiff
 
 log = logging.getLogger("ioswarm.chain")
 
@@ -59,10 +61,14 @@ class BlockWatcher:
         on_block: Callable[[BlockHeader, list[IncludedTx]], None],
         interval: float,
         on_error: Callable[[str], None],
+        truth: ExecutionReader | None = None,
+        wants_effects: Callable[[], bool] = lambda: False,
     ) -> None:
         self._node = node
         self.head = head
         self._on_block = on_block
+        self._truth = truth
+        self._wants_effects = wants_effects
         self._interval = interval
         self._on_error = on_error
         self._backoff = ErrorBackoff(interval)
@@ -105,17 +111,31 @@ class BlockWatcher:
         for number in range(first, min(latest, first + MAX_CATCHUP_BLOCKS - 1) + 1):
             block = await self._node.get_block(number, full=True)
             receipts = {r.tx_hash: r for r in await self._node.block_receipts(number)}
+            diffs: dict[bytes, TxDiff] = {}
+            if self._truth is not None and self._wants_effects() and block.txs:
+                hashes = [tx.hash for tx in block.txs]
+                diffs = {d.tx_hash: d for d in await self._truth.block_diffs(number, hashes)}
             included = []
-            for tx in block.txs:
+            for index, tx in enumerate(block.txs):
                 r = receipts.get(tx.hash)
+                if r is None:
+                    raise NodeError("eth_getBlockReceipts", f"block {number} lacks a receipt")
+                d = diffs.get(tx.hash)
+                effects = None
+                if d is not None:
+                    effects = effects_from_diff(
+                        r.status == 1, r.gas_used, r.logs, d.pre, d.post, block.header.coinbase
+                    )
                 included.append(
                     IncludedTx(
                         tx_hash=tx.hash,
                         sender=tx.sender,
                         nonce=tx.nonce,
                         block_number=number,
-                        status=r.status if r else 1,
-                        gas_used=r.gas_used if r else 0,
+                        status=r.status,
+                        gas_used=r.gas_used,
+                        tx_index=index,
+                        effects=effects,
                     )
                 )
             self.head.header = block.header
@@ -129,7 +149,9 @@ class MempoolPoller:
         self,
         node: NodeClient,
         head: Head,
-        make_tasks: Callable[[Planned | PendingTx, bytes, BlockHeader], int],
+        make_tasks: Callable[
+            [list[tuple[Planned | PendingTx, bytes]], BlockHeader], Awaitable[int]
+        ],
         needs_state: Callable[[], bool],
         has_agents: Callable[[], bool],
         on_replaced: Callable[[bytes], None],
@@ -221,13 +243,12 @@ class MempoolPoller:
             return 0
         hashes = [(r.tx if isinstance(r, Planned) else r).tx_hash for r in ready]
         raws = await self._node.raw_transactions(hashes)
-        created = 0
-        for item, tx_hash in zip(ready, hashes, strict=True):
-            raw = raws.get(tx_hash)
-            if raw is None:
-                continue  # left the mempool between the two calls
-            created += self._make_tasks(item, raw, header)
-            self._dispatched[tx_hash] = None
+        # A tx that left the mempool between the two calls has no raw bytes: skip it.
+        items = [(item, raws[h]) for item, h in zip(ready, hashes, strict=True) if h in raws]
+        created = await self._make_tasks(items, header)
+        for h in hashes:
+            if h in raws:
+                self._dispatched[h] = None
         while len(self._dispatched) > DISPATCHED_MEMORY:
             self._dispatched.popitem(last=False)
         return created

@@ -9,14 +9,17 @@ stream fed in proportion to how fast it answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.wire import task_to_pb
+from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import Level, Task
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -49,6 +52,7 @@ class Dispatcher:
         wall_clock: Callable[[], float],
         max_batch: int,
         chain_id: Callable[[], int],
+        context: Callable[[], tuple[pb.BlockContext, PredictedContext] | None] = lambda: None,
     ) -> None:
         self.scheduler = scheduler
         self.metrics = metrics
@@ -56,6 +60,8 @@ class Dispatcher:
         self._wall = wall_clock
         self._max_batch = max_batch
         self._chain_id = chain_id
+        self._context = context
+        self._predicted: dict[int, PredictedContext] = {}
         self._streams: dict[str, AgentStream] = {}
         self._packages: dict[int, pb.TaskPackage] = {}
         self._sent_at: dict[int, float] = {}
@@ -63,6 +69,9 @@ class Dispatcher:
         self._stopped = asyncio.Event()
         self._batch_prefix = os.urandom(4).hex()
         self._batch_seq = itertools.count(1)
+        # Metric children per level, looked up once: ``labels()`` costs more than ``inc()``.
+        self._created: dict[Level, Any] = {}
+        self._dispatched: dict[Level, Any] = {}
         self.reassigned_total = 0
         self.dispatched_total = 0
         self.dropped_total = 0
@@ -122,19 +131,27 @@ class Dispatcher:
             self.metrics.tasks_dropped.labels(reason="queue_full").inc()
             return False
         self._packages[task.task_id] = task_to_pb(task)
-        self.metrics.tasks_created.labels(level=task.level.name).inc()
-        self.wake()
+        created = self._created.get(task.level)
+        if created is None:
+            created = self.metrics.tasks_created.labels(level=task.level.name)
+            self._created[task.level] = created
+        created.inc()
+        self._wake.set()
         return True
 
-    def finish(self, agent_id: str, task_id: int) -> tuple[Task, float] | None:
-        """Mark an accepted result; returns the task and seconds since it was sent."""
+    def finish(
+        self, agent_id: str, task_id: int
+    ) -> tuple[Task, float, PredictedContext | None] | None:
+        """Mark an accepted result; returns the task, seconds since it was sent, and the block
+        context it was sent with (executing levels only)."""
         task = self.scheduler.complete(agent_id, task_id)
         if task is None:
             return None
         self._packages.pop(task_id, None)
         sent = self._sent_at.pop(task_id, None)
+        predicted = self._predicted.pop(task_id, None)
         self.wake()
-        return task, (self._clock() - sent) if sent is not None else 0.0
+        return task, (self._clock() - sent) if sent is not None else 0.0, predicted
 
     def wake(self) -> None:
         self._wake.set()
@@ -152,10 +169,11 @@ class Dispatcher:
             timeout = IDLE_TICK_SEC
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - self._clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            if not self._wake.is_set():
+                # asyncio.timeout, unlike wait_for, needs no task per wait.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             if self._stopped.is_set():
                 break
@@ -176,11 +194,21 @@ class Dispatcher:
         for task_id in report.dropped:
             self._packages.pop(task_id, None)
             self._sent_at.pop(task_id, None)
+            self._predicted.pop(task_id, None)
         if report.dropped:
             self.dropped_total += len(report.dropped)
             self.metrics.tasks_dropped.labels(reason="max_attempts").inc(len(report.dropped))
         assignments = self.scheduler.assign(now, self._max_batch)
+        if assignments:
+            self._send(assignments, now)
+        self.metrics.queue_depth.set(self.scheduler.queued)
+
+    def _send(self, assignments: dict[str, list[Task]], now: float) -> None:
+        """Put one TaskBatch per assigned agent on its stream's outbox."""
         wall_ms = int(self._wall() * 1000)
+        chain_id = self._chain_id()
+        packages, sent_at = self._packages, self._sent_at
+        levels: dict[Level, int] = {}
         for agent_id, tasks in assignments.items():
             stream = self._streams.get(agent_id)
             if stream is None or stream.closed:
@@ -190,22 +218,19 @@ class Dispatcher:
             batch = pb.TaskBatch(
                 batch_id=f"{self._batch_prefix}-{next(self._batch_seq)}",
                 timestamp=wall_ms,
-                chain_id=self._chain_id(),
+                chain_id=chain_id,
             )
-            batch.tasks.extend(self._packages[t.task_id] for t in tasks)
+            batch.tasks.extend([packages[t.task_id] for t in tasks])
             for t in tasks:
-                self._sent_at[t.task_id] = now
+                sent_at[t.task_id] = now
+                levels[t.level] = levels.get(t.level, 0) + 1
             stream.outbox.put_nowait(batch)
             stream.batches_sent += 1
             stream.tasks_sent += len(tasks)
             self.dispatched_total += len(tasks)
-            for level, count in _count_levels(tasks).items():
-                self.metrics.tasks_dispatched.labels(level=level).inc(count)
-        self.metrics.queue_depth.set(self.scheduler.queued)
-
-
-def _count_levels(tasks: list[Task]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in tasks:
-        out[t.level.name] = out.get(t.level.name, 0) + 1
-    return out
+        for level, count in levels.items():
+            dispatched = self._dispatched.get(level)
+            if dispatched is None:
+                dispatched = self.metrics.tasks_dispatched.labels(level=level.name)
+                self._dispatched[level] = dispatched
+            dispatched.inc(count)

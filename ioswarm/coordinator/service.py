@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -17,15 +16,19 @@ from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.metrics import CoordinatorMetrics
+from ioswarm.coordinator.prefetch import StatePrefetcher
+from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
-from ioswarm.core.mempool import Planned, max_cost
-from ioswarm.core.models import BlockHeader, IncludedTx, Level, PendingTx, Task
+from ioswarm.core.execshadow import PredictedContext
+from ioswarm.core.mempool import Planned
+from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, Level, PendingTx
 from ioswarm.core.ratelimit import TokenBucket
 from ioswarm.core.registry import AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
+from ioswarm.node.execution import ExecutionReader
 from ioswarm.proto import ioswarm_pb2 as pb
 
 log = logging.getLogger("ioswarm.coordinator")
@@ -52,6 +55,7 @@ class Coordinator:
         config: CoordinatorConfig,
         node: NodeClient,
         registry: CollectorRegistry | None = None,
+        execution: ExecutionReader | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,14 +83,28 @@ class Coordinator:
             wall_clock,
             config.max_batch_size,
             lambda: self.chain_id,
+            context=self._current_context,
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks)
         self.head = Head()
         self.totals = Totals()
         self._buckets: dict[str, TokenBucket] = {}
-        self._task_ids = itertools.count(1)
+        self.execution = execution
+        self.prefetcher = StatePrefetcher(execution) if execution is not None else None
+        self.contexts = ContextPredictor(
+            config.evm_fork, lambda: self.chain_id, lambda: self.head.header
+        )
+        self.tasks = TaskFactory(self.prefetcher, self._receiver_state)
         interval = config.poll_interval_ms / 1000
-        self.watcher = BlockWatcher(node, self.head, self._on_block, interval / 2, self._node_error)
+        self.watcher = BlockWatcher(
+            node,
+            self.head,
+            self._on_block,
+            interval / 2,
+            self._node_error,
+            truth=execution,
+            wants_effects=lambda: self.task_level >= Level.L3 and self.config.shadow_mode,
+        )
         self.poller = MempoolPoller(
             node,
             self.head,
@@ -119,6 +137,11 @@ class Coordinator:
     async def start(self) -> None:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
         await self.check_node()
+        if self.task_level >= Level.L3 and self.execution is not None:
+            # BLOCKHASH can ask for any of the last 256 blocks: learn them once at start.
+            latest = await self.node.block_number()
+            numbers = range(max(0, latest - 255), latest + 1)
+            self.contexts.remember(await self.execution.block_hashes(numbers))
         self._stop.clear()
         loops = {
             "dispatcher": self.dispatcher.run(),
@@ -171,6 +194,12 @@ class Coordinator:
             self._update_agent_gauge()
         return gone
 
+    def _current_context(self) -> tuple[pb.BlockContext, PredictedContext] | None:
+        return self.contexts.current()
+
+    def _receiver_state(self, address: bytes) -> AccountSnapshot | None:
+        return self.poller.cached_state(address)
+
     def _node_error(self, loop: str) -> None:
         self.metrics.node_errors.labels(loop=loop).inc()
 
@@ -184,25 +213,14 @@ class Coordinator:
                 levels.add(min(rec.level, self.task_level))
         return levels
 
-    def _make_tasks(self, item: Planned | PendingTx, raw: bytes, header: BlockHeader) -> int:
-        tx = item.tx if isinstance(item, Planned) else item
-        sender_state = item.sender_state if isinstance(item, Planned) else None
-        receiver_state = self.poller.cached_state(tx.to) if tx.to is not None else None
+    async def _make_tasks(
+        self, items: list[tuple[Planned | PendingTx, bytes]], header: BlockHeader
+    ) -> int:
+        levels = self._dispatch_levels()
+        if not levels:
+            return 0
         made = 0
-        for level in sorted(self._dispatch_levels()):
-            task = Task(
-                task_id=next(self._task_ids),
-                tx_hash=tx.tx_hash,
-                raw_tx=raw,
-                level=level,
-                sender=tx.sender,
-                nonce=tx.nonce,
-                block_height=header.number,
-                block_gas_limit=header.gas_limit,
-                sender_state=sender_state if level >= Level.L2 else None,
-                receiver_state=receiver_state if level >= Level.L2 else None,
-                max_cost=max_cost(tx),
-            )
+        for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1
         self.totals.tasks_created += made
@@ -211,9 +229,10 @@ class Coordinator:
     def _on_block(self, header: BlockHeader, included: list[IncludedTx]) -> None:
         self.totals.blocks_seen += 1
         self.metrics.head_block.set(header.number)
+        actual = self.contexts.on_block(header)
         self.poller.forget([tx.tx_hash for tx in included])
         if self.config.shadow_mode:
-            for c in self.shadow.on_block(header.number, included):
+            for c in self.shadow.on_block(header.number, included, actual):
                 self._count(c)
             self.shadow.expire(header.number)
             self.metrics.shadow_pending.set(self.shadow.pending)
@@ -346,14 +365,16 @@ class Coordinator:
             done = self.dispatcher.finish(agent_id, r.task_id)
             if done is None:
                 continue
-            task, elapsed = done
+            task, elapsed, predicted = done
             accepted += 1
             level = task.level.name
             self.metrics.results.labels(level=level, disposition="accepted").inc()
             self.metrics.task_latency.labels(level=level).observe(elapsed)
             self.metrics.agent_latency.labels(level=level).observe(r.latency_us / 1e6)
             if self.config.shadow_mode:
-                c = self.shadow.record(agent_id, task, verdict_from_pb(r))
+                coinbase = predicted.coinbase if predicted is not None else b""
+                verdict = verdict_from_pb(r, task.level, coinbase)
+                c = self.shadow.record(agent_id, task, verdict, predicted)
                 if c is not None:
                     self._count(c)
         self.totals.results_accepted += accepted

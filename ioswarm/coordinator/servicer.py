@@ -49,20 +49,26 @@ class IOSwarmServicer:
         self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
         await context.abort(grpc.StatusCode[status], message)
 
-    async def _check(self, request: object, context: Ctx, method: str, body_agent: str | None) -> str:
+    async def _check(
+        self, request: object, context: Ctx, method: str, body_agent: str | None
+    ) -> str:
         """Refuse malformed bodies and id mismatches; return the authenticated agent id."""
         if isinstance(request, _Malformed):
             await self._refuse(context, method, "INVALID_ARGUMENT", "malformed request body")
         agent_id = authenticated_agent(context)
         if body_agent is not None and body_agent != agent_id:
             await self._refuse(
-                context, method, "PERMISSION_DENIED",
+                context,
+                method,
+                "PERMISSION_DENIED",
                 "agent_id in the request does not match the authenticated agent",
             )
         return agent_id
 
     async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "Register", getattr(request, "agent_id", None))
+        agent_id = await self._check(
+            request, context, "Register", getattr(request, "agent_id", None)
+        )
         try:
             return self._c.register(request)
         except RequestRefused as exc:
@@ -70,8 +76,12 @@ class IOSwarmServicer:
             await self._refuse(context, "Register", exc.status, str(exc))
             raise  # unreachable: abort raises
 
-    async def GetTasks(self, request: pb.GetTasksRequest, context: Ctx) -> AsyncIterator[pb.TaskBatch]:  # noqa: N802
-        agent_id = await self._check(request, context, "GetTasks", getattr(request, "agent_id", None))
+    async def GetTasks(
+        self, request: pb.GetTasksRequest, context: Ctx
+    ) -> AsyncIterator[pb.TaskBatch]:  # noqa: N802
+        agent_id = await self._check(
+            request, context, "GetTasks", getattr(request, "agent_id", None)
+        )
         try:
             stream = self._c.open_stream(agent_id, request)
         except RequestRefused as exc:
@@ -89,43 +99,58 @@ class IOSwarmServicer:
             log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
 
     async def SubmitResults(self, request: pb.BatchResult, context: Ctx) -> pb.SubmitResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "SubmitResults", getattr(request, "agent_id", None))
+        agent_id = await self._check(
+            request, context, "SubmitResults", getattr(request, "agent_id", None)
+        )
         try:
             return self._c.submit(agent_id, request)
         except RequestRefused as exc:
             log.info(
                 "results refused agent_id=%s batch_id=%s status=%s reason=%s",
-                agent_id, request.batch_id[:64], exc.status, exc,
+                agent_id,
+                request.batch_id[:64],
+                exc.status,
+                exc,
             )
             await self._refuse(context, "SubmitResults", exc.status, str(exc))
             raise
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "Heartbeat", getattr(request, "agent_id", None))
+        agent_id = await self._check(
+            request, context, "Heartbeat", getattr(request, "agent_id", None)
+        )
         return self._c.heartbeat(agent_id, request)
 
     async def StreamStateDiffs(  # noqa: N802
         self, request: pb.StreamStateDiffsRequest, context: Ctx
     ) -> AsyncIterator[pb.StateDiff]:
         await self._check(request, context, "StreamStateDiffs", getattr(request, "agent_id", None))
-        await self._refuse(context, "StreamStateDiffs", "UNIMPLEMENTED", "L4 state diffs are not served yet")
+        await self._refuse(
+            context, "StreamStateDiffs", "UNIMPLEMENTED", "L4 state diffs are not served yet"
+        )
         yield pb.StateDiff()  # pragma: no cover - unreachable, makes this a generator
 
     async def DownloadSnapshot(  # noqa: N802
         self, request: pb.DownloadSnapshotRequest, context: Ctx
     ) -> pb.DownloadSnapshotResponse:
         await self._check(request, context, "DownloadSnapshot", getattr(request, "agent_id", None))
-        await self._refuse(context, "DownloadSnapshot", "UNIMPLEMENTED", "snapshots are not served yet")
+        await self._refuse(
+            context, "DownloadSnapshot", "UNIMPLEMENTED", "snapshots are not served yet"
+        )
         raise AssertionError("unreachable")
 
 
 def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
-    def uu(fn: Callable[..., Awaitable[Any]], req: type[Message], resp: type[Message]) -> grpc.RpcMethodHandler:
+    def uu(
+        fn: Callable[..., Awaitable[Any]], req: type[Message], resp: type[Message]
+    ) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
         )
 
-    def us(fn: Callable[..., Any], req: type[Message], resp: type[Message]) -> grpc.RpcMethodHandler:
+    def us(
+        fn: Callable[..., Any], req: type[Message], resp: type[Message]
+    ) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(
             fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
         )
@@ -137,7 +162,9 @@ def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
             "GetTasks": us(servicer.GetTasks, pb.GetTasksRequest, pb.TaskBatch),
             "SubmitResults": uu(servicer.SubmitResults, pb.BatchResult, pb.SubmitResponse),
             "Heartbeat": uu(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
-            "StreamStateDiffs": us(servicer.StreamStateDiffs, pb.StreamStateDiffsRequest, pb.StateDiff),
+            "StreamStateDiffs": us(
+                servicer.StreamStateDiffs, pb.StreamStateDiffsRequest, pb.StateDiff
+            ),
             "DownloadSnapshot": uu(
                 servicer.DownloadSnapshot, pb.DownloadSnapshotRequest, pb.DownloadSnapshotResponse
             ),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ioswarm.core.models import AccountSnapshot, Level, Task, Verdict
+from ioswarm.core.execshadow import ExecEffects, Log, PredictedContext
+from ioswarm.core.models import AccountSnapshot, AccountState, Level, Task, Verdict
 from ioswarm.proto import ioswarm_pb2 as pb
 
 
@@ -39,10 +40,80 @@ def task_to_pb(task: Task) -> pb.TaskPackage:
         msg.sender.CopyFrom(snapshot_to_pb(task.sender_state))
     if task.receiver_state is not None:
         msg.receiver.CopyFrom(snapshot_to_pb(task.receiver_state))
+    if task.accounts:
+        msg.accounts.extend(account_state_to_pb(a) for a in task.accounts)
     return msg
 
 
-def verdict_from_pb(msg: pb.TaskResult) -> Verdict:
+def account_state_to_pb(state: AccountState) -> pb.AccountState:
+    return pb.AccountState(
+        account=snapshot_to_pb(state.snapshot),
+        code=state.code,
+        storage=[pb.StorageSlot(key=k, value=v) for k, v in state.storage],
+    )
+
+
+def context_to_pb(ctx: PredictedContext, chain_id: int, fork: str) -> pb.BlockContext:
+    return pb.BlockContext(
+        number=ctx.number,
+        timestamp=ctx.timestamp,
+        gas_limit=ctx.gas_limit,
+        base_fee=u256(ctx.base_fee),
+        coinbase=ctx.coinbase,
+        prev_randao=ctx.prev_randao,
+        chain_id=chain_id,
+        evm_fork=fork,
+        recent_block_hashes=[
+            pb.BlockHash(number=n, hash=h) for n, h in sorted(ctx.block_hashes.items())
+        ],
+        blob_base_fee=u256(ctx.blob_base_fee),
+    )
+
+
+def _word(b: bytes) -> bytes:
+    return bytes(b).rjust(32, b"\x00")[-32:]
+
+
+def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
+    """An agent's execution report as effects comparable with the chain's (see execshadow)."""
+    storage = {
+        (bytes(c.address), _word(c.slot)): _word(c.new_value)
+        for c in msg.state_changes
+        if _word(c.old_value) != _word(c.new_value)
+    }
+    balances: dict[bytes, int] = {}
+    nonces: dict[bytes, int] = {}
+    code: dict[bytes, bytes] = {}
+    coinbase_fee = 0
+    for a in msg.account_changes:
+        addr = bytes(a.address)
+        before = int.from_bytes(a.balance_before, "big")
+        after = int.from_bytes(a.balance_after, "big")
+        if addr == coinbase:
+            coinbase_fee = after - before
+        elif before != after:
+            balances[addr] = after
+        if a.nonce_before != a.nonce_after:
+            nonces[addr] = a.nonce_after
+        if a.created_code:
+            code[addr] = bytes(a.created_code)
+    return ExecEffects(
+        success=msg.status == pb.EXEC_SUCCESS,
+        gas_used=msg.gas_used,
+        logs=tuple(
+            Log(bytes(lg.address), tuple(bytes(t) for t in lg.topics), bytes(lg.data))
+            for lg in msg.logs
+        ),
+        storage=storage,
+        balances=balances,
+        nonces=nonces,
+        code=code,
+        coinbase_fee=coinbase_fee,
+    )
+
+
+def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> Verdict:
+    executed = level >= Level.L3 and msg.valid and msg.status != pb.EXEC_STATUS_UNSPECIFIED
     return Verdict(
         task_id=msg.task_id,
         valid=msg.valid,
@@ -50,6 +121,8 @@ def verdict_from_pb(msg: pb.TaskResult) -> Verdict:
         sender=bytes(msg.sender),
         gas_estimate=msg.gas_estimate,
         latency_us=msg.latency_us,
+        effects=effects_from_pb(msg, coinbase) if executed else None,
+        context_reads=frozenset(msg.context_reads),
     )
 
 

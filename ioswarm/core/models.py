@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ioswarm.core.execshadow import ExecEffects
+
 EMPTY_CODE_HASH = bytes.fromhex("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
 
 
@@ -45,6 +47,15 @@ class PendingTx:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountState:
+    """Everything an executing agent gets about one account: snapshot, code, listed slots."""
+
+    snapshot: AccountSnapshot
+    code: bytes = b""
+    storage: tuple[tuple[bytes, bytes], ...] = ()  # (32-byte slot, 32-byte value)
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """One unit of validation work: a raw signed tx plus the state the level needs."""
 
@@ -59,6 +70,9 @@ class Task:
     sender_state: AccountSnapshot | None = None
     receiver_state: AccountSnapshot | None = None
     max_cost: int = 0  # value + gas x max fee: what L2 checks the balance against
+    # L3: the prefetched state, and what the execution reads (for race exclusion).
+    accounts: tuple[AccountState, ...] = ()
+    read_set: frozenset[tuple[bytes, bytes]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,9 @@ class Verdict:
     sender: bytes = b""
     gas_estimate: int = 0
     latency_us: int = 0
+    # L3/L4: what the execution did and which block-context values it read.
+    effects: ExecEffects | None = None
+    context_reads: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,8 @@ class IncludedTx:
     block_number: int
     status: int  # receipt status: 1 success, 0 reverted (still valid at L1/L2)
     gas_used: int = 0
+    tx_index: int = 0
+    effects: ExecEffects | None = None  # L3 truth: receipt + this tx's own state diff
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +118,5 @@ class BlockHeader:
     prev_randao: bytes = b"\x00" * 32
     gas_used: int = 0
     tx_hashes: tuple[bytes, ...] = field(default_factory=tuple)
+    excess_blob_gas: int = 0
+    blob_gas_used: int = 0

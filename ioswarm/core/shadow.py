@@ -22,10 +22,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ioswarm.core.execshadow import PredictedContext, StateKey, judge_execution
 from ioswarm.core.models import IncludedTx, Level, Task, Verdict
 
-NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high"})
+NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high", "nonce_mismatch"})
 BALANCE_REASONS = frozenset({"insufficient_balance"})
+MISSING_STATE = "missing_state"
 
 
 class Outcome(Enum):
@@ -92,6 +94,7 @@ class _Pending:
     task: Task
     verdict: Verdict
     recorded_at: int  # head block height when the verdict arrived
+    predicted: PredictedContext | None = None
 
 
 def judge_included(agent_id: str, task: Task, verdict: Verdict, truth: IncludedTx) -> Comparison:
@@ -127,6 +130,9 @@ class ShadowBook:
         self._consumed: dict[tuple[bytes, int], bytes] = {}
         self._replaced: set[bytes] = set()
         self._head = 0
+        # L3: per block, the real context and each tx's write-set in block order.
+        self._contexts: dict[int, PredictedContext] = {}
+        self._writes: dict[int, list[frozenset[StateKey]]] = {}
 
     @property
     def pending(self) -> int:
@@ -139,28 +145,84 @@ class ShadowBook:
     def is_included(self, tx_hash: bytes) -> bool:
         return tx_hash in self._included
 
-    def record(self, agent_id: str, task: Task, verdict: Verdict) -> Comparison | None:
+    def record(
+        self,
+        agent_id: str,
+        task: Task,
+        verdict: Verdict,
+        predicted: PredictedContext | None = None,
+    ) -> Comparison | None:
         """Take a verdict; judge it now if the chain already decided, else keep it pending."""
+        pending = _Pending(agent_id, task, verdict, self._head, predicted)
         truth = self._included.get(task.tx_hash)
         if truth is not None:
-            return self._tally(judge_included(agent_id, task, verdict, truth))
+            return self._tally(self._judge(pending, truth))
         other = self._consumed.get((task.sender, task.nonce))
         if other is not None and other != task.tx_hash:
             return self._tally(self._nonce_taken(agent_id, task))
-        self._pending.setdefault(task.tx_hash, []).append(
-            _Pending(agent_id, task, verdict, self._head)
-        )
+        self._pending.setdefault(task.tx_hash, []).append(pending)
         return None
 
-    def on_block(self, number: int, included: list[IncludedTx]) -> list[Comparison]:
+    def _judge(self, p: _Pending, truth: IncludedTx) -> Comparison:
+        task, verdict = p.task, p.verdict
+        if task.level < Level.L3:
+            return judge_included(p.agent_id, task, verdict, truth)
+
+        def result(outcome: Outcome, detail: str = "") -> Comparison:
+            return Comparison(p.agent_id, task.task_id, task.level, outcome, detail)
+
+        if not verdict.valid and verdict.reject_reason == MISSING_STATE:
+            return result(Outcome.EXCLUDED, MISSING_STATE)
+        actual = self._contexts.get(truth.block_number)
+        if not verdict.valid or verdict.effects is None:
+            base = judge_included(p.agent_id, task, verdict, truth)
+            if base.outcome is Outcome.MISMATCHED and task.read_set & self._written_before(
+                task.block_height, truth
+            ):
+                return result(Outcome.EXCLUDED, "read_write_race")
+            return base
+        if truth.effects is None or actual is None or p.predicted is None:
+            return result(Outcome.EXCLUDED, "no_trace")
+        outcome, detail = judge_execution(
+            verdict.effects,
+            verdict.context_reads,
+            truth.effects,
+            p.predicted,
+            actual,
+            task.read_set,
+            self._written_before(task.block_height, truth),
+        )
+        return result(Outcome(outcome), detail)
+
+    def _written_before(self, prefetch_block: int, truth: IncludedTx) -> frozenset[StateKey]:
+        """What was written after the state was read at ``prefetch_block`` and before ``truth``."""
+        out: set[StateKey] = set()
+        for number in range(prefetch_block + 1, truth.block_number):
+            for w in self._writes.get(number, ()):
+                out |= w
+        for w in self._writes.get(truth.block_number, [])[: truth.tx_index]:
+            out |= w
+        return frozenset(out)
+
+    def on_block(
+        self,
+        number: int,
+        included: list[IncludedTx],
+        actual: PredictedContext | None = None,
+    ) -> list[Comparison]:
         """Fold one landed block in; returns every verdict it decided."""
         self._head = max(self._head, number)
+        if actual is not None:
+            self._contexts[number] = actual
+        self._writes[number] = [
+            tx.effects.writes if tx.effects is not None else frozenset() for tx in included
+        ]
         out: list[Comparison] = []
         for tx in included:
             self._included[tx.tx_hash] = tx
             self._consumed[(tx.sender, tx.nonce)] = tx.tx_hash
             for p in self._pending.pop(tx.tx_hash, ()):
-                out.append(self._tally(judge_included(p.agent_id, p.task, p.verdict, tx)))
+                out.append(self._tally(self._judge(p, tx)))
         if included:
             taken = {(tx.sender, tx.nonce) for tx in included}
             for tx_hash in [
@@ -179,6 +241,9 @@ class ShadowBook:
 
     def _forget_old(self, head: int) -> None:
         horizon = head - self.truth_window
+        for number in [n for n in self._writes if n <= horizon]:
+            del self._writes[number]
+            self._contexts.pop(number, None)
         while self._included:
             tx_hash, tx = next(iter(self._included.items()))
             if tx.block_number > horizon:

@@ -121,6 +121,8 @@ def _parse_header(obj: Obj, tx_hashes: tuple[bytes, ...]) -> BlockHeader:
         prev_randao=obj.fixed("mixHash", 32) if obj.has("mixHash") else _ZERO_HASH,
         gas_used=obj.quantity("gasUsed"),
         tx_hashes=tx_hashes,
+        excess_blob_gas=obj.quantity("excessBlobGas") if obj.has("excessBlobGas") else 0,
+        blob_gas_used=obj.quantity("blobGasUsed") if obj.has("blobGasUsed") else 0,
     )
 
 

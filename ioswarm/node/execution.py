@@ -177,6 +177,17 @@ class ExecutionReader:
             for a, r in zip(addrs, results, strict=True)
         }
 
+    async def block_hashes(self, numbers: Iterable[int]) -> dict[int, bytes]:
+        """Hashes of the given blocks (one batch of header reads)."""
+        method = "eth_getBlockByNumber"
+        wanted = list(numbers)
+        results = await self.transport.batch([(method, [block_param(n), False]) for n in wanted])
+        out = {}
+        for n, res in zip(wanted, results, strict=True):
+            obj = Obj(method, res.unwrap(), f"result[{n}]")
+            out[n] = obj.fixed("hash", 32)
+        return out
+
     async def block_diffs(self, number: int, tx_hashes: Sequence[bytes]) -> list[TxDiff]:
         """Per-tx state diffs of a block, in block order."""
         if self._block_trace_ok:

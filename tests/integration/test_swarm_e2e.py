@@ -99,7 +99,7 @@ async def test_known_workload_over_tls_gives_exact_shadow_counts(
         filler = await node.send_raw_transaction(sign(me.key.hex(), anvil.chain_id, 1, to, 4))
         for h in (*sent, replacement, late, filler):
             await eventually(lambda h=h: c.poller.was_dispatched(h), what="dispatched")
-        await eventually(lambda: c.totals.results_accepted == 2 * 8, what="16 results")
+        await eventually(lambda: c.totals.results_accepted == 2 * 8, 30, what="16 results")
         await anvil.mine(1)
         statuses = await wl.wait_included([*sent, replacement, late, filler])
         assert statuses[sent[3]] == 0  # the reverting call landed with status 0
