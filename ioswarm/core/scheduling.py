@@ -8,7 +8,9 @@ periodically; it never blocks and never does I/O.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import OrderedDict, deque
+from collections.abc import Set
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -26,7 +28,7 @@ class Completion(Enum):
     UNKNOWN = "unknown"  # no such task (never issued, or long forgotten)
 
 
-@dataclass
+@dataclass(slots=True)
 class _AgentSlot:
     agent_id: str
     level: Level
@@ -34,7 +36,7 @@ class _AgentSlot:
     assigned_total: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _TaskState:
     task: Task
     attempts: int = 0
@@ -69,8 +71,14 @@ class Scheduler:
         self._agents: dict[str, _AgentSlot] = {}
         self._tasks: dict[int, _TaskState] = {}
         self._ready: deque[int] = deque()
-        self._deadlines: list[tuple[float, int, int]] = []  # (deadline, task_id, attempt)
-        self._done: OrderedDict[int, frozenset[str]] = OrderedDict()
+        # One entry per assign round, not per task: every task of a round shares its deadline,
+        # and each entry is popped once whether its tasks were answered or not.
+        # (deadline, round, [(task_id, attempt), ...])
+        self._deadlines: list[tuple[float, int, list[tuple[int, int]]]] = []
+        self._rounds = itertools.count()
+        # The agents that held each recently finished task. The sets are the task states' own:
+        # a state leaves ``_tasks`` before its set is kept here, so nothing changes it again.
+        self._done: OrderedDict[int, Set[str]] = OrderedDict()
 
     # -- agents -----------------------------------------------------------------------------
 
@@ -133,16 +141,23 @@ class Scheduler:
         eligible agent has room.
         """
         out: dict[str, list[Task]] = {}
-        free = sum(
-            min(max_batch, self.max_inflight - len(s.inflight)) for s in self._agents.values()
-        )
-        if not self._ready or free <= 0:
+        agents = self._agents
+        max_inflight = self.max_inflight
+        free = 0
+        for s in agents.values():
+            free += min(max_batch, max_inflight - len(s.inflight))
+        ready = self._ready
+        if not ready or free <= 0:
             return out
+        tasks = self._tasks
+        heappop, heapreplace = heapq.heappop, heapq.heapreplace
         heaps: dict[Level, list[tuple[int, str]]] = {}
         skipped: list[int] = []
-        while self._ready and free > 0:
-            task_id = self._ready.popleft()
-            state = self._tasks.get(task_id)
+        deadline = now + self.task_timeout
+        due: list[tuple[int, int]] = []
+        while ready and free > 0:
+            task_id = ready.popleft()
+            state = tasks.get(task_id)
             if state is None or state.assignee is not None:
                 continue
             level = state.task.level
@@ -150,26 +165,57 @@ class Scheduler:
             if heap is None:
                 heap = [
                     (len(s.inflight), s.agent_id)
-                    for s in self._agents.values()
-                    if s.level >= level and len(s.inflight) < self.max_inflight
+                    for s in agents.values()
+                    if s.level >= level and len(s.inflight) < max_inflight
                 ]
                 heapq.heapify(heap)
                 heaps[level] = heap
-            chosen = self._pick(heap, state, out, max_batch) if heap else None
+            chosen: str | None = None
+            if state.attempts:
+                chosen = self._pick(heap, state, out, max_batch) if heap else None
+            else:
+                # A task never sent before has no agents to avoid: _pick without the held
+                # list. Each agent has at most one heap entry, so replacing the top entry
+                # leaves the heap exactly as _pick's pop-then-push would.
+                while heap:
+                    load, agent_id = heap[0]
+                    slot = agents.get(agent_id)
+                    if slot is None or len(slot.inflight) != load:
+                        if slot is not None and len(slot.inflight) < max_inflight:
+                            heapreplace(heap, (len(slot.inflight), agent_id))
+                        else:
+                            heappop(heap)
+                        continue
+                    batch = out.get(agent_id)
+                    if (batch is not None and len(batch) >= max_batch) or load >= max_inflight:
+                        heappop(heap)  # full for this round
+                        continue
+                    if load + 1 < max_inflight:
+                        heapreplace(heap, (load + 1, agent_id))
+                    else:
+                        heappop(heap)
+                    chosen = agent_id
+                    break
             if chosen is None:
                 skipped.append(task_id)
                 continue
-            slot = self._agents[chosen]
+            slot = agents[chosen]
             slot.inflight.add(task_id)
             slot.assigned_total += 1
             state.assignee = chosen
             state.attempts += 1
-            state.deadline = now + self.task_timeout
+            state.deadline = deadline
             state.past.add(chosen)
-            heapq.heappush(self._deadlines, (state.deadline, task_id, state.attempts))
-            out.setdefault(chosen, []).append(state.task)
+            due.append((task_id, state.attempts))
+            batch = out.get(chosen)
+            if batch is None:
+                out[chosen] = [state.task]
+            else:
+                batch.append(state.task)
             free -= 1
-        self._ready.extendleft(reversed(skipped))
+        if due:
+            heapq.heappush(self._deadlines, (deadline, next(self._rounds), due))
+        ready.extendleft(reversed(skipped))
         return out
 
     def _pick(
@@ -218,19 +264,21 @@ class Scheduler:
 
     def complete(self, agent_id: str, task_id: int) -> Task | None:
         """Record an accepted result; returns the task, or None if it was not this agent's."""
-        if self.classify(agent_id, task_id) is not Completion.ACCEPTED:
-            return None
-        state = self._tasks.pop(task_id)
+        state = self._tasks.get(task_id)
+        if state is None or state.assignee != agent_id:
+            return None  # not Completion.ACCEPTED
+        del self._tasks[task_id]
         slot = self._agents.get(agent_id)
         if slot is not None:
             slot.inflight.discard(task_id)
-        self._remember_done(task_id, frozenset(state.past))
+        self._remember_done(task_id, state.past)
         return state.task
 
-    def _remember_done(self, task_id: int, past: frozenset[str]) -> None:
-        self._done[task_id] = past
-        while len(self._done) > RECENT_DONE_LIMIT:
-            self._done.popitem(last=False)
+    def _remember_done(self, task_id: int, past: Set[str]) -> None:
+        done = self._done
+        done[task_id] = past
+        while len(done) > RECENT_DONE_LIMIT:
+            done.popitem(last=False)
 
     def cancel(self, task_id: int) -> None:
         """Drop a task that no longer needs an answer (e.g. its tx was already included)."""
@@ -241,26 +289,35 @@ class Scheduler:
             slot = self._agents.get(state.assignee)
             if slot is not None:
                 slot.inflight.discard(task_id)
-        self._remember_done(task_id, frozenset(state.past))
+        self._remember_done(task_id, state.past)
 
     def expire(self, now: float) -> ExpireReport:
         """Requeue every task past its deadline, or drop it after ``max_attempts``."""
         reassigned: list[int] = []
         dropped: list[int] = []
         overdue: dict[str, int] = {}
+        tasks = self._tasks
+        late: list[tuple[float, int, str]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, task_id, attempt = heapq.heappop(self._deadlines)
-            state = self._tasks.get(task_id)
-            if state is None or state.attempts != attempt or state.assignee is None:
-                continue  # answered, or already moved on: a stale deadline entry
-            slot = self._agents.get(state.assignee)
+            deadline, _, entries = heapq.heappop(self._deadlines)
+            for task_id, attempt in entries:
+                state = tasks.get(task_id)
+                if state is None or state.attempts != attempt or state.assignee is None:
+                    continue  # answered, or already moved on: a stale deadline entry
+                late.append((deadline, task_id, state.assignee))
+        # At most one entry per task is still live, so handling them in (deadline, task id)
+        # order after the filter is the order a per-task deadline heap would pop them in.
+        late.sort()
+        for _, task_id, assignee in late:
+            state = tasks[task_id]
+            slot = self._agents.get(assignee)
             if slot is not None:
                 slot.inflight.discard(task_id)
-            overdue[state.assignee] = overdue.get(state.assignee, 0) + 1
+            overdue[assignee] = overdue.get(assignee, 0) + 1
             state.assignee = None
             if state.attempts >= self.max_attempts:
-                del self._tasks[task_id]
-                self._remember_done(task_id, frozenset(state.past))
+                del tasks[task_id]
+                self._remember_done(task_id, state.past)
                 dropped.append(task_id)
             else:
                 reassigned.append(task_id)

@@ -111,6 +111,7 @@ async def test_known_workload_over_tls_gives_exact_shadow_counts(
         expected = (8, 7, 0, {"replaced": 1})
         await eventually(
             lambda: counts(Level.L1) == expected and counts(Level.L2) == expected,
+            30,
             what="exact shadow counts",
         )
 
