@@ -1,0 +1,815 @@
+"""Contract traffic for L3 testing: transactions a validator can only check by running the EVM.
+
+:class:`ContractWorkload` deploys the contracts of ``contracts/workload/`` (compiled by
+``contracts/workload/build.py`` into ``ioswarm/sim/contracts/workload.json``), funds a few
+sender accounts, mints tokens and seeds storage. After that, :meth:`ContractWorkload.send` sends
+one transaction of a category (token transfers, heavy storage writes, cross-contract calls,
+CREATE and CREATE2, precompiles, reverts, out-of-gas, transient storage, block context opcodes)
+as an EIP-1559, legacy or EIP-2930 transaction. :meth:`ContractWorkload.run` sends a weighted
+random mix. Gas limits are fixed per category, so reverting and out-of-gas calls are sent
+without estimation and land with status 0. Nonces are tracked locally per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar, get_args
+
+from eth_abi.abi import encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+from eth_typing import Hash32
+
+from ioswarm.errors import ConfigError, IoswarmError, NodeError
+from ioswarm.node.adapter import NodeClient
+from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
+
+log = logging.getLogger("ioswarm.sim")
+_K = TypeVar("_K", bound=str)
+
+Category = Literal[
+    "erc20_transfer",
+    "erc20_transfer_from",
+    "storage_heavy",
+    "cross_contract",
+    "create",
+    "create2",
+    "precompile_ecrecover",
+    "precompile_sha256",
+    "precompile_modexp",
+    "precompile_identity",
+    "revert_reason",
+    "revert_custom",
+    "out_of_gas",
+    "transient",
+    "ctx_selfbalance",
+    "ctx_blockhash",
+    "ctx_timestamp",
+    "ctx_coinbase",
+    "ctx_basefee",
+    "ctx_prevrandao",
+    "ctx_gaslimit",
+]
+CATEGORIES: tuple[Category, ...] = get_args(Category)
+FAILING_CATEGORIES: frozenset[Category] = frozenset(
+    {"revert_reason", "revert_custom", "out_of_gas"}
+)
+"""Categories whose transactions are included with status 0."""
+
+CONTEXT_CATEGORIES: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.startswith("ctx_"))
+DEFAULT_WEIGHTS: Mapping[Category, float] = MappingProxyType(
+    {
+        **dict.fromkeys(CATEGORIES, 1.0),
+        **dict.fromkeys(CONTEXT_CATEGORIES, 0.5),
+        "erc20_transfer": 8.0,
+        "erc20_transfer_from": 3.0,
+        "storage_heavy": 3.0,
+        "cross_contract": 3.0,
+        "transient": 2.0,
+    }
+)
+DEFAULT_KIND_WEIGHTS: Mapping[TxKind, float] = MappingProxyType(
+    {"eip1559": 0.5, "legacy": 0.25, "eip2930": 0.25}
+)
+
+ARTIFACT_PATH = Path(__file__).resolve().parent / "contracts" / "workload.json"
+DEPLOYED: tuple[str, ...] = (
+    "WorkloadToken",
+    "StorageHeavy",
+    "Vault",
+    "VaultClient",
+    "Factory",
+    "PrecompileCaller",
+    "Reverter",
+    "GasBurner",
+    "TransientLock",
+    "ContextReader",
+)
+"""Contracts :meth:`ContractWorkload.setup` deploys, in deployment order."""
+
+# Gas limits with room for an access list; the out-of-gas limit is far below what burn() needs.
+_GAS: Mapping[Category, int] = MappingProxyType(
+    {
+        **dict.fromkeys(CATEGORIES, 90_000),
+        **dict.fromkeys(CONTEXT_CATEGORIES, 70_000),
+        "erc20_transfer_from": 110_000,
+        "storage_heavy": 600_000,
+        "cross_contract": 200_000,
+        "create": 300_000,
+        "create2": 300_000,
+        "precompile_modexp": 100_000,
+        "out_of_gas": 60_000,
+        "transient": 200_000,
+    }
+)
+# Context category -> (ContextReader function, the state variable it writes).
+CONTEXT_READERS: Mapping[Category, tuple[str, str]] = MappingProxyType(
+    {
+        "ctx_selfbalance": ("storeSelfBalance", "selfBalance"),
+        "ctx_blockhash": ("storeBlockhash", "parentHash"),
+        "ctx_timestamp": ("storeTimestamp", "timestamp"),
+        "ctx_coinbase": ("storeCoinbase", "coinbase"),
+        "ctx_basefee": ("storeBasefee", "basefee"),
+        "ctx_prevrandao": ("storePrevrandao", "prevrandao"),
+        "ctx_gaslimit": ("storeGaslimit", "gaslimit"),
+    }
+)
+# Precompile categories that send random bytes -> (PrecompileCaller function, its result slot).
+PRECOMPILE_CALLS: Mapping[Category, tuple[str, str]] = MappingProxyType(
+    {
+        "precompile_sha256": ("hashSha256", "lastSha256"),
+        "precompile_identity": ("identity", "lastIdentity"),
+    }
+)
+TRANSFER_GAS = 21_000
+BURN_ROUNDS = 100_000
+SEED_CELLS = 32
+CHURN_WRITES = 8
+MINT_AMOUNT = 10**30
+ALLOWANCE = 10**40  # finite, so every transferFrom also rewrites the allowance slot
+CONTEXT_READER_BALANCE = 10**9
+_SETUP_GAS_MARGIN = 10_000
+
+
+# ---------------------------------------------------------------------------- the artifact
+
+
+@dataclass(frozen=True, slots=True)
+class StorageVar:
+    """One state variable from the compiler's storage layout."""
+
+    label: str
+    slot: int
+    value_size: int | None
+    """For a mapping: bytes of its value type (a struct value spans several slots)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledContract:
+    """ABI, bytecode and storage layout of one compiled contract."""
+
+    name: str
+    abi: tuple[Mapping[str, Any], ...]
+    bytecode: bytes
+    deployed_bytecode: bytes
+    storage: tuple[StorageVar, ...]
+
+    def var(self, label: str) -> StorageVar:
+        """The state variable ``label``."""
+        found = [v for v in self.storage if v.label == label]
+        if not found:
+            raise KeyError(f"{self.name} has no state variable {label!r}")
+        return found[0]
+
+    def slot(self, label: str) -> int:
+        """The storage slot of state variable ``label``."""
+        return self.var(label).slot
+
+    def function(self, name: str) -> tuple[bytes, tuple[str, ...]]:
+        """Selector and input types of function ``name`` (no overloads in these contracts)."""
+        for item in self.abi:
+            if item.get("type") == "function" and item.get("name") == name:
+                types = tuple(str(arg["type"]) for arg in item.get("inputs", ()))
+                selector = bytes(keccak(f"{name}({','.join(types)})".encode()))[:4]
+                return selector, types
+        raise KeyError(f"{self.name} has no function {name!r}")
+
+    def encode_call(self, name: str, *args: Any) -> bytes:
+        """Calldata for ``name(*args)``."""
+        selector, types = self.function(name)
+        return selector + encode(list(types), list(args))
+
+    def initcode(self, *args: Any) -> bytes:
+        """Creation bytecode followed by the ABI-encoded constructor arguments."""
+        ctor = [item for item in self.abi if item.get("type") == "constructor"]
+        types = [str(arg["type"]) for arg in ctor[0].get("inputs", ())] if ctor else []
+        return self.bytecode + (encode(types, list(args)) if types else b"")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadArtifact:
+    """The compiled workload contracts."""
+
+    compiler: str
+    contracts: Mapping[str, CompiledContract]
+
+    def __getitem__(self, name: str) -> CompiledContract:
+        return self.contracts[name]
+
+
+def load_artifact(path: Path = ARTIFACT_PATH) -> WorkloadArtifact:
+    """Read the artifact ``contracts/workload/build.py`` writes."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        contracts = {
+            name: CompiledContract(
+                name=name,
+                abi=tuple(c["abi"]),
+                bytecode=bytes.fromhex(c["bytecode"][2:]),
+                deployed_bytecode=bytes.fromhex(c["deployedBytecode"][2:]),
+                storage=tuple(
+                    StorageVar(v["label"], v["slot"], v.get("valueBytes")) for v in c["storage"]
+                ),
+            )
+            for name, c in doc["contracts"].items()
+        }
+        return WorkloadArtifact(compiler=str(doc["compiler"]), contracts=contracts)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "workload artifact", f"cannot load {path}: {exc!r} (run contracts/workload/build.py)"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------- addresses and slots
+
+
+def word(value: int | bytes) -> bytes:
+    """``value`` as one left-padded 32-byte EVM word."""
+    if isinstance(value, bytes):
+        if len(value) > 32:
+            raise ValueError("a word holds at most 32 bytes")
+        return value.rjust(32, b"\x00")
+    return value.to_bytes(32, "big")
+
+
+def mapping_slot(key: int | bytes, slot: int) -> int:
+    """Slot of ``mapping[key]`` for a mapping declared at ``slot`` (value-type keys)."""
+    return int.from_bytes(keccak(word(key) + word(slot)), "big")
+
+
+def create2_address(deployer: bytes, salt: bytes, initcode: bytes) -> bytes:
+    """Address CREATE2 gives ``initcode`` deployed by ``deployer`` with ``salt`` (EIP-1014)."""
+    return bytes(keccak(b"\xff" + deployer + word(salt) + bytes(keccak(initcode))))[12:]
+
+
+def create2_salt(sender: bytes, n: int) -> bytes:
+    """The salt of the ``n``-th CREATE2 the workload sends from ``sender``: deterministic."""
+    return bytes(keccak(sender + word(n)))
+
+
+def expected_status(category: Category) -> int:
+    """Receipt status a transaction of ``category`` gets: 0 for reverts and out-of-gas."""
+    return 0 if category in FAILING_CATEGORIES else 1
+
+
+# ---------------------------------------------------------------------------- the workload
+
+
+@dataclass
+class ContractCounters:
+    """Transactions the workload sent, by category."""
+
+    setup: int = 0
+    """Setup transactions (funding, deployments, mints, approvals, seeding)."""
+    sent: dict[Category, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    """Transactions the node accepted."""
+    errors: dict[Category, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    """Sends the node refused or could not take."""
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def total_errors(self) -> int:
+        return sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"setup": self.setup, "sent": dict(self.sent), "errors": dict(self.errors)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    to: bytes | None
+    data: bytes
+    gas: int
+    value: int = 0
+    access: Mapping[bytes, tuple[int, ...]] = field(default_factory=dict)
+    """EIP-2930 access list: address -> storage slots the call touches."""
+    created: bytes | None = None
+    """The CREATE2 address the call deploys to."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fees:
+    max_fee: int
+    tip: int
+
+
+class ContractWorkload:
+    """Deploys the workload contracts, then sends transactions that exercise them."""
+
+    def __init__(
+        self,
+        node: NodeClient,
+        funder_key: str,
+        chain_id: int,
+        *,
+        accounts: int = 4,
+        fund_wei: int = 10**19,
+        rate: float = 20.0,
+        weights: Mapping[Category, float] | None = None,
+        kind_weights: Mapping[TxKind, float] | None = None,
+        seed: int | None = None,
+        tip_wei: int = 10**9,
+        artifact: WorkloadArtifact | None = None,
+        mine: Callable[[int], Awaitable[Any]] | None = None,
+        include_timeout: float = 60.0,
+    ) -> None:
+        if accounts < 2:
+            raise ValueError("accounts must be >= 2 (transfers go between them)")
+        if rate <= 0:
+            raise ValueError("rate must be > 0 tx/s")
+        self.node = node
+        self.chain_id = chain_id
+        self.rate = rate
+        self.fund_wei = fund_wei
+        self.tip_wei = tip_wei
+        self.include_timeout = include_timeout
+        self.weights = _check_weights(weights or DEFAULT_WEIGHTS, CATEGORIES, "weights")
+        self.kind_weights = _check_weights(
+            kind_weights or DEFAULT_KIND_WEIGHTS, TX_KINDS, "kind_weights"
+        )
+        self.artifact = artifact or load_artifact()
+        self.counters = ContractCounters()
+        self.deployed: dict[str, bytes] = {}
+        """Address of each contract in :data:`DEPLOYED`, once :meth:`setup` ran."""
+        self._mine = mine
+        self._rng = random.Random(seed)
+        self._funder: LocalAccount = Account.from_key(funder_key)
+        self._accounts = [self._new_account() for _ in range(accounts)]
+        self._nonces = [0] * accounts
+        self._resync: set[int] = set(range(accounts))
+        self._create2_count = 0
+        self._fees: _Fees | None = None
+        self._fees_at = 0.0
+        self._builders: dict[Category, Callable[[int], _Call]] = {
+            "erc20_transfer": self._erc20_transfer,
+            "erc20_transfer_from": self._erc20_transfer_from,
+            "storage_heavy": self._storage_heavy,
+            "cross_contract": self._cross_contract,
+            "create": self._create,
+            "create2": self._create2,
+            **{c: functools.partial(self._precompile, c) for c in CATEGORIES if "precompile" in c},
+            "revert_reason": functools.partial(self._revert, "failWithReason"),
+            "revert_custom": functools.partial(self._revert, "failWithCustomError"),
+            "out_of_gas": self._out_of_gas,
+            "transient": self._transient,
+            **{c: functools.partial(self._context, c) for c in CONTEXT_READERS},
+        }
+
+    def _new_account(self) -> LocalAccount:
+        while True:
+            try:
+                acct: LocalAccount = Account.from_key(self._rng.randbytes(32))
+            except ValueError:  # a key outside the curve order: astronomically rare
+                continue
+            return acct
+
+    @property
+    def addresses(self) -> list[bytes]:
+        """The sender accounts."""
+        return [_addr(a) for a in self._accounts]
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`setup` completed."""
+        return len(self.deployed) == len(DEPLOYED)
+
+    def address_of(self, contract: str) -> bytes:
+        """Where :meth:`setup` deployed ``contract``."""
+        try:
+            return self.deployed[contract]
+        except KeyError:
+            raise RuntimeError(f"{contract} is not deployed: call setup() first") from None
+
+    # ------------------------------------------------------------------------ setup
+
+    async def setup(self) -> None:
+        """Fund the senders and deploy every contract, then mint, approve and seed storage.
+
+        Waits until all of it is included; raises NodeError if any setup transaction failed.
+        """
+        funder = _addr(self._funder)
+        nonce = await self._pending_nonce(self._funder.address)
+        fees = await self._current_fees(refresh=True)
+        sends: list[tuple[LocalAccount, int, _Call]] = []
+        for addr in self.addresses:
+            sends.append((self._funder, nonce, _Call(addr, b"", TRANSFER_GAS, self.fund_wei)))
+            nonce += 1
+        planned: dict[str, bytes] = {}
+        for name in DEPLOYED:
+            args = (planned["Vault"],) if name == "VaultClient" else ()
+            value = CONTEXT_READER_BALANCE if name == "ContextReader" else 0
+            initcode = self.artifact[name].initcode(*args)
+            gas = await self._estimate(funder, None, initcode, value)
+            sends.append((self._funder, nonce, _Call(None, initcode, gas, value)))
+            planned[name] = contract_address(funder, nonce)
+            nonce += 1
+        await self._send_setup(sends, fees, "deploy")
+
+        token = self.artifact["WorkloadToken"]
+        inits = [
+            (planned["WorkloadToken"], token.encode_call("mint", a, MINT_AMOUNT))
+            for a in self.addresses
+        ]
+        inits.append(
+            (planned["StorageHeavy"], self.artifact["StorageHeavy"].encode_call("seed", SEED_CELLS))
+        )
+        sends = []
+        for to, data in inits:
+            gas = await self._estimate(funder, to, data, 0)
+            sends.append((self._funder, nonce, _Call(to, data, gas)))
+            nonce += 1
+        # Each account lets the next one spend its tokens: erc20_transfer_from sends as that one.
+        for i, acct in enumerate(self._accounts):
+            spender = self.addresses[(i + 1) % len(self._accounts)]
+            data = token.encode_call("approve", spender, ALLOWANCE)
+            gas = await self._estimate(_addr(acct), planned["WorkloadToken"], data, 0)
+            sends.append((acct, await self._alloc(i), _Call(planned["WorkloadToken"], data, gas)))
+        await self._send_setup(sends, fees, "initialise")
+        self.deployed = planned
+        log.info(
+            "contract workload ready accounts=%d contracts=%d setup_txs=%d",
+            len(self._accounts),
+            len(planned),
+            self.counters.setup,
+        )
+
+    async def _send_setup(
+        self, sends: list[tuple[LocalAccount, int, _Call]], fees: _Fees, step: str
+    ) -> None:
+        hashes = []
+        for acct, nonce, call in sends:
+            tx = self._tx("eip1559", nonce, call, fees)
+            hashes.append(await self.node.send_raw_transaction(_raw(acct, tx)))
+            self.counters.setup += 1
+        statuses = await self.wait_included(hashes)
+        failed = [h for h in hashes if statuses[h] != 1]
+        if failed:
+            raise NodeError(
+                "eth_getTransactionReceipt",
+                f"workload setup step {step}: tx 0x{failed[0].hex()} failed "
+                f"({len(failed)} of {len(hashes)})",
+            )
+
+    async def _estimate(self, sender: bytes, to: bytes | None, data: bytes, value: int) -> int:
+        params: dict[str, str] = {"from": _hex(sender), "data": _hex(data), "value": hex(value)}
+        if to is not None:
+            params["to"] = _hex(to)
+        gas = await self.node.call("eth_estimateGas", [params])
+        if not isinstance(gas, str) or not gas.startswith("0x"):
+            raise NodeError("eth_estimateGas", f"field result: not a quantity: {gas!r}")
+        return int(gas, 16) * 5 // 4 + _SETUP_GAS_MARGIN
+
+    # ------------------------------------------------------------------------ sending
+
+    async def send(
+        self, category: Category, kind: TxKind = "eip1559", *, sender: int | None = None
+    ) -> bytes:
+        """Send one transaction of ``category`` as a ``kind`` transaction; returns its hash."""
+        tx_hash, _ = await self._send(category, kind, sender)
+        return tx_hash
+
+    async def send_create2(
+        self, kind: TxKind = "eip1559", *, sender: int | None = None
+    ) -> tuple[bytes, bytes]:
+        """Send one CREATE2 deployment; returns its hash and the address it deploys to."""
+        tx_hash, created = await self._send("create2", kind, sender)
+        assert created is not None
+        return tx_hash, created
+
+    async def _send(
+        self, category: Category, kind: TxKind, sender: int | None
+    ) -> tuple[bytes, bytes | None]:
+        if not self.ready:
+            raise RuntimeError("call setup() before sending workload transactions")
+        if kind not in TX_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(TX_KINDS)}")
+        i = self._pick_sender(sender)
+        call = self._builders[category](i)
+        try:
+            nonce = await self._alloc(i)
+            tx = self._tx(kind, nonce, call, await self._current_fees())
+            tx_hash = await self.node.send_raw_transaction(_raw(self._accounts[i], tx))
+        except NodeError:
+            self.counters.errors[category] += 1
+            # The nonce may or may not be used now; ask the node before the next send.
+            self._resync.add(i)
+            raise
+        self.counters.sent[category] += 1
+        log.debug(
+            "contract workload sent category=%s kind=%s tx=0x%s", category, kind, tx_hash.hex()
+        )
+        return tx_hash, call.created
+
+    async def wait_receipts(self, hashes: Iterable[bytes]) -> dict[bytes, Mapping[str, Any]]:
+        """Poll ``eth_getTransactionReceipt`` until every one of ``hashes`` has a receipt.
+
+        Raises TimeoutError after ``include_timeout`` seconds.
+        """
+        pending = list(dict.fromkeys(hashes))
+        receipts: dict[bytes, Mapping[str, Any]] = {}
+        if self._mine is not None:
+            await self._mine(1)
+        async with asyncio.timeout(self.include_timeout):
+            while pending:
+                still = []
+                for h in pending:
+                    receipt = await self.node.call("eth_getTransactionReceipt", [_hex(h)])
+                    if receipt is None:
+                        still.append(h)
+                    elif isinstance(receipt, dict) and isinstance(receipt.get("status"), str):
+                        receipts[h] = receipt
+                    else:
+                        raise NodeError(
+                            "eth_getTransactionReceipt", "field result.status is missing"
+                        )
+                pending = still
+                if pending:
+                    await asyncio.sleep(0.1)
+        return receipts
+
+    async def wait_included(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """Wait for the receipts of ``hashes``; return each one's status (1 ok, 0 failed)."""
+        receipts = await self.wait_receipts(hashes)
+        return {h: int(r["status"], 16) for h, r in receipts.items()}
+
+    async def run(
+        self, *, count: int | None = None, duration: float | None = None, rate: float | None = None
+    ) -> ContractCounters:
+        """Send a weighted random mix at ``rate`` tx/s until ``count`` sends or ``duration`` s.
+
+        Runs :meth:`setup` first if needed; with neither bound it runs until cancelled. Node
+        errors are counted per category and logged.
+        """
+        if not self.ready:
+            await self.setup()
+        pace = rate if rate is not None else self.rate
+        if pace <= 0:
+            raise ValueError("rate must be > 0 tx/s")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tried = 0
+        streak = 0
+        categories = list(self.weights)
+        kinds = list(self.kind_weights)
+        while (count is None or tried < count) and (
+            duration is None or loop.time() - start < duration
+        ):
+            # Pace against the start time, so slow steps are caught up instead of drifting.
+            wait = start + tried / pace - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            category = self._rng.choices(categories, list(self.weights.values()))[0]
+            kind = self._rng.choices(kinds, list(self.kind_weights.values()))[0]
+            tried += 1
+            try:
+                await self.send(category, kind)
+            except IoswarmError as exc:
+                # One warning per run of failures: a node that is down would flood the log.
+                streak += 1
+                log.log(
+                    logging.WARNING if streak == 1 else logging.DEBUG,
+                    "contract workload send failed category=%s kind=%s error=%r",
+                    category,
+                    kind,
+                    str(exc),
+                )
+            else:
+                if streak:
+                    log.info("contract workload sending again after failures=%d", streak)
+                streak = 0
+        return self.counters
+
+    # ------------------------------------------------------------------------ categories
+
+    def _erc20_transfer(self, i: int) -> _Call:
+        token = self.artifact["WorkloadToken"]
+        sender, to = self.addresses[i], self._recipient(i)
+        amount = self._rng.randrange(1, 10**18)
+        balances = token.slot("balanceOf")
+        return self._call(
+            "WorkloadToken",
+            token.encode_call("transfer", to, amount),
+            "erc20_transfer",
+            [mapping_slot(sender, balances), mapping_slot(to, balances)],
+        )
+
+    def _erc20_transfer_from(self, i: int) -> _Call:
+        token = self.artifact["WorkloadToken"]
+        # Account i-1 approved account i during setup.
+        owner, spender = self.addresses[i - 1], self.addresses[i]
+        to = self._recipient(i)
+        amount = self._rng.randrange(1, 10**18)
+        balances = token.slot("balanceOf")
+        allowance = mapping_slot(spender, mapping_slot(owner, token.slot("allowance")))
+        return self._call(
+            "WorkloadToken",
+            token.encode_call("transferFrom", owner, to, amount),
+            "erc20_transfer_from",
+            [mapping_slot(owner, balances), mapping_slot(to, balances), allowance],
+        )
+
+    def _storage_heavy(self, i: int) -> _Call:
+        c = self.artifact["StorageHeavy"]
+        # Bases across and beyond the seeded cells: some writes overwrite, others are fresh.
+        base = self._rng.randrange(2 * SEED_CELLS)
+        cells = c.slot("cells")
+        entries = c.var("entries")
+        entry = mapping_slot(self.addresses[i], entries.slot)
+        keys = [c.slot("rounds"), c.slot("history")]
+        keys += [mapping_slot(base + k, cells) for k in range(CHURN_WRITES + 1)]
+        keys += [entry + k for k in range(((entries.value_size or 32) + 31) // 32)]
+        keys.append(mapping_slot(self.addresses[i], c.slot("trails")))
+        return self._call(
+            "StorageHeavy", c.encode_call("churn", base, CHURN_WRITES), "storage_heavy", keys
+        )
+
+    def _cross_contract(self, i: int) -> _Call:
+        client, vault = self.artifact["VaultClient"], self.artifact["Vault"]
+        amount = self._rng.randrange(1, 10**6)
+        return _Call(
+            self.address_of("VaultClient"),
+            client.encode_call("forward", amount),
+            _GAS["cross_contract"],
+            access={
+                self.address_of("VaultClient"): tuple(v.slot for v in client.storage),
+                self.address_of("Vault"): (
+                    vault.slot("total"),
+                    vault.slot("updates"),
+                    mapping_slot(self.addresses[i], vault.slot("deposits")),
+                ),
+            },
+        )
+
+    def _create(self, i: int) -> _Call:
+        c = self.artifact["Factory"]
+        data = c.encode_call("create", self._rng.randrange(1, 2**64))
+        return self._call("Factory", data, "create", [v.slot for v in c.storage])
+
+    def _create2(self, i: int) -> _Call:
+        c = self.artifact["Factory"]
+        factory = self.address_of("Factory")
+        salt = create2_salt(self.addresses[i], self._create2_count)
+        self._create2_count += 1
+        value = self._rng.randrange(1, 2**64)
+        child = create2_address(factory, salt, self.artifact["Child"].initcode(value))
+        return _Call(
+            factory,
+            c.encode_call("create2", salt, value),
+            _GAS["create2"],
+            access={
+                factory: tuple(v.slot for v in c.storage),
+                child: (self.artifact["Child"].slot("value"),),
+            },
+            created=child,
+        )
+
+    def _precompile(self, category: Category, i: int) -> _Call:
+        c, rng = self.artifact["PrecompileCaller"], self._rng
+        args: tuple[Any, ...]
+        if category == "precompile_ecrecover":
+            digest = rng.randbytes(32)
+            sig = self._accounts[i].unsafe_sign_hash(Hash32(digest))
+            function, label, args = (
+                "recover",
+                "lastSigner",
+                (digest, sig.v, word(sig.r), word(sig.s)),
+            )
+        elif category == "precompile_modexp":
+            modulus = rng.getrandbits(256) | (1 << 255) | 1
+            args = (rng.getrandbits(256), rng.getrandbits(256), modulus)
+            function, label = "modexp", "lastModexp"
+        else:
+            function, label = PRECOMPILE_CALLS[category]
+            args = (rng.randbytes(rng.randrange(1, 200)),)
+        # Precompiles are always warm (EIP-2929): listing them would only cost gas.
+        keys = [c.slot(label), c.slot("calls")]
+        return self._call("PrecompileCaller", c.encode_call(function, *args), category, keys)
+
+    def _revert(self, function: str, i: int) -> _Call:
+        c = self.artifact["Reverter"]
+        category: Category = "revert_reason" if function == "failWithReason" else "revert_custom"
+        return self._call("Reverter", c.encode_call(function), category, [c.slot("attempts")])
+
+    def _out_of_gas(self, i: int) -> _Call:
+        c = self.artifact["GasBurner"]
+        sink = c.slot("sink")
+        keys = [c.slot("burned"), *(mapping_slot(k, sink) for k in range(4))]
+        return self._call("GasBurner", c.encode_call("burn", BURN_ROUNDS), "out_of_gas", keys)
+
+    def _transient(self, i: int) -> _Call:
+        c = self.artifact["TransientLock"]
+        data = c.encode_call("bump", self._rng.randrange(1, 2**32))
+        return self._call("TransientLock", data, "transient", [v.slot for v in c.storage])
+
+    def _context(self, category: Category, i: int) -> _Call:
+        c = self.artifact["ContextReader"]
+        function, label = CONTEXT_READERS[category]
+        value = self._rng.randrange(1, 1000) if category == "ctx_selfbalance" else 0
+        call = self._call("ContextReader", c.encode_call(function), category, [c.slot(label)])
+        return dataclasses.replace(call, value=value)
+
+    def _call(self, contract: str, data: bytes, category: Category, keys: Iterable[int]) -> _Call:
+        to = self.address_of(contract)
+        return _Call(to, data, _GAS[category], access={to: tuple(dict.fromkeys(keys))})
+
+    # ------------------------------------------------------------------------ internals
+
+    def _pick_sender(self, sender: int | None) -> int:
+        if sender is None:
+            return self._rng.randrange(len(self._accounts))
+        if not 0 <= sender < len(self._accounts):
+            raise ValueError(f"sender must be an account index in 0..{len(self._accounts) - 1}")
+        return sender
+
+    def _recipient(self, sender: int) -> bytes:
+        others = [a for j, a in enumerate(self.addresses) if j != sender]
+        return self._rng.choice(others)
+
+    def _tx(self, kind: TxKind, nonce: int, call: _Call, fees: _Fees) -> dict[str, Any]:
+        tx: dict[str, Any] = {
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "value": call.value,
+            "gas": call.gas,
+            "data": call.data,
+        }
+        if call.to is not None:
+            tx["to"] = call.to
+        if kind == "eip1559":
+            tx.update(type=2, maxFeePerGas=fees.max_fee, maxPriorityFeePerGas=fees.tip)
+        elif kind == "eip2930":
+            access = [
+                {"address": _hex(addr), "storageKeys": [_hex(word(k)) for k in keys]}
+                for addr, keys in call.access.items()
+            ]
+            tx.update(type=1, gasPrice=fees.max_fee, accessList=access)
+        else:
+            tx["gasPrice"] = fees.max_fee
+        return tx
+
+    async def _alloc(self, i: int) -> int:
+        """Reserve the next nonce of account ``i``."""
+        if i in self._resync:
+            self._nonces[i] = await self._pending_nonce(self._accounts[i].address)
+            self._resync.discard(i)
+        nonce = self._nonces[i]
+        self._nonces[i] += 1
+        return nonce
+
+    async def _pending_nonce(self, address: str) -> int:
+        value = await self.node.call("eth_getTransactionCount", [address, "pending"])
+        if not isinstance(value, str) or not value.startswith("0x"):
+            raise NodeError("eth_getTransactionCount", f"field result: not a quantity: {value!r}")
+        return int(value, 16)
+
+    async def _current_fees(self, *, refresh: bool = False) -> _Fees:
+        """Fees that stay valid for a few blocks: twice the base fee plus the tip.
+
+        Never below ``eth_gasPrice``: chains without a base fee still have a minimum price.
+        """
+        now = asyncio.get_running_loop().time()
+        if refresh or self._fees is None or now - self._fees_at > 1.0:
+            header = await self.node.get_block("latest")
+            price = await self.node.call("eth_gasPrice")
+            if not isinstance(price, str) or not price.startswith("0x"):
+                raise NodeError("eth_gasPrice", f"field result: not a quantity: {price!r}")
+            max_fee = max(2 * header.base_fee + self.tip_wei, int(price, 16))
+            self._fees = _Fees(max_fee, min(self.tip_wei, max_fee))
+            self._fees_at = now
+        return self._fees
+
+
+def _check_weights(
+    weights: Mapping[_K, float], known: tuple[_K, ...], what: str
+) -> dict[_K, float]:
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"{what}: weights must be >= 0 and not all zero")
+    return {k: float(w) for k, w in weights.items() if w > 0}
+
+
+def _addr(acct: LocalAccount) -> bytes:
+    return bytes.fromhex(acct.address[2:])
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _raw(acct: LocalAccount, tx: dict[str, Any]) -> bytes:
+    return bytes(acct.sign_transaction(tx).raw_transaction)
