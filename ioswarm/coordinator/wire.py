@@ -92,7 +92,7 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
         if addr == coinbase:
             coinbase_fee = after - before
         elif before != after:
-            balances[addr] = after
+            balances[addr] = after - before
         if a.nonce_before != a.nonce_after:
             nonces[addr] = a.nonce_after
         if a.created_code:

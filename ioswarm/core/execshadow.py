@@ -14,8 +14,10 @@ A difference that the race between dispatch and inclusion explains is excluded, 
 - ``missing_state``: the agent reported that the coordinator did not send state the execution
   needed (a prefetch bug, never the agent's fault, and never counted as a match).
 
-The fee credit to the block's coinbase is compared as an amount, not by address: the agent
-credits the predicted coinbase, the chain the real one.
+Balances are compared as changes, not values: the sender's starting balance is an estimate
+when it has pending predecessors, but what this transaction moves is not. The fee credit to the
+block's coinbase is compared as an amount, not by address: the agent credits the predicted
+coinbase, the chain the real one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ExecEffects:
     gas_used: int
     logs: tuple[Log, ...]
     storage: Mapping[tuple[bytes, bytes], bytes]  # (address, slot) -> new 32-byte value
-    balances: Mapping[bytes, int]  # address -> balance after (coinbase excluded)
+    # address -> balance change (coinbase excluded). A change, not the value after: a pending
+    # predecessor of the same sender moves the starting balance but not what this tx moves.
+    balances: Mapping[bytes, int]
     nonces: Mapping[bytes, int]  # address -> nonce after (changed only)
     code: Mapping[bytes, bytes]  # address -> code after (created or changed only)
     coinbase_fee: int  # what the coinbase gained
@@ -95,14 +99,14 @@ def effects_from_diff(
             # list a deleted account only in pre.
             if addr in post:
                 continue
-            if before.balance or before.nonce or before.code:
-                balances[addr] = 0 if addr != coinbase else balances.get(addr, 0)
+            if before.balance and addr != coinbase:
+                balances[addr] = -before.balance
             continue
         if after.balance is not None:
             if addr == coinbase:
                 coinbase_fee = after.balance - (before.balance or 0)
-            else:
-                balances[addr] = after.balance
+            elif after.balance != (before.balance or 0):
+                balances[addr] = after.balance - (before.balance or 0)
             writes.add((addr, b"balance"))
         if after.nonce is not None:
             nonces[addr] = after.nonce
