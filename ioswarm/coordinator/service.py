@@ -118,6 +118,7 @@ class Coordinator:
             on_error=self._node_error,
             on_syncing=lambda s: self.metrics.node_syncing.set(1 if s else 0),
         )
+        self._update_agent_gauge()  # every level shows 0 before the first registration
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -149,6 +150,10 @@ class Coordinator:
             "mempool": self.poller.run(self._stop),
             "evictor": self._evict_loop(),
         }
+        with contextlib.suppress(NodeError):
+            # Know the head before serving, so status and gauges never show "no block yet".
+            await self.watcher.step()
+            self.metrics.head_block.set(self.head.number)
         for name, coro in loops.items():
             self._tasks.append(asyncio.create_task(coro, name=f"ioswarm-{name}"))
         log.info(
@@ -342,12 +347,13 @@ class Coordinator:
                 f"{len(batch.results)} results in one batch; at most "
                 f"{self.config.max_inflight_per_agent} (maxInflightPerAgent)",
             )
-        kinds: list[Completion] = []
         seen: set[int] = set()
         for r in batch.results:
             if r.task_id in seen:
                 raise RequestRefused("INVALID_ARGUMENT", f"task {r.task_id} appears twice")
             seen.add(r.task_id)
+        kinds: list[Completion] = []
+        for r in batch.results:
             kind = self.scheduler.classify(agent_id, r.task_id)
             if kind is Completion.UNKNOWN:
                 raise RequestRefused("NOT_FOUND", f"unknown task id {r.task_id}")
