@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -22,7 +22,8 @@ SERVICE = "ioswarm.IOSwarm"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 M = TypeVar("M", bound=Message)
-Ctx = grpc.aio.ServicerContext[Any, Any]
+# grpc ships no type stubs, so its servicer context is untyped.
+Ctx: TypeAlias = Any
 
 
 class _Malformed:
@@ -32,7 +33,8 @@ class _Malformed:
 def _safe(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
     def parse(data: bytes) -> M | _Malformed:
         try:
-            return cls.FromString(data)
+            msg: M = cls.FromString(data)
+            return msg
         except (DecodeError, ValueError, RuntimeError):
             return _Malformed()
 
