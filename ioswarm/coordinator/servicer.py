@@ -78,9 +78,9 @@ class IOSwarmServicer:
             await self._refuse(context, "Register", exc.status, str(exc))
             raise  # unreachable: abort raises
 
-    async def GetTasks(
+    async def GetTasks(  # noqa: N802
         self, request: pb.GetTasksRequest, context: Ctx
-    ) -> AsyncIterator[pb.TaskBatch]:  # noqa: N802
+    ) -> AsyncIterator[pb.TaskBatch]:
         agent_id = await self._check(
             request, context, "GetTasks", getattr(request, "agent_id", None)
         )
