@@ -15,6 +15,8 @@ def main() -> int:
     results = {
         "l1_recovery": l1_recovery.run(),
         "coordinator_throughput": coordinator_throughput.run(),
+        "l3_execution": l3_execution.run(),
+        "settlement_gas": settlement_gas.run(),
     }
     print("\n== summary (JSON) ==")
     print(json.dumps(results, indent=2, default=str))

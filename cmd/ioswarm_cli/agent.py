@@ -14,7 +14,7 @@ from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
 
-SUPPORTED = ("L1", "L2")
+SUPPORTED = ("L1", "L2", "L3")
 
 
 def add_parser(sub: Any) -> None:

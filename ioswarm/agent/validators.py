@@ -63,9 +63,13 @@ class L2Validator:
 
 
 def validator_for(level: Level) -> Validator:
-    """The validator an agent runs at ``level`` (L3/L4 arrive with their own issues)."""
+    """The validator an agent runs at ``level`` (L4 keeps its own state; see agent.l4)."""
     if level is Level.L1:
         return L1Validator()
     if level is Level.L2:
         return L2Validator()
+    if level is Level.L3:
+        from ioswarm.agent.l3 import L3Validator  # py-evm loads only for executing agents
+
+        return L3Validator()
     raise NotImplementedError(f"{level.name} validation is not available in this version")

@@ -1,0 +1,888 @@
+"""L3 execution: one transaction in py-evm on exactly the state the coordinator provided.
+
+py-evm's stock state (``AccountDB`` over a trie) would need the whole input written into a trie
+before every execution, and it reads zero for anything it does not hold. Instead the fork's
+``State`` class runs over :class:`ProvidedStateDB`, a journaled set of dicts holding only the
+input: every read of an account or slot that was not provided raises inside the VM and the
+execution is reported as ``missing_state``, naming what was missing, never answered from a
+guessed zero. Building it is a few dict inserts, which keeps per-task overhead small next to the
+execution itself (``bench/l3_execution.py`` measures both).
+
+What py-evm does around the code is kept: its transaction executor (gas purchase, nonce,
+refunds, EIP-7623 floor, coinbase credit, EIP-161 clearing, EIP-7702 authorizations) and its
+validity checks (balance, blob fee), run after the checks py-evm 0.12 leaves out or orders
+differently: chain id, initcode size, block gas limit, fee caps, intrinsic gas of typed
+transactions and the EIP-7623 floor, nonce, EIP-3607 senders (the order of the L2 rules).
+
+Two deliberate exceptions to "everything read must be provided":
+
+- precompile *code* (0x01..0x0a in Cancun, up to 0x11 in Prague) is known to be empty and is
+  never missing; their balance, nonce and EXTCODEHASH are ordinary state and follow the rule;
+- after the code has run, py-evm credits the priority fee to the coinbase and clears touched
+  empty accounts. If the coinbase (or a precompile touched by a call) was not provided, these
+  bookkeeping reads see an empty placeholder that is left out of the result: nothing executed
+  depends on them, and the fee itself is reported as ``Execution.coinbase_fee``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, Protocol, cast
+
+from eth._utils.address import generate_contract_address
+from eth.abc import AccountDatabaseAPI, ComputationAPI, MessageAPI, SignedTransactionAPI
+from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS, EMPTY_SHA3
+from eth.exceptions import Revert
+from eth.typing import JournalDBCheckpoint
+from eth.vm.execution_context import ExecutionContext
+from eth.vm.forks.cancun import CancunVM
+from eth.vm.forks.cancun.computation import CancunComputation
+from eth.vm.forks.cancun.state import CancunState, CancunTransactionExecutor
+from eth.vm.forks.prague import PragueVM
+from eth.vm.forks.prague.computation import PragueComputation
+from eth.vm.forks.prague.state import PragueState, PragueTransactionExecutor
+from eth.vm.forks.prague.transactions import Authorization
+from eth.vm.message import Message
+from eth_hash.auto import keccak
+from eth_typing import Address, BlockNumber, Hash32
+from eth_utils.exceptions import ValidationError as EvmValidationError
+from eth_utils.logging import get_extended_debug_logger
+
+from ioswarm.core.execution import (
+    DEFAULT_FORK,
+    MISSING_STATE,
+    AccountChange,
+    AccountInput,
+    BlockInput,
+    ExecStatusName,
+    Execution,
+    LogRecord,
+    MissingKey,
+    StorageChange,
+)
+from ioswarm.core.tx import (
+    MAX_INITCODE_SIZE,
+    TX_ACCESS_LIST,
+    TX_BLOB,
+    TX_DYNAMIC_FEE,
+    TX_LEGACY,
+    TX_SET_CODE,
+    DecodedTx,
+    decode_tx,
+)
+from ioswarm.errors import ValidationError
+
+__all__ = [
+    "SUPPORTED_FORKS",
+    "EvmEngine",
+    "ProvidedStateDB",
+    "PyEvmEngine",
+    "execution_context",
+    "provided_state",
+]
+
+_ABSENT: Final = object()
+_DELEGATION_PREFIX: Final = b"\xef\x01\x00"  # EIP-7702 delegation designator
+_MAX_BLOCKHASH_DEPTH: Final = 256
+_CALL: Final = 0xF1
+_STATICCALL: Final = 0xFA
+_SELFDESTRUCT: Final = 0xFF
+
+# Opcodes whose value comes from the block the transaction lands in.
+_CONTEXT_OPCODES: Final = {
+    0x40: "BLOCKHASH",
+    0x41: "COINBASE",
+    0x42: "TIMESTAMP",
+    0x43: "NUMBER",
+    0x44: "PREVRANDAO",
+    0x45: "GASLIMIT",
+    0x48: "BASEFEE",
+    0x4A: "BLOBBASEFEE",
+}
+
+
+class EvmEngine(Protocol):
+    """Executes one signed transaction on exactly the given accounts and block."""
+
+    def execute(
+        self,
+        tx: DecodedTx | bytes,
+        sender: bytes,
+        accounts: Mapping[bytes, AccountInput],
+        block: BlockInput,
+    ) -> Execution: ...
+
+
+class _MissingState(Exception):
+    """Raised inside the VM on a read of state that was not provided.
+
+    Deliberately not a py-evm ``VMError``: those are swallowed into a failed call frame, while
+    this one must abort the whole execution.
+    """
+
+
+class _Rejected(Exception):
+    """The transaction cannot be included; ``args[0]`` is the short reject reason."""
+
+
+# --- state -------------------------------------------------------------------------------------
+
+
+class ProvidedStateDB(AccountDatabaseAPI):
+    """py-evm's account database over exactly the provided accounts and slots.
+
+    Writes are journaled as (table, key, previous value) so that call frames revert exactly.
+    Storage slots are keyed by (address, slot as int); values are ints, as py-evm uses them.
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[bytes, AccountInput],
+        coinbase: bytes,
+        precompiles: frozenset[bytes],
+    ) -> None:
+        self._balance: dict[bytes, int] = {}
+        self._nonce: dict[bytes, int] = {}
+        self._code: dict[bytes, bytes] = {}
+        self._exists: dict[bytes, bool] = {}
+        self._storage: dict[tuple[bytes, int], int] = {}
+        for address, account in accounts.items():
+            self._balance[address] = account.balance
+            self._nonce[address] = account.nonce
+            self._code[address] = account.code
+            # An empty account is how a non-existent one is given (EIP-161).
+            self._exists[address] = bool(account.balance or account.nonce or account.code)
+            for slot, value in account.storage.items():
+                self._storage[address, int.from_bytes(slot, "big")] = int.from_bytes(value, "big")
+        self._original: dict[tuple[bytes, int], int] = dict(self._storage)
+        self._wiped: dict[bytes, bool] = {}  # storage cleared by CREATE or SELFDESTRUCT
+        self._warm: dict[object, bool] = {}  # EIP-2929 accessed addresses and slots
+        self._log: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._checkpoints: dict[int, int] = {}
+        self._next_checkpoint = 0
+        self._coinbase = coinbase
+        self._precompiles = precompiles
+        self.dirty_accounts: set[bytes] = set()
+        self.dirty_slots: set[tuple[bytes, int]] = set()
+        self.placeholders: set[bytes] = set()
+        self.missing: list[MissingKey] = []
+        self.finalizing = False
+
+    # -- reads of what was not provided --
+
+    def _absent(self, address: bytes) -> None:
+        """Handle a read of an account that was not provided: a placeholder, or missing."""
+        if self.finalizing and (address == self._coinbase or address in self._precompiles):
+            # Fee credit and EIP-161 clearing after execution; see the module docstring.
+            self._balance[address] = 0
+            self._nonce[address] = 0
+            self._code[address] = b""
+            self._exists[address] = False
+            self.placeholders.add(address)
+            return
+        self.miss(MissingKey("account", address=bytes(address)))
+
+    def miss(self, key: MissingKey) -> NoReturn:
+        """Record ``key`` as missing and abort the execution."""
+        self.missing.append(key)
+        raise _MissingState(str(key))
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        self._log.append((table, key, table.get(key, _ABSENT)))
+        table[key] = value
+
+    def _touch_write(self, address: bytes) -> None:
+        if address not in self._balance:
+            self._absent(address)
+        if not self._exists[address]:
+            self._put(self._exists, address, True)
+        self.dirty_accounts.add(address)
+
+    # -- root (never computed: the trie is not modelled) --
+
+    @property
+    def state_root(self) -> Hash32:
+        return BLANK_ROOT_HASH
+
+    @state_root.setter
+    def state_root(self, value: Hash32) -> None:
+        pass  # py-evm restores the root on revert; the journal already restored the data
+
+    def has_root(self, state_root: bytes) -> bool:
+        return False
+
+    def make_state_root(self) -> Hash32:
+        raise NotImplementedError("provided state has no trie")
+
+    def persist(self) -> Any:
+        raise NotImplementedError("provided state is never persisted")
+
+    # -- storage --
+
+    def get_storage(self, address: bytes, slot: int, from_journal: bool = True) -> int:
+        key = (address, slot)
+        if from_journal:
+            value = self._storage.get(key)
+            if value is not None:
+                return value
+            if address in self._wiped:
+                return 0
+        else:
+            # The value before the transaction, for EIP-2200 gas; a created contract starts empty.
+            if address in self._wiped:
+                return 0
+            value = self._original.get(key)
+            if value is not None:
+                return value
+        self.miss(MissingKey("storage", bytes(address), slot.to_bytes(32, "big")))
+
+    def set_storage(self, address: bytes, slot: int, value: int) -> None:
+        key = (address, slot)
+        self._put(self._storage, key, value)
+        self.dirty_slots.add(key)
+
+    def delete_storage(self, address: bytes) -> None:
+        for key in [k for k, v in self._storage.items() if v and k[0] == address]:
+            self._put(self._storage, key, 0)
+            self.dirty_slots.add(key)
+        if address not in self._wiped:
+            self._put(self._wiped, address, True)
+
+    def is_storage_warm(self, address: bytes, slot: int) -> bool:
+        return (address, slot) in self._warm
+
+    def mark_storage_warm(self, address: bytes, slot: int) -> None:
+        key = (address, slot)
+        if key not in self._warm:
+            self._put(self._warm, key, True)
+
+    # -- balance, nonce, code --
+
+    def get_balance(self, address: bytes) -> int:
+        if address not in self._balance:
+            self._absent(address)
+        return self._balance[address]
+
+    def set_balance(self, address: bytes, balance: int) -> None:
+        self._touch_write(address)
+        self._put(self._balance, address, balance)
+
+    def get_nonce(self, address: bytes) -> int:
+        if address not in self._nonce:
+            self._absent(address)
+        return self._nonce[address]
+
+    def set_nonce(self, address: bytes, nonce: int) -> None:
+        self._touch_write(address)
+        self._put(self._nonce, address, nonce)
+
+    def increment_nonce(self, address: bytes) -> None:
+        self.set_nonce(address, self.get_nonce(address) + 1)
+
+    def get_code(self, address: bytes) -> bytes:
+        code = self._code.get(address)
+        if code is not None:
+            return code
+        if address in self._precompiles:
+            return b""  # precompiles have no code, whatever their account holds
+        self._absent(address)
+        return self._code[address]
+
+    def set_code(self, address: bytes, code: bytes) -> None:
+        self._touch_write(address)
+        self._put(self._code, address, code)
+
+    def get_code_hash(self, address: bytes) -> Hash32:
+        code = self.get_code(address)
+        return Hash32(keccak(code)) if code else EMPTY_SHA3
+
+    def delete_code(self, address: bytes) -> None:
+        self.set_code(address, b"")
+
+    # -- accounts --
+
+    def account_has_code_or_nonce(self, address: bytes) -> bool:
+        return self.get_nonce(address) != 0 or self.get_code(address) != b""
+
+    def delete_account(self, address: bytes) -> None:
+        self.delete_storage(address)
+        self._touch_write(address)
+        self._put(self._balance, address, 0)
+        self._put(self._nonce, address, 0)
+        self._put(self._code, address, b"")
+        self._put(self._exists, address, False)
+
+    def account_exists(self, address: bytes) -> bool:
+        if address not in self._exists:
+            self._absent(address)
+        return self._exists[address]
+
+    def touch_account(self, address: bytes) -> None:
+        if address not in self._exists and address in self._precompiles:
+            # A call to a precompile touches it; for an account not in the input that changes
+            # nothing observable (EIP-161 clears it again if empty), so it is not a read.
+            return
+        self._touch_write(address)
+
+    def account_is_empty(self, address: bytes) -> bool:
+        return (
+            self.get_balance(address) == 0
+            and self.get_nonce(address) == 0
+            and self.get_code(address) == b""
+        )
+
+    def is_address_warm(self, address: bytes) -> bool:
+        return address in self._warm
+
+    def mark_address_warm(self, address: bytes) -> None:
+        if address not in self._warm:
+            self._put(self._warm, address, True)
+
+    # -- journal --
+
+    def record(self) -> JournalDBCheckpoint:
+        self._next_checkpoint += 1
+        checkpoint = JournalDBCheckpoint(self._next_checkpoint)
+        self._checkpoints[checkpoint] = len(self._log)
+        return checkpoint
+
+    def discard(self, checkpoint: int) -> None:
+        size = self._checkpoints.pop(checkpoint)
+        log = self._log
+        while len(log) > size:
+            table, key, previous = log.pop()
+            if previous is _ABSENT:
+                del table[key]
+            else:
+                table[key] = previous
+
+    def commit(self, checkpoint: int) -> None:
+        # Entries stay in the log so that an enclosing checkpoint can still undo them.
+        self._checkpoints.pop(checkpoint, None)
+
+    def lock_changes(self) -> None:
+        self._warm.clear()
+
+    # -- results --
+
+    def post_account(self, address: bytes) -> tuple[int, int, bytes]:
+        """Balance, nonce and code of ``address`` now."""
+        return self._balance[address], self._nonce[address], self._code[address]
+
+    def post_slot(self, key: tuple[bytes, int]) -> int:
+        """Current value of a slot that was written."""
+        return self._storage.get(key, 0)
+
+    def original_slot(self, key: tuple[bytes, int]) -> int:
+        """Value before the transaction (zero for a slot first seen in a created contract)."""
+        return self._original.get(key, 0)
+
+
+# --- py-evm classes with the ioswarm hooks --------------------------------------------------------
+
+
+class _ContextReadOpcode:
+    """Wraps a block-context opcode so that executing it records its name."""
+
+    __slots__ = ("_inner", "_name", "gas_cost", "mnemonic")
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self.mnemonic = inner.mnemonic
+        self.gas_cost = inner.gas_cost
+
+    def __call__(self, computation: ComputationAPI) -> None:
+        self._inner(computation)
+        # Recorded after the opcode ran: one that failed for lack of gas read nothing.
+        computation.state.context_reads.add(self._name)  # type: ignore[attr-defined]
+
+
+def _value_gated(opcode: Any) -> Any:
+    """A CALL-family opcode that asks whether the callee exists only when value is sent.
+
+    EIP-161 charges the new-account gas only for value-bearing calls, yet py-evm reads the
+    callee's existence on every CALL and STATICCALL. Unanswered, that read would make a plain
+    call to an unprovided precompile "missing" for no reason.
+    """
+
+    class ValueGatedCall(type(opcode)):  # type: ignore[misc]
+        def compute_msg_extra_gas(
+            self, computation: ComputationAPI, gas: int, to: bytes, value: int
+        ) -> int:
+            if not value:
+                return 0  # what py-evm computes for value 0, without the read
+            extra: int = super().compute_msg_extra_gas(computation, gas, to, value)
+            return extra
+
+    return ValueGatedCall()
+
+
+def _opcode_table(opcodes: Mapping[int, Any]) -> dict[int, Any]:
+    """The fork's opcodes with context reads recorded and the adjustments above."""
+    table = dict(opcodes)
+    for value, name in _CONTEXT_OPCODES.items():
+        if value in table:
+            table[value] = _ContextReadOpcode(table[value], name)
+    for value in (_CALL, _STATICCALL):
+        table[value] = _value_gated(table[value])
+    # py-evm wraps SELFDESTRUCT in a DeprecationWarning about future changes; the EIP-6780
+    # behaviour it implements is the one executed here, and a warning per transaction would
+    # flood agent logs.
+    table[_SELFDESTRUCT] = getattr(table[_SELFDESTRUCT], "__wrapped__", table[_SELFDESTRUCT])
+    return table
+
+
+if TYPE_CHECKING:
+    _ComputationBase = PragueComputation
+    _ExecutorBase = PragueTransactionExecutor
+    _StateBase = PragueState
+else:
+    _ComputationBase = _ExecutorBase = _StateBase = object
+
+
+class _ComputationHooks(_ComputationBase):
+    @classmethod
+    def apply_create_message(
+        cls,
+        state: Any,
+        message: MessageAPI,
+        transaction_context: Any,
+        parent_computation: ComputationAPI | None = None,
+    ) -> ComputationAPI:
+        # A contract is created on empty storage: clients refuse to create over non-empty
+        # storage (EIP-7610), so its slots need not be provided. py-evm clears it for CREATE2
+        # only; clearing it here for every create, inside a snapshot, makes CREATE and
+        # creation transactions read zero there too instead of "missing".
+        snapshot = state.snapshot()
+        state.delete_storage(message.storage_address)
+        computation = super().apply_create_message(
+            state, message, transaction_context, parent_computation
+        )
+        if computation.is_error:
+            state.revert(snapshot)
+        else:
+            state.commit(snapshot)
+        return computation
+
+
+class _ExecutorHooks(_ExecutorBase):
+    def validate_transaction(self, transaction: SignedTransactionAPI) -> None:
+        state: Any = self.vm_state
+        reason = _precheck(state, transaction)
+        if reason:
+            raise _Rejected(reason)
+        try:
+            super().validate_transaction(transaction)
+        except EvmValidationError as exc:
+            raise _Rejected(_reason_from_pyevm(str(exc))) from exc
+
+    def build_evm_message(self, transaction: SignedTransactionAPI) -> MessageAPI:
+        # CancunTransactionExecutor.build_evm_message (which Prague inherits) minus its debug
+        # line: the line's arguments (repr of the transaction, keccak of its data, hex of the
+        # code) are built on every call, logged or not, and cost a quarter of a transfer.
+        state: Any = self.vm_state
+        sender = transaction.sender
+        fee = transaction.gas * state.get_gas_price(transaction)
+        if transaction.type_id == TX_BLOB:
+            fee += self.calc_data_fee(cast(Any, transaction))
+        state.delta_balance(sender, -fee)
+        state.increment_nonce(sender)
+        refund = self.calc_message_refund(transaction)
+        create_address: Any = None  # py-evm types it Address, with None for a call
+        is_delegation = False
+        if transaction.to == CREATE_CONTRACT_ADDRESS:
+            create_address = generate_contract_address(sender, state.get_nonce(sender) - 1)
+            data, code = b"", transaction.data
+        else:
+            data = transaction.data
+            code, delegation = self.get_code_at_address(transaction.to)
+            is_delegation = delegation is not None
+        return Message(
+            gas=transaction.gas - transaction.intrinsic_gas,
+            to=transaction.to,
+            sender=sender,
+            value=transaction.value,
+            data=data,
+            code=code,
+            create_address=create_address,
+            refund=refund,
+            is_delegation=is_delegation,
+        )
+
+    def finalize_computation(
+        self, transaction: SignedTransactionAPI, computation: ComputationAPI
+    ) -> ComputationAPI:
+        state: Any = self.vm_state
+        state.account_db.finalizing = True
+        computation = super().finalize_computation(transaction, computation)
+        # The same arithmetic py-evm used to charge the sender (refund capped at 1/5 since
+        # London, then the EIP-7623 floor), so gas_used always matches the balances.
+        gas_spent = transaction.gas - computation.get_gas_remaining()
+        refund = self.calculate_gas_refund(computation, gas_spent)
+        state.gas_used = gas_spent - refund + computation.data_floor_gas
+        state.coinbase_fee = state.gas_used * state.get_tip(transaction)
+        return computation
+
+
+class _StateHooks(_StateBase):
+    """The fork's State over a ProvidedStateDB, without trie or system-contract setup."""
+
+    # BaseState.logger looks the logger up by name on every use, several times per transaction.
+    logger = get_extended_debug_logger("eth.vm.state.ProvidedState")
+
+    def __init__(
+        self,
+        account_db: ProvidedStateDB,
+        execution_context: ExecutionContext,
+        blob_base_fee: int,
+        block_hashes: Mapping[int, bytes],
+        prague_floor: bool,
+    ) -> None:
+        # BaseState.__init__ is skipped on purpose: it would build an AccountDB and install
+        # the EIP-4788/2935 system contracts, both block-level concerns.
+        self.execution_context = execution_context
+        self._account_db = account_db
+        self._blob_base_fee = blob_base_fee
+        self._block_hashes = block_hashes
+        self.prague_floor = prague_floor
+        self.context_reads: set[str] = set()
+        self.gas_used = 0
+        self.coinbase_fee = 0
+
+    @property
+    def account_db(self) -> ProvidedStateDB:
+        return self._account_db  # type: ignore[return-value]
+
+    @property
+    def blob_base_fee(self) -> int:
+        # Given directly: the coordinator knows the fee, not necessarily the excess blob gas.
+        return self._blob_base_fee
+
+    def get_ancestor_hash(self, block_number: int) -> Hash32:
+        depth = self.block_number - block_number - 1
+        if depth < 0 or depth >= _MAX_BLOCKHASH_DEPTH or block_number < 0:
+            return Hash32(b"")  # BLOCKHASH is zero out of range, on every client
+        block_hash = self._block_hashes.get(block_number)
+        if block_hash is None:
+            self.account_db.miss(MissingKey("block_hash", number=block_number))
+        return Hash32(block_hash)
+
+
+class _PragueComputation(_ComputationHooks, PragueComputation):
+    opcodes = _opcode_table(PragueComputation.opcodes)
+
+
+class _PragueExecutor(_ExecutorHooks, PragueTransactionExecutor):
+    pass
+
+
+class _PragueState(_StateHooks, PragueState):
+    computation_class = _PragueComputation
+    transaction_executor_class = _PragueExecutor
+
+
+class _CancunComputation(_ComputationHooks, CancunComputation):
+    opcodes = _opcode_table(CancunComputation.opcodes)
+
+
+class _CancunExecutor(_ExecutorHooks, CancunTransactionExecutor):
+    pass
+
+
+class _CancunState(_StateHooks, CancunState):
+    computation_class = _CancunComputation
+    transaction_executor_class = _CancunExecutor
+
+
+class _Fork(NamedTuple):
+    state_class: type[_StateHooks]
+    builder: Any
+    precompiles: frozenset[bytes]
+    tx_types: frozenset[int]
+    calldata_floor: bool  # EIP-7623
+
+
+_FORKS: Final[dict[str, _Fork]] = {
+    "cancun": _Fork(
+        _CancunState,
+        CancunVM.get_transaction_builder(),
+        frozenset(_CancunComputation.get_precompiles()),
+        frozenset({TX_LEGACY, TX_ACCESS_LIST, TX_DYNAMIC_FEE, TX_BLOB}),
+        calldata_floor=False,
+    ),
+    "prague": _Fork(
+        _PragueState,
+        PragueVM.get_transaction_builder(),
+        frozenset(_PragueComputation.get_precompiles()),
+        frozenset({TX_LEGACY, TX_ACCESS_LIST, TX_DYNAMIC_FEE, TX_BLOB, TX_SET_CODE}),
+        calldata_floor=True,
+    ),
+}
+SUPPORTED_FORKS: Final = frozenset(_FORKS)
+
+
+# --- validity ------------------------------------------------------------------------------------
+
+
+def _precheck(state: Any, tx: Any) -> str:
+    """Rules py-evm 0.12 does not enforce, in the order of the L2 rules (stateless first)."""
+    data = tx.data
+    if tx.chain_id is not None and tx.chain_id != state.execution_context.chain_id:
+        return "wrong_chain_id"
+    if tx.to == CREATE_CONTRACT_ADDRESS and len(data) > MAX_INITCODE_SIZE:  # EIP-3860
+        return "invalid_tx:initcode_too_large"
+    if tx.gas > state.gas_limit:
+        return "invalid_tx:gas_limit_exceeds_block"
+    base_fee = state.execution_context.base_fee_per_gas
+    if tx.type_id is None or tx.type_id == TX_ACCESS_LIST:
+        if tx.gas_price < base_fee:
+            return "fee_cap"
+    elif tx.max_priority_fee_per_gas > tx.max_fee_per_gas or tx.max_fee_per_gas < base_fee:
+        return "fee_cap"
+    required = tx.intrinsic_gas
+    if state.prague_floor:
+        zeros = data.count(0)
+        required = max(required, 21_000 + 10 * (zeros + 4 * (len(data) - zeros)))
+    if tx.gas < required:
+        return "intrinsic_gas"
+    sender = tx.sender
+    if state.get_nonce(sender) != tx.nonce:
+        return "nonce_mismatch"
+    code = state.get_code(sender)
+    if code and not code.startswith(_DELEGATION_PREFIX):  # EIP-3607, EIP-7702
+        return "invalid_tx:sender_not_eoa"
+    return ""
+
+
+def _reason_from_pyevm(message: str) -> str:
+    """Map a py-evm validation message to a short reject reason."""
+    text = message.lower()
+    if "nonce" in text:
+        return "nonce_mismatch"
+    if "afford" in text or "insufficient funds" in text or "enough balance" in text:
+        return "insufficient_balance"
+    if "base fee" in text or "fee per gas" in text:
+        return "fee_cap"
+    if "insufficient gas" in text:
+        return "intrinsic_gas"
+    return "invalid_tx:" + message[:80]
+
+
+# --- the engine ----------------------------------------------------------------------------------
+
+
+def _to_pyevm_tx(fork: _Fork, tx: DecodedTx, sender: bytes) -> Any:
+    """Build py-evm's transaction object from the decoded fields (no second RLP decode)."""
+    builder = fork.builder
+    to = CREATE_CONTRACT_ADDRESS if tx.to is None else tx.to
+    access_list = [
+        (address, [int.from_bytes(k, "big") for k in keys]) for address, keys in tx.access_list
+    ]
+    if tx.tx_type == TX_LEGACY:
+        assert tx.gas_price is not None
+        evm_tx = builder.new_transaction(
+            tx.nonce, tx.gas_price, tx.gas_limit, to, tx.value, tx.data, tx.v, tx.r, tx.s
+        )
+        # The signature was verified (with coincurve) before execution; py-evm's legacy
+        # validate() would recover it twice more with eth_keys.
+        evm_tx.__dict__["check_signature_validity"] = _signature_checked
+    elif tx.tx_type == TX_ACCESS_LIST:
+        evm_tx = builder.new_access_list_transaction(
+            tx.chain_id, tx.nonce, tx.gas_price, tx.gas_limit, to, tx.value, tx.data,
+            access_list, tx.y_parity, tx.r, tx.s,
+        )  # fmt: skip
+    elif tx.tx_type == TX_DYNAMIC_FEE:
+        evm_tx = builder.new_dynamic_fee_transaction(
+            tx.chain_id, tx.nonce, tx.max_priority_fee_per_gas, tx.max_fee_per_gas,
+            tx.gas_limit, to, tx.value, tx.data, access_list, tx.y_parity, tx.r, tx.s,
+        )  # fmt: skip
+    elif tx.tx_type == TX_BLOB:
+        evm_tx = builder.new_blob_transaction(
+            tx.chain_id, tx.nonce, tx.max_priority_fee_per_gas, tx.max_fee_per_gas,
+            tx.gas_limit, to, tx.value, tx.data, access_list, tx.max_fee_per_blob_gas,
+            list(tx.blob_versioned_hashes), tx.y_parity, tx.r, tx.s,
+        )  # fmt: skip
+    else:
+        authorizations = [
+            Authorization(a.chain_id, a.address, a.nonce, a.y_parity, a.r, a.s)
+            for a in tx.authorization_list
+        ]
+        evm_tx = builder.new_set_code_transaction(
+            tx.chain_id, tx.nonce, tx.max_priority_fee_per_gas, tx.max_fee_per_gas,
+            tx.gas_limit, to, tx.value, tx.data, access_list, authorizations,
+            tx.y_parity, tx.r, tx.s,
+        )  # fmt: skip
+    # py-evm would recover the sender again on first use; it is already known.
+    evm_tx.__dict__["sender"] = sender
+    return evm_tx
+
+
+def _signature_checked() -> None:
+    """Stands in for py-evm's signature check of a transaction whose sender is known."""
+
+
+class PyEvmEngine:
+    """An :class:`EvmEngine` on py-evm, over :class:`ProvidedStateDB`."""
+
+    def __init__(self) -> None:
+        # One execution context per block: every task of a batch shares its BlockInput.
+        self._context_key: BlockInput | None = None
+        self._context: ExecutionContext | None = None
+
+    def execute(
+        self,
+        tx: DecodedTx | bytes,
+        sender: bytes,
+        accounts: Mapping[bytes, AccountInput],
+        block: BlockInput,
+    ) -> Execution:
+        """Execute ``tx`` from ``sender`` (already recovered) on ``accounts`` in ``block``."""
+        fork = _FORKS.get(block.fork.lower() or DEFAULT_FORK)
+        if fork is None:
+            return Execution(valid=False, reject_reason=f"unsupported_fork:{block.fork}")
+        if not isinstance(tx, DecodedTx):
+            try:
+                tx = decode_tx(tx)
+            except ValidationError as exc:
+                return Execution(valid=False, reject_reason=exc.reason)
+        if tx.tx_type not in fork.tx_types:
+            return Execution(valid=False, reject_reason="invalid_tx:unsupported_tx_type")
+
+        state = provided_state(accounts, block, self._execution_context(block))
+        db = state.account_db
+        try:
+            computation = state.apply_transaction(_to_pyevm_tx(fork, tx, sender))
+        except _MissingState:
+            return _missing(db)
+        except _Rejected as exc:
+            return _missing(db) if db.missing else Execution(valid=False, reject_reason=exc.args[0])
+        except EvmValidationError as exc:
+            return Execution(valid=False, reject_reason=_reason_from_pyevm(str(exc)))
+        if db.missing:
+            # A read failed inside code that swallows every exception (EIP-7702
+            # authorizations): the result cannot be trusted.
+            return _missing(db)
+        return _execution(state, db, accounts, computation)
+
+    def _execution_context(self, block: BlockInput) -> ExecutionContext:
+        if self._context_key is not block or self._context is None:
+            self._context = execution_context(block)
+            self._context_key = block
+        return self._context
+
+
+def execution_context(block: BlockInput) -> ExecutionContext:
+    """py-evm's execution context for ``block``."""
+    return ExecutionContext(
+        coinbase=Address(block.coinbase),
+        timestamp=block.timestamp,
+        block_number=BlockNumber(block.number),
+        difficulty=0,
+        mix_hash=Hash32(block.prev_randao),
+        gas_limit=block.gas_limit,
+        prev_hashes=(),  # BLOCKHASH is answered from BlockInput.block_hashes
+        chain_id=block.chain_id,
+        base_fee_per_gas=block.base_fee,
+        excess_blob_gas=0,  # BLOBBASEFEE is answered from BlockInput.blob_base_fee
+    )
+
+
+def provided_state(
+    accounts: Mapping[bytes, AccountInput],
+    block: BlockInput,
+    context: ExecutionContext | None = None,
+) -> Any:
+    """The py-evm State the engine executes on: ``block.fork`` over exactly ``accounts``.
+
+    ``state.apply_transaction(tx)`` on it runs a py-evm transaction with the engine's checks;
+    ``state.account_db`` is the :class:`ProvidedStateDB`. Raises KeyError for an unknown fork.
+    """
+    fork = _FORKS[block.fork.lower() or DEFAULT_FORK]
+    return fork.state_class(
+        ProvidedStateDB(accounts, block.coinbase, fork.precompiles),
+        context if context is not None else execution_context(block),
+        block.blob_base_fee,
+        block.block_hashes,
+        fork.calldata_floor,
+    )
+
+
+def _missing(db: ProvidedStateDB) -> Execution:
+    first = db.missing[0]
+    return Execution(
+        valid=False,
+        reject_reason=MISSING_STATE,
+        missing=tuple(dict.fromkeys(db.missing)),
+        error=str(first),
+    )
+
+
+def _execution(
+    state: _StateHooks,
+    db: ProvidedStateDB,
+    accounts: Mapping[bytes, AccountInput],
+    computation: ComputationAPI,
+) -> Execution:
+    status: ExecStatusName
+    error = ""
+    if computation.is_success:
+        status = "success"
+    else:
+        status = "revert" if isinstance(computation.error, Revert) else "halt"
+        error = type(computation.error).__name__
+    logs = tuple(
+        LogRecord(bytes(address), tuple(t.to_bytes(32, "big") for t in topics), bytes(data))
+        for address, topics, data in computation.get_log_entries()
+    )
+    return Execution(
+        valid=True,
+        status=status,
+        gas_used=state.gas_used,
+        return_data=bytes(computation.output),
+        logs=logs,
+        storage_changes=_storage_changes(db),
+        account_changes=_account_changes(db, accounts),
+        context_reads=tuple(sorted(state.context_reads)),
+        error=error,
+        coinbase_fee=state.coinbase_fee,
+    )
+
+
+def _storage_changes(db: ProvidedStateDB) -> tuple[StorageChange, ...]:
+    changes = []
+    for key in sorted(db.dirty_slots):
+        old, new = db.original_slot(key), db.post_slot(key)
+        if old != new:
+            changes.append(
+                StorageChange(key[0], key[1].to_bytes(32, "big"), _word(old), _word(new))
+            )
+    return tuple(changes)
+
+
+def _account_changes(
+    db: ProvidedStateDB, accounts: Mapping[bytes, AccountInput]
+) -> tuple[AccountChange, ...]:
+    changes = []
+    for address in sorted(db.dirty_accounts - db.placeholders):
+        before = accounts.get(address)
+        balance, nonce, code = db.post_account(address)
+        old_balance = before.balance if before else 0
+        old_nonce = before.nonce if before else 0
+        old_code = before.code if before else b""
+        if balance != old_balance or nonce != old_nonce or code != old_code:
+            changes.append(
+                AccountChange(
+                    address,
+                    old_balance,
+                    balance,
+                    old_nonce,
+                    nonce,
+                    code if code != old_code else b"",
+                )
+            )
+    return tuple(changes)
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")

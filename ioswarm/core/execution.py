@@ -1,0 +1,166 @@
+"""Inputs and outputs of executing one transaction on provided state (L3), as plain data.
+
+An EVM engine (``ioswarm.agent.evm``) turns an :class:`AccountInput` per touched account and a
+:class:`BlockInput` into an :class:`Execution`. Nothing here knows the EVM implementation, so the
+coordinator can build inputs and compare outputs without importing it.
+
+Conventions, chosen so two executions of the same transaction compare equal field by field:
+
+- addresses are 20 bytes, storage slots and values 32 bytes big-endian, amounts plain ints;
+- an account that does not exist on chain is given as an empty account (balance 0, nonce 0, no
+  code) and a slot that is zero on chain as an explicit zero; anything not given at all is
+  *missing*, and an execution that needs it is rejected with ``missing_state`` instead of
+  reading zero;
+- every list in an :class:`Execution` is sorted (logs keep execution order) and holds only
+  what changed: an account that was touched but ended equal to its input is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple, TypeAlias
+
+__all__ = [
+    "CONTEXT_READS",
+    "DEFAULT_FORK",
+    "MISSING_STATE",
+    "AccountChange",
+    "AccountInput",
+    "BlockInput",
+    "ExecStatusName",
+    "Execution",
+    "LogRecord",
+    "MissingKey",
+    "StorageChange",
+]
+
+DEFAULT_FORK: Final = "prague"
+MISSING_STATE: Final = "missing_state"
+
+# Block-context values an execution can observe through opcodes. CHAINID is left out: it cannot
+# differ between the block an agent assumed and the block the transaction lands in.
+CONTEXT_READS: Final = frozenset(
+    {
+        "BASEFEE",
+        "BLOBBASEFEE",
+        "BLOCKHASH",
+        "COINBASE",
+        "GASLIMIT",
+        "NUMBER",
+        "PREVRANDAO",
+        "TIMESTAMP",
+    }
+)
+
+ExecStatusName: TypeAlias = Literal["success", "revert", "halt"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInput:
+    """One account exactly as the execution may see it."""
+
+    address: bytes
+    balance: int = 0
+    nonce: int = 0
+    code: bytes = b""
+    storage: Mapping[bytes, bytes] = field(default_factory=dict)
+    """32-byte slot -> 32-byte value; only the listed slots may be read."""
+
+    @property
+    def is_empty(self) -> bool:
+        """EIP-161 empty: how an account that does not exist on chain is given."""
+        return not (self.balance or self.nonce or self.code)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInput:
+    """The block the transaction is executed in (predicted by the coordinator)."""
+
+    number: int
+    timestamp: int
+    gas_limit: int
+    base_fee: int
+    coinbase: bytes
+    prev_randao: bytes = b"\x00" * 32
+    chain_id: int = 1
+    fork: str = DEFAULT_FORK
+    block_hashes: Mapping[int, bytes] = field(default_factory=dict)
+    """Hashes of recent blocks by number, for BLOCKHASH; a number in range but absent is missing."""
+    blob_base_fee: int = 1
+
+
+class LogRecord(NamedTuple):
+    """One emitted log."""
+
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+
+class StorageChange(NamedTuple):
+    """A slot whose value differs after the transaction."""
+
+    address: bytes
+    slot: bytes
+    old: bytes
+    new: bytes
+
+
+class AccountChange(NamedTuple):
+    """An account whose balance, nonce or code differs after the transaction."""
+
+    address: bytes
+    balance_before: int
+    balance_after: int
+    nonce_before: int
+    nonce_after: int
+    created_code: bytes
+    """The account's code after the transaction when it changed (CREATE, EIP-7702), else b''."""
+
+
+class MissingKey(NamedTuple):
+    """State the execution needed but was not given: an account, a slot, or a block hash."""
+
+    kind: Literal["account", "storage", "block_hash"]
+    address: bytes = b""
+    slot: bytes = b""
+    number: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "account":
+            return f"account 0x{self.address.hex()}"
+        if self.kind == "storage":
+            return f"storage 0x{self.address.hex()} slot 0x{self.slot.hex()}"
+        return f"block_hash {self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """The outcome of executing one transaction.
+
+    ``valid`` is False when the transaction could not be included at all (``reject_reason``
+    says why, ``missing_state`` when the input was incomplete); a transaction that reverts or
+    halts is valid and has ``status`` "revert" or "halt".
+    """
+
+    valid: bool
+    reject_reason: str = ""
+    status: ExecStatusName | None = None
+    gas_used: int = 0
+    return_data: bytes = b""
+    logs: tuple[LogRecord, ...] = ()
+    storage_changes: tuple[StorageChange, ...] = ()
+    account_changes: tuple[AccountChange, ...] = ()
+    context_reads: tuple[str, ...] = ()
+    """Sorted names from CONTEXT_READS that the executed code read."""
+    missing: tuple[MissingKey, ...] = ()
+    error: str = ""
+    """Why the execution reverted or halted (the VM's error name), or the rejection detail."""
+    coinbase_fee: int = 0
+    """Priority fee credited to the coinbase; known even when the coinbase was not given."""
+
+    @property
+    def is_missing_state(self) -> bool:
+        """Whether the execution stopped because the input lacked something it needed."""
+        return self.reject_reason == MISSING_STATE
