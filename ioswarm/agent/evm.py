@@ -30,7 +30,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, Protocol, cast
 
 from eth._utils.address import generate_contract_address
-from eth.abc import AccountDatabaseAPI, ComputationAPI, MessageAPI, SignedTransactionAPI
+from eth.abc import (
+    AccountDatabaseAPI,
+    ComputationAPI,
+    MessageAPI,
+    SignedTransactionAPI,
+    TransientStorageAPI,
+)
 from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS, EMPTY_SHA3
 from eth.exceptions import Revert
 from eth.typing import JournalDBCheckpoint
@@ -525,8 +531,52 @@ class _ExecutorHooks(_ExecutorBase):
         return computation
 
 
+class _JournaledTransientStorage(TransientStorageAPI):
+    """EIP-1153 transient storage with an undo log keyed by the account DB's checkpoints.
+
+    py-evm's own TransientStorage keeps a JournalDB whose ``clear()`` leaves old checkpoint ids
+    behind, so the next transaction's snapshot collides with them ("Tried to record with an
+    existing checkpoint"). This one starts clean on ``clear()``.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[bytes, int], bytes] = {}
+        self._log: list[tuple[tuple[bytes, int], bytes | None]] = []
+        self._marks: dict[int, int] = {}
+
+    def get_transient_storage(self, address: bytes, slot: int) -> bytes:
+        return self._data.get((address, slot), b"")
+
+    def set_transient_storage(self, address: bytes, slot: int, value: bytes) -> None:
+        key = (address, slot)
+        self._log.append((key, self._data.get(key)))
+        self._data[key] = value
+
+    def record(self, checkpoint: int) -> None:
+        self._marks[checkpoint] = len(self._log)
+
+    def commit(self, checkpoint: int) -> None:
+        self._marks.pop(checkpoint, None)
+
+    def discard(self, checkpoint: int) -> None:
+        size = self._marks.pop(checkpoint, len(self._log))
+        while len(self._log) > size:
+            key, previous = self._log.pop()
+            if previous is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = previous
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._log.clear()
+        self._marks.clear()
+
+
 class _StateHooks(_StateBase):
     """The fork's State over a ProvidedStateDB, without trie or system-contract setup."""
+
+    _transient_storage_class = _JournaledTransientStorage
 
     # BaseState.logger looks the logger up by name on every use, several times per transaction.
     logger = get_extended_debug_logger("eth.vm.state.ProvidedState")

@@ -69,7 +69,7 @@ def validator_for(level: Level) -> Validator:
     if level is Level.L2:
         return L2Validator()
     if level is Level.L3:
-        from ioswarm.agent.l3 import L3Validator  # py-evm loads only for executing agents
+        from ioswarm.agent.l3 import L3Validator  # noqa: PLC0415 - py-evm loads only for L3 agents
 
         return L3Validator()
     raise NotImplementedError(f"{level.name} validation is not available in this version")

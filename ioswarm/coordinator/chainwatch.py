@@ -13,7 +13,7 @@ from ioswarm.core.execshadow import effects_from_diff
 from ioswarm.core.mempool import Planned, plan_dispatch
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
 from ioswarm.core.syncguard import node_is_syncing
-from ioswarm.errors import NodeError
+from ioswarm.errors import NodeError, NodeUnreachable
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.execution import ExecutionReader, TxDiff
 
@@ -82,7 +82,9 @@ class BlockWatcher:
             except NodeError as exc:
                 self._on_error("blocks")
                 delay = self._backoff.failed()
-                log.debug("block watcher node error=%s retry_in=%.1fs", exc, delay)
+                # Unreachable was logged once by the transport; any other node error is news.
+                level = logging.DEBUG if isinstance(exc, NodeUnreachable) else logging.WARNING
+                log.log(level, "block watcher node error=%s retry_in=%.1fs", exc, delay)
             except Exception:
                 # A bug or an answer nobody foresaw must not stop shadow mode for good.
                 self._on_error("blocks")
@@ -198,7 +200,9 @@ class MempoolPoller:
             except NodeError as exc:
                 self._on_error("mempool")
                 delay = self._backoff.failed()
-                log.debug("mempool poller node error=%s retry_in=%.1fs", exc, delay)
+                # Unreachable was logged once by the transport; any other node error is news.
+                level = logging.DEBUG if isinstance(exc, NodeUnreachable) else logging.WARNING
+                log.log(level, "mempool poller node error=%s retry_in=%.1fs", exc, delay)
             except Exception:
                 self._on_error("mempool")
                 delay = self._backoff.failed()

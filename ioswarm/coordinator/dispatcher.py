@@ -203,6 +203,16 @@ class Dispatcher:
             self._send(assignments, now)
         self.metrics.queue_depth.set(self.scheduler.queued)
 
+    def _attach_context(self, batch: pb.TaskBatch, tasks: list[Task]) -> None:
+        """Executing levels get the predicted block context once per batch; remember it per task
+        so shadow mode judges each answer against the context it was given."""
+        ctx = self._context()
+        if ctx is None:
+            return
+        batch.block_context.CopyFrom(ctx[0])
+        for t in tasks:
+            self._predicted[t.task_id] = ctx[1]
+
     def _send(self, assignments: dict[str, list[Task]], now: float) -> None:
         """Put one TaskBatch per assigned agent on its stream's outbox."""
         wall_ms = int(self._wall() * 1000)
@@ -224,6 +234,8 @@ class Dispatcher:
             for t in tasks:
                 sent_at[t.task_id] = now
                 levels[t.level] = levels.get(t.level, 0) + 1
+            if tasks[-1].level >= Level.L3 or any(t.level >= Level.L3 for t in tasks):
+                self._attach_context(batch, tasks)
             stream.outbox.put_nowait(batch)
             stream.batches_sent += 1
             stream.tasks_sent += len(tasks)

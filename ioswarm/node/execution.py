@@ -22,6 +22,7 @@ from ioswarm.node.rpc import JsonRpcTransport
 log = logging.getLogger("ioswarm.node")
 
 PRESTATE_DIFF = {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}
+PRESTATE = {"tracer": "prestateTracer"}
 _ZERO_HASH = b"\x00" * 32
 
 
@@ -53,6 +54,12 @@ class TxDiff:
 
 
 def _word(method: str, where: str, value: Any) -> bytes:
+    """A 32-byte storage word; nodes send it as padded data or as a quantity ("0x1")."""
+    if isinstance(value, str) and len(value) % 2 == 1:
+        number = quantity(method, where, value)
+        if number >= 1 << 256:
+            raise NodeError(method, f"field {where}: more than 32 bytes")
+        return number.to_bytes(32, "big")
     raw = data(method, where, value)
     if len(raw) > 32:
         raise NodeError(method, f"field {where}: more than 32 bytes")
@@ -98,20 +105,33 @@ class ExecutionReader:
     def __init__(self, transport: JsonRpcTransport) -> None:
         self.transport = transport
         self._block_trace_ok = True
+        self._trace_call_ok = True
         self.access_list_supported = True
 
     async def access_lists(
         self, calls: Sequence[Mapping[str, Any]], block: BlockId
     ) -> list[AccessList | None]:
-        """One access list per call object; None for all when the node lacks the method."""
+        """Every account and slot each call touches; None for all when the node lacks the method.
+
+        ``eth_createAccessList`` leaves out contracts the call creates (they are warm by rule),
+        yet executing needs them; where the node can trace a call, the prestate tracer's list of
+        touched accounts is asked for in the same batch and merged in.
+        """
         method = "eth_createAccessList"
         if not calls or not self.access_list_supported:
             return [None] * len(calls)
-        results = await self.transport.batch(
-            [(method, [dict(c), block_param(block)]) for c in calls]
-        )
+        blk = block_param(block)
+        batch: list[tuple[str, Sequence[Any]]] = [(method, [dict(c), blk]) for c in calls]
+        if self._trace_call_ok:
+            batch += [("debug_traceCall", [dict(c), blk, PRESTATE]) for c in calls]
+        results = await self.transport.batch(batch)
+        lists, traces = results[: len(calls)], results[len(calls) :]
+        if traces and any(isinstance(t.error, MethodNotSupported) for t in traces):
+            self._trace_call_ok = False
+            log.info("node lacks debug_traceCall; created contracts are not prefetched")
+            traces = []
         out: list[AccessList | None] = []
-        for i, res in enumerate(results):
+        for i, res in enumerate(lists):
             if isinstance(res.error, MethodNotSupported):
                 self.access_list_supported = False
                 log.warning(
@@ -119,21 +139,32 @@ class ExecutionReader:
                     self.transport.safe_url,
                 )
                 return [None] * len(calls)
-            if res.error is not None:
+            traced = traces[i] if traces and traces[i].error is None else None
+            if res.error is not None and traced is None:
+                # Some nodes refuse to list accesses of a call that reverts; without a trace
+                # there is nothing to prefetch from.
                 out.append(AccessList({}, 0, error=res.error.detail))
                 continue
-            obj = Obj(method, res.value, f"result[{i}]")
             entries: dict[bytes, tuple[bytes, ...]] = {}
-            for j, item in enumerate(obj.items("accessList")):
-                e = Obj(method, item, f"result[{i}].accessList[{j}]")
-                keys = tuple(
-                    _word(method, f"{e.where}.storageKeys[{k}]", v)
-                    for k, v in enumerate(e.items("storageKeys"))
-                )
-                addr = e.fixed("address", 20)
-                entries[addr] = tuple(dict.fromkeys(entries.get(addr, ()) + keys))
-            err = obj.raw.get("error")
-            out.append(AccessList(entries, obj.quantity("gasUsed"), str(err) if err else ""))
+            gas_used, error = 0, res.error.detail if res.error is not None else ""
+            if res.error is None:
+                obj = Obj(method, res.value, f"result[{i}]")
+                for j, item in enumerate(obj.items("accessList")):
+                    e = Obj(method, item, f"result[{i}].accessList[{j}]")
+                    keys = tuple(
+                        _word(method, f"{e.where}.storageKeys[{k}]", v)
+                        for k, v in enumerate(e.items("storageKeys"))
+                    )
+                    addr = e.fixed("address", 20)
+                    entries[addr] = tuple(dict.fromkeys(entries.get(addr, ()) + keys))
+                gas_used = obj.quantity("gasUsed")
+                error = str(obj.raw.get("error") or "")
+            if traced is not None:
+                touched = _diff_map("debug_traceCall", f"result[{i}]", traced.value)
+                for addr, diff in touched.items():
+                    merged = entries.get(addr, ()) + tuple(diff.storage)
+                    entries[addr] = tuple(dict.fromkeys(merged))
+            out.append(AccessList(entries, gas_used, error))
         return out
 
     async def account_data(
