@@ -19,17 +19,20 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
     p.add_argument("--agents", type=int, default=4, help="number of agents (default 4)")
-    p.add_argument("--level", default="L2", help="highest agent level: L1 or L2 (default L2)")
-    p.add_argument("--rate", type=float, default=40.0, help="workload tx/s (default 40)")
+    p.add_argument("--level", default="L3", help="highest agent level: L1, L2 or L3 (default L3)")
+    p.add_argument(
+        "--rate", type=float, help="transfer tx/s (default 40; 28 plus 14 contract tx/s at L3)"
+    )
+    p.add_argument("--block-time", type=float, help="anvil block time (default 2 s; 1 s at L3)")
     p.add_argument("--seed", type=int, help="workload random seed")
     p.add_argument("--report-json", help="write the report as JSON to this path")
     p.set_defaults(run=run)
 
 
 async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
-    if args.level.upper() not in ("L1", "L2"):
-        raise ConfigError("--level", "must be L1 or L2 in this version")
-    if args.agents < 1 or args.duration <= 0 or args.rate <= 0:
+    if args.level.upper() not in ("L1", "L2", "L3"):
+        raise ConfigError("--level", "must be L1, L2 or L3 in this version")
+    if args.agents < 1 or args.duration <= 0 or (args.rate is not None and args.rate <= 0):
         raise ConfigError("--agents/--duration/--rate", "must be positive")
     setup_logging("warning")
     opts = DemoOptions(
@@ -37,6 +40,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         agents=args.agents,
         level=args.level.upper(),
         rate=args.rate,
+        block_time=args.block_time,
         report_json=args.report_json,
         seed=args.seed,
     )

@@ -26,13 +26,22 @@ ERROR_BACKOFF_MAX_SEC = 10.0
 
 @dataclass
 class Head:
-    """The newest block the watcher has fully processed."""
+    """The newest block the watcher has fully processed (``header``) and the newest it has seen
+    (``tip``). Shadow bookkeeping follows ``header``; new work is prepared against ``tip``, so a
+    slow block trace never makes the poller read state one block late."""
 
     header: BlockHeader | None = None
+    tip: BlockHeader | None = None
 
     @property
     def number(self) -> int:
         return self.header.number if self.header else -1
+
+    @property
+    def latest(self) -> BlockHeader | None:
+        if self.tip is not None and (self.header is None or self.tip.number > self.header.number):
+            return self.tip
+        return self.header
 
 
 class ErrorBackoff:
@@ -100,6 +109,8 @@ class BlockWatcher:
             self.head.header = await self._node.get_block(latest, full=False)
             log.info("following chain from block=%d", latest)
             return
+        if self.head.tip is None or latest > self.head.tip.number:
+            self.head.tip = await self._node.get_block(latest, full=False)
         if latest < self.head.number:
             # The node was reset or reorganised below our head: follow the new chain from here.
             log.warning(
@@ -107,7 +118,7 @@ class BlockWatcher:
                 self.head.number,
                 latest,
             )
-            self.head.header = await self._node.get_block(latest, full=False)
+            self.head.header = self.head.tip = await self._node.get_block(latest, full=False)
             return
         first = self.head.number + 1
         for number in range(first, min(latest, first + MAX_CATCHUP_BLOCKS - 1) + 1):
@@ -212,7 +223,7 @@ class MempoolPoller:
 
     async def step(self) -> int:
         """One poll; returns the number of tasks created."""
-        header = self._head.header
+        header = self._head.latest
         if header is None:
             return 0
         syncing = node_is_syncing(header.timestamp, self._wall(), self._max_lag)

@@ -92,7 +92,7 @@ class Coordinator:
         self.execution = execution
         self.prefetcher = StatePrefetcher(execution) if execution is not None else None
         self.contexts = ContextPredictor(
-            config.evm_fork, lambda: self.chain_id, lambda: self.head.header
+            config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
         )
         self.tasks = TaskFactory(self.prefetcher, self._receiver_state)
         interval = config.poll_interval_ms / 1000

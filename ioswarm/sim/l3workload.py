@@ -325,6 +325,7 @@ class ContractWorkload:
         artifact: WorkloadArtifact | None = None,
         mine: Callable[[int], Awaitable[Any]] | None = None,
         include_timeout: float = 60.0,
+        fresh_recipients: bool = False,
     ) -> None:
         if accounts < 2:
             raise ValueError("accounts must be >= 2 (transfers go between them)")
@@ -336,6 +337,7 @@ class ContractWorkload:
         self.fund_wei = fund_wei
         self.tip_wei = tip_wei
         self.include_timeout = include_timeout
+        self.fresh_recipients = fresh_recipients
         self.weights = _check_weights(weights or DEFAULT_WEIGHTS, CATEGORIES, "weights")
         self.kind_weights = _check_weights(
             kind_weights or DEFAULT_KIND_WEIGHTS, TX_KINDS, "kind_weights"
@@ -735,6 +737,9 @@ class ContractWorkload:
         return sender
 
     def _recipient(self, sender: int) -> bytes:
+        if self.fresh_recipients:
+            # Payments to many distinct addresses: the recipient is nobody else's sender.
+            return self._rng.randbytes(20)
         others = [a for j, a in enumerate(self.addresses) if j != sender]
         return self._rng.choice(others)
 
