@@ -8,6 +8,11 @@ dispatch for that whole time. Transactions are signed locally by the injected ``
 Every web3, aiohttp and eth-account failure becomes :class:`~ioswarm.errors.SettlementError` in
 :func:`_translated` and nowhere else; a contract revert names the contract's custom error
 and is marked not retryable.
+
+Besides the one-call methods (sign, send, wait), the settler uses the steps separately:
+:meth:`RewardPool.sign_settlement` (the hash is known before anything is sent, so it can be
+recorded first), :meth:`RewardPool.broadcast` (the node's answer classified: accepted, already
+known, nonce used, underpriced) and :meth:`RewardPool.outcome` (a receipt, or None).
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from eth_abi.abi import decode as abi_decode
+from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
@@ -30,9 +37,9 @@ from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractConstructor, AsyncContractFunction
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.providers.async_base import AsyncBaseProvider
-from web3.types import Nonce, TxParams, TxReceipt, Wei
+from web3.types import FilterParams, Nonce, TxParams, TxReceipt, Wei
 
 from ioswarm.errors import SettlementError
 
@@ -42,6 +49,7 @@ PRECISION = 10**18
 
 _CLAIMED_TOPIC = keccak(text="Claimed(address,uint256)")
 _CLAIM_FAILED_TOPIC = keccak(text="ClaimFailed(address,uint256)")
+_SETTLED_TOPIC = keccak(text="Settled(uint256,uint256)")
 
 _ErrorTypes = dict[bytes, tuple[str, list[str]]]
 """Custom error selector -> (name, argument types)."""
@@ -131,6 +139,59 @@ class TxOptions:
     """EIP-1559 fee cap in wei (raise it to replace a stuck transaction)."""
     max_priority_fee_per_gas: int | None = None
     """EIP-1559 tip in wei."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    """A signed, not yet broadcast transaction."""
+
+    tx_hash: str
+    raw: bytes
+    nonce: int
+    gas: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    value: int
+
+
+class Broadcast(Enum):
+    """How the node took a raw transaction."""
+
+    ACCEPTED = "accepted"
+    KNOWN = "known"
+    """The node already has this exact transaction."""
+    NONCE_USED = "nonce_used"
+    """The nonce was consumed by a mined transaction (maybe this one)."""
+    UNDERPRICED = "underpriced"
+    """Another transaction with this nonce is pending at a fee this one does not beat."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    """A mined transaction, successful or reverted."""
+
+    tx_hash: str
+    success: bool
+    block_number: int
+    gas_used: int
+    effective_gas_price: int
+    receipt: PoolReceipt | None
+    """Parsed events when it succeeded."""
+
+    @property
+    def fee(self) -> int:
+        """Wei the sender paid for gas."""
+        return self.gas_used * self.effective_gas_price
+
+
+@dataclass(frozen=True, slots=True)
+class SettledEvent:
+    """One ``Settled(amount, agentCount)`` event of the pool."""
+
+    tx_hash: str
+    block_number: int
+    amount: int
+    agent_count: int
 
 
 class RewardPool:
@@ -279,6 +340,142 @@ class RewardPool:
         fn = self._contract.functions.setCoordinator(to_checksum_address(coordinator))
         return await self._send("setCoordinator", fn, 0, options or TxOptions())
 
+    # -- settlement in steps (sign, record, broadcast, poll) ----------------------------------
+
+    async def sign_settlement(
+        self,
+        agents: Sequence[str],
+        weights: Sequence[int],
+        value: int,
+        options: TxOptions,
+        *,
+        claimants: Sequence[str] | None = None,
+        gas_margin_pct: int | None = None,
+    ) -> SignedTx:
+        """Build and sign ``depositAndSettle`` (or ``depositSettleAndClaim`` when ``claimants``
+        is given) without sending it. Without ``options.gas`` the node estimates it (a call
+        that would revert fails here, not retryable) and ``gas_margin_pct`` is added."""
+        _check_lengths(agents, weights)
+        if claimants is None:
+            action = "depositAndSettle"
+            fn = self._contract.functions.depositAndSettle(_addresses(agents), list(weights))
+        else:
+            action = "depositSettleAndClaim"
+            fn = self._contract.functions.depositSettleAndClaim(
+                _addresses(agents), list(weights), _addresses(claimants)
+            )
+        margin = self._gas_margin_pct if gas_margin_pct is None else gas_margin_pct
+        with self._errors(action):
+            tx, signed = await _sign(self._w3, self._signer, fn, value, options, margin)
+        return SignedTx(
+            tx_hash=signed.hash.to_0x_hex(),
+            raw=bytes(signed.raw_transaction),
+            nonce=int(tx["nonce"]),
+            gas=int(tx["gas"]),
+            max_fee_per_gas=int(tx.get("maxFeePerGas", 0)),
+            max_priority_fee_per_gas=int(tx.get("maxPriorityFeePerGas", 0)),
+            value=value,
+        )
+
+    async def broadcast(self, raw: bytes) -> Broadcast:
+        """Send a signed transaction; the node's refusals that a caller acts on are results."""
+        with self._errors("broadcast"):
+            try:
+                await self._w3.eth.send_raw_transaction(raw)
+            except Web3RPCError as exc:
+                kind = _send_refusal(str(exc))
+                if kind is None:
+                    raise
+                return kind
+        return Broadcast.ACCEPTED
+
+    async def outcome(self, tx_hash: str) -> TxOutcome | None:
+        """The mined result of ``tx_hash``, or None while it is pending or unknown."""
+        with self._errors("receipt"):
+            try:
+                receipt = await self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+        if receipt.get("blockNumber") is None:
+            return None
+        success = receipt["status"] == 1
+        return TxOutcome(
+            tx_hash=receipt["transactionHash"].to_0x_hex(),
+            success=success,
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
+            receipt=self._parse(receipt) if success else None,
+        )
+
+    async def nonce(self, block: Literal["latest", "pending"] = "latest") -> int:
+        """The signer's transaction count at ``block``: mined only, or mined plus mempool."""
+        with self._errors("nonce"):
+            return int(await self._w3.eth.get_transaction_count(self.signer_address, block))
+
+    async def suggest_fees(self) -> tuple[int, int]:
+        """EIP-1559 ``(max_fee_per_gas, max_priority_fee_per_gas)``: twice the latest base fee
+        plus the node's suggested tip, so the cap survives six full blocks of base-fee rises."""
+        with self._errors("fees"):
+            tip = int(await self._w3.eth.max_priority_fee)
+            block = await self._w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas", 0))
+        return 2 * base + tip, tip
+
+    async def chain_id(self) -> int:
+        """The chain id the RPC endpoint reports."""
+        with self._errors("chain id"):
+            return int(await self._w3.eth.chain_id)
+
+    async def revert_reason(
+        self,
+        agents: Sequence[str],
+        weights: Sequence[int],
+        value: int,
+        block: int,
+        claimants: Sequence[str] | None = None,
+    ) -> str | None:
+        """Replay a settlement call on the state of ``block``: the revert reason, or None when
+        it would succeed there."""
+        if claimants is None:
+            fn = self._contract.functions.depositAndSettle(_addresses(agents), list(weights))
+        else:
+            fn = self._contract.functions.depositSettleAndClaim(
+                _addresses(agents), list(weights), _addresses(claimants)
+            )
+        params: TxParams = {"from": self.signer_address, "value": Wei(value)}
+        with self._errors("replay"):
+            try:
+                await fn.call(params, block_identifier=block)
+            except ContractLogicError as exc:
+                return _revert_reason(exc, self._error_types)
+        return None
+
+    async def settled_events(
+        self, from_block: int = 0, to_block: int | Literal["latest"] = "latest"
+    ) -> list[SettledEvent]:
+        """Every ``Settled`` event of the pool in the block range, oldest first."""
+        query: FilterParams = {
+            "address": self.address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [_SETTLED_TOPIC],  # type: ignore[list-item]
+        }
+        with self._errors("logs"):
+            logs = await self._w3.eth.get_logs(query)
+        out = []
+        for entry in logs:
+            amount, count = abi_decode(["uint256", "uint256"], bytes(entry["data"]))
+            out.append(
+                SettledEvent(
+                    tx_hash=entry["transactionHash"].to_0x_hex(),
+                    block_number=int(entry["blockNumber"]),
+                    amount=int(amount),
+                    agent_count=int(count),
+                )
+            )
+        return out
+
     # -- reads -----------------------------------------------------------------------------
 
     async def claimable(self, agent: str) -> int:
@@ -381,6 +578,22 @@ async def _mine(
     poll_interval: float,
 ) -> TxReceipt:
     """Build, sign locally, send and wait for one transaction; library errors pass through."""
+    _, signed = await _sign(w3, signer, fn, value, options, gas_margin_pct)
+    tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+    return await w3.eth.wait_for_transaction_receipt(
+        tx_hash, timeout=receipt_timeout, poll_latency=poll_interval
+    )
+
+
+async def _sign(
+    w3: AsyncWeb3[AsyncBaseProvider],
+    signer: LocalAccount,
+    fn: AsyncContractFunction | AsyncContractConstructor,
+    value: int,
+    options: TxOptions,
+    gas_margin_pct: int,
+) -> tuple[TxParams, SignedTransaction]:
+    """Build and sign one transaction locally; library errors pass through."""
     sender = to_checksum_address(signer.address)
     params: TxParams = {"from": sender, "value": Wei(value)}
     if options.nonce is not None:
@@ -397,11 +610,65 @@ async def _mine(
     if options.gas is None:
         # Headroom for state that changes between estimate and inclusion (e.g. a claim).
         tx["gas"] = int(tx["gas"]) * (100 + gas_margin_pct) // 100
-    signed = signer.sign_transaction(tx)  # type: ignore[arg-type]
-    tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
-    return await w3.eth.wait_for_transaction_receipt(
-        tx_hash, timeout=receipt_timeout, poll_latency=poll_interval
+    return tx, signer.sign_transaction(tx)  # type: ignore[arg-type]
+
+
+async def transfer(
+    w3: AsyncWeb3[AsyncBaseProvider],
+    signer: LocalAccount,
+    to: str,
+    value: int,
+    *,
+    receipt_timeout: float = 60.0,
+    poll_interval: float = 0.05,
+    gas_margin_pct: int = 20,
+) -> PoolReceipt:
+    """Send ``value`` wei from ``signer`` to ``to`` (a wallet, or a pool: held for the next
+    settlement) and wait for it to be mined."""
+    sender = to_checksum_address(signer.address)
+    target = to_checksum_address(to)
+    with _translated("transfer", {}):
+        params: TxParams = {"from": sender, "to": target, "value": Wei(value)}
+        gas = await w3.eth.estimate_gas(params)
+        tip = await w3.eth.max_priority_fee
+        base = int((await w3.eth.get_block("latest")).get("baseFeePerGas", 0))
+        tx: TxParams = {
+            **params,
+            "nonce": await w3.eth.get_transaction_count(sender, "pending"),
+            "gas": int(gas) * (100 + gas_margin_pct) // 100,
+            "maxFeePerGas": Wei(2 * base + int(tip)),
+            "maxPriorityFeePerGas": tip,
+            "chainId": await w3.eth.chain_id,
+        }
+        signed = signer.sign_transaction(tx)  # type: ignore[arg-type]
+        tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = await w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=receipt_timeout, poll_latency=poll_interval
+        )
+    if receipt["status"] != 1:
+        raise SettlementError(f"transfer: transaction {tx_hash.to_0x_hex()} reverted")
+    return PoolReceipt(
+        tx_hash=receipt["transactionHash"].to_0x_hex(),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=int(receipt["gasUsed"]),
+        effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
     )
+
+
+_REFUSALS = (
+    (("already known", "already imported", "known transaction", "alreadyknown"), Broadcast.KNOWN),
+    (("nonce too low", "nonce is too low", "oldnonce"), Broadcast.NONCE_USED),
+    (("underpriced", "fee too low", "feetoolow"), Broadcast.UNDERPRICED),
+)
+
+
+def _send_refusal(message: str) -> Broadcast | None:
+    """Classify a node's refusal of ``eth_sendRawTransaction`` (wording differs per client)."""
+    text = message.lower()
+    for needles, kind in _REFUSALS:
+        if any(n in text for n in needles):
+            return kind
+    return None
 
 
 @contextlib.contextmanager
