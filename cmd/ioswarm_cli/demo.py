@@ -50,4 +50,5 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         s["mismatched"] == 0 and s["matched"] + sum(s["excluded"].values()) == s["compared"]
         for s in report["shadow"].values()
     )
-    return 0 if ok and report["shadow"] else 1
+    paid_right = all(a.get("claimable_equals_ledger", True) for a in report["per_agent"].values())
+    return 0 if ok and paid_right and report["shadow"] else 1

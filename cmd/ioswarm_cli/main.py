@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from ioswarm import __version__
 from ioswarm.errors import ConfigError, IoswarmError
-from ioswarm_cli import agent, coordinator, demo, keygen, workload
+from ioswarm_cli import agent, coordinator, demo, keygen, rewards_cmds, workload
 
-COMMANDS = (coordinator, agent, keygen, workload, demo)
+COMMANDS = (coordinator, agent, keygen, workload, demo, rewards_cmds)
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

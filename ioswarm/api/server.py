@@ -10,6 +10,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ioswarm.errors import StoreError
+
 log = logging.getLogger("ioswarm.api")
 
 STATS_CACHE_CONTROL = "public, max-age=30"
@@ -24,6 +26,8 @@ class SwarmView(Protocol):
     def leaderboard(self) -> list[dict[str, Any]]: ...
     def shadow_view(self) -> dict[str, Any]: ...
     def health(self) -> tuple[bool, dict[str, Any]]: ...
+    def epoch_view(self) -> dict[str, Any]: ...
+    def rewards_view(self, agent_id: str) -> dict[str, Any]: ...
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,6 +65,21 @@ def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
         ok, detail = view.health()
         return _json({"ok": ok, **detail}, status=200 if ok else 503)
 
+    async def rewards(request: web.Request) -> web.Response:
+        agent = request.query.get("agent", "")
+        if not agent or len(agent) > 64:
+            return _json({"error": "query parameter agent=<agent id> is required"}, status=400)
+        try:
+            return _json(view.rewards_view(agent), headers={"Access-Control-Allow-Origin": "*"})
+        except StoreError as exc:
+            return _json({"error": f"reward ledger unavailable: {exc}"}, status=503)
+
+    async def epoch(_: web.Request) -> web.Response:
+        try:
+            return _json(view.epoch_view())
+        except StoreError as exc:
+            return _json({"error": f"reward ledger unavailable: {exc}"}, status=503)
+
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
         resp = web.Response(body=body)
@@ -77,6 +96,8 @@ def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
     app.router.add_get("/swarm/agents", agents)
     app.router.add_get("/swarm/leaderboard", leaderboard)
     app.router.add_get("/swarm/shadow", shadow)
+    app.router.add_get("/api/rewards", rewards)
+    app.router.add_get("/swarm/epoch", epoch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", dashboard)

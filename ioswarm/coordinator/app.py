@@ -14,6 +14,7 @@ from ioswarm.coordinator.service import Coordinator
 from ioswarm.coordinator.servicer import GrpcServer
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.execution import ExecutionReader
+from ioswarm.rewards.epochs import EpochManager
 
 log = logging.getLogger("ioswarm.app")
 
@@ -26,6 +27,7 @@ class CoordinatorApp:
         config: CoordinatorConfig,
         node: NodeClient | None = None,
         registry: CollectorRegistry | None = None,
+        epochs: EpochManager | None = None,
     ) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
@@ -34,7 +36,12 @@ class CoordinatorApp:
         execution = (
             ExecutionReader(self.node.transport) if isinstance(self.node, JsonRpcNode) else None
         )
-        self.coordinator = Coordinator(config, self.node, self.registry, execution=execution)
+        self.epochs = (
+            epochs if epochs is not None else EpochManager.from_config(config, self.registry)
+        )
+        self.coordinator = Coordinator(
+            config, self.node, self.registry, execution=execution, epochs=self.epochs
+        )
         self.grpc = GrpcServer(self.coordinator)
         self.api = ApiServer(
             self.coordinator, self.registry, config.swarm_api_host, config.swarm_api_port

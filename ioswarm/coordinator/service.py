@@ -29,6 +29,7 @@ from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.execution import ExecutionReader
+from ioswarm.rewards.epochs import EpochManager
 from ioswarm.proto import ioswarm_pb2 as pb
 
 log = logging.getLogger("ioswarm.coordinator")
@@ -56,6 +57,7 @@ class Coordinator:
         node: NodeClient,
         registry: CollectorRegistry | None = None,
         execution: ExecutionReader | None = None,
+        epochs: EpochManager | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,6 +92,7 @@ class Coordinator:
         self.totals = Totals()
         self._buckets: dict[str, TokenBucket] = {}
         self.execution = execution
+        self.epochs = epochs
         self.prefetcher = StatePrefetcher(execution) if execution is not None else None
         self.contexts = ContextPredictor(
             config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
@@ -154,6 +157,8 @@ class Coordinator:
             # Know the head before serving, so status and gauges never show "no block yet".
             await self.watcher.step()
             self.metrics.head_block.set(self.head.number)
+        if self.epochs is not None:
+            loops["settler"] = self.epochs.run()
         for name, coro in loops.items():
             self._tasks.append(asyncio.create_task(coro, name=f"ioswarm-{name}"))
         log.info(
@@ -171,6 +176,9 @@ class Coordinator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.epochs is not None:
+            # After the watcher stopped: the last tallies are saved and the ledger closed.
+            await self.epochs.stop()
 
     async def __aenter__(self) -> Coordinator:
         await self.start()
@@ -235,6 +243,9 @@ class Coordinator:
         self.totals.blocks_seen += 1
         self.metrics.head_block.set(header.number)
         actual = self.contexts.on_block(header)
+        if self.epochs is not None:
+            # Before this block's comparisons, so they count in the epoch the block belongs to.
+            self.epochs.on_block(header.number)
         self.poller.forget([tx.tx_hash for tx in included])
         if self.config.shadow_mode:
             for c in self.shadow.on_block(header.number, included, actual):
@@ -245,6 +256,9 @@ class Coordinator:
 
     def _count(self, c: Comparison) -> None:
         level = c.level.name
+        if self.epochs is not None:
+            rec = self.registry.get(c.agent_id)
+            self.epochs.on_comparison(c.agent_id, rec.wallet if rec else "", c.outcome.value)
         self.metrics.shadow.labels(level=level, outcome=c.outcome.value).inc()
         if c.outcome is Outcome.EXCLUDED:
             self.metrics.shadow_excluded.labels(level=level, reason=c.detail).inc()
@@ -317,7 +331,10 @@ class Coordinator:
             return pb.HeartbeatResponse(alive=False, directive=DIRECTIVE_REREGISTER)
         rec.tasks_processed = req.tasks_processed
         rec.tasks_pending = req.tasks_pending
-        return pb.HeartbeatResponse(alive=True, directive=rec.directive)
+        resp = pb.HeartbeatResponse(alive=True, directive=rec.directive)
+        if self.epochs is not None and (notice := self.epochs.payout_notice(agent_id)):
+            resp.payout.CopyFrom(pb.PayoutInfo(**notice.proto_fields()))
+        return resp
 
     def request_shutdown(self, agent_id: str) -> bool:
         """Tell an agent (in its next heartbeat) to shut down."""
@@ -363,6 +380,8 @@ class Coordinator:
                 )
             kinds.append(kind)
         accepted = 0
+        agent_rec = self.registry.get(agent_id)
+        wallet = agent_rec.wallet if agent_rec else ""
         for r, kind in zip(batch.results, kinds, strict=True):
             if kind is Completion.LATE:
                 self.totals.results_late += 1
@@ -373,6 +392,8 @@ class Coordinator:
                 continue
             task, elapsed, predicted = done
             accepted += 1
+            if self.epochs is not None:
+                self.epochs.on_result(agent_id, wallet)
             level = task.level.name
             self.metrics.results.labels(level=level, disposition="accepted").inc()
             self.metrics.task_latency.labels(level=level).observe(elapsed)
@@ -395,6 +416,7 @@ class Coordinator:
     def stats(self) -> dict[str, Any]:
         """The reference /api/stats document."""
         total = self.shadow.totals()
+        epoch, epoch_tasks, epoch_accuracy = self._epoch_stats(total.accuracy)
         return {
             "active_agents": len(self.registry),
             "agents_by_level": self.registry.by_level(),
@@ -403,16 +425,30 @@ class Coordinator:
             "shadow_accuracy": round(total.accuracy * 100, 4),
             "shadow_compared": total.compared,
             "shadow_matched": total.matched,
-            "current_epoch": self._epoch(),
-            "epoch_tasks": self.totals.results_accepted,
-            "epoch_accuracy": round(total.accuracy * 100, 4),
+            "current_epoch": epoch,
+            "epoch_tasks": epoch_tasks,
+            "epoch_accuracy": round(epoch_accuracy * 100, 4),
             "task_level": self.task_level.name,
             "uptime": _uptime(self._wall() - self.started_at),
             "updated_at": _iso(self._wall()),
         }
 
-    def _epoch(self) -> int:
-        return max(self.head.number, 0) // self.config.reward.epoch_blocks
+    def _epoch_stats(self, overall_accuracy: float) -> tuple[int, int, float]:
+        """(epoch, tasks in it, accuracy in it); without an epoch manager, all-time figures."""
+        if self.epochs is not None:
+            return self.epochs.current_epoch_stats()
+        epoch = max(self.head.number, 0) // self.config.reward.epoch_blocks
+        return epoch, self.totals.results_accepted, overall_accuracy
+
+    def epoch_view(self) -> dict[str, Any]:
+        if self.epochs is None:
+            return {"enabled": False}
+        return self.epochs.epoch_view()
+
+    def rewards_view(self, agent_id: str) -> dict[str, Any]:
+        if self.epochs is None:
+            return {"agent_id": agent_id, "history": [], "enabled": False}
+        return self.epochs.rewards_view(agent_id)
 
     def status(self) -> dict[str, Any]:
         return {

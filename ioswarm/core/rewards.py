@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 PPM = 1_000_000
@@ -344,3 +344,49 @@ def plan_epoch(
         payouts=ranked,
         wallets=wallet_weights(ranked, previous_wallets),
     )
+
+
+POOL_PRECISION = 10**18
+
+
+@dataclass
+class PoolModel:
+    """The AgentRewardPool's arithmetic, replayed exactly (integer, scaled by 1e18).
+
+    Per-epoch amounts in the ledger are floors of each epoch's share; the contract carries
+    sub-wei fractions forward (per agent, and in an undistributed remainder), so after several
+    epochs an agent can claim up to one wei per epoch more. Replaying the settled calls in
+    order through this model gives what the chain must show, to the wei.
+    """
+
+    cumulative: int = 0
+    undistributed: int = 0
+    total_weight: int = 0
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # weight, snapshot
+    pending: dict[str, int] = field(default_factory=dict)  # scaled
+
+    def settle(self, wallets: Sequence[str], weights: Sequence[int], value: int) -> None:
+        """``depositAndSettle(wallets, weights)`` with ``value`` wei."""
+        for wallet, weight in zip(wallets, weights, strict=True):
+            key = wallet.lower()
+            old_weight, snapshot = self.positions.get(key, (0, 0))
+            if old_weight and snapshot != self.cumulative:
+                owed = old_weight * (self.cumulative - snapshot)
+                self.pending[key] = self.pending.get(key, 0) + owed
+            self.positions[key] = (weight, self.cumulative)
+            self.total_weight += weight - old_weight
+        pool = self.undistributed + value * POOL_PRECISION
+        if self.total_weight and pool:
+            increment = pool // self.total_weight
+            pool -= increment * self.total_weight
+            self.cumulative += increment
+        self.undistributed = pool
+
+    def accrued_scaled(self, wallet: str) -> int:
+        key = wallet.lower()
+        weight, snapshot = self.positions.get(key, (0, 0))
+        return self.pending.get(key, 0) + weight * (self.cumulative - snapshot)
+
+    def claimable(self, wallet: str) -> int:
+        """Whole wei ``wallet`` can claim (nothing claimed yet)."""
+        return self.accrued_scaled(wallet) // POOL_PRECISION

@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -15,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from prometheus_client import CollectorRegistry
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm.config import parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
+from ioswarm.core.rewards import PoolModel
 from ioswarm.core.tokens import agent_token
 from ioswarm.node.adapter import JsonRpcNode
+from ioswarm.rewards.epochs import EpochManager
+from ioswarm.rewards.ledger import SettlementState
+from ioswarm.rewards.pool import RewardPool
+from ioswarm.rewards.settler import SettlerOptions
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.l3workload import CATEGORIES, CONTEXT_READERS, Category, ContractWorkload
 from ioswarm.sim.workload import Workload
@@ -28,6 +37,7 @@ from ioswarm.sim.workload import Workload
 log = logging.getLogger("ioswarm.demo")
 
 PROGRESS_EVERY_SEC = 5.0
+REWARD_KEY_INDEX = 2
 DRAIN_BLOCKS = 3
 
 
@@ -74,11 +84,13 @@ class DemoAgents:
         self.secret = secret
         self.levels = levels
         self.procs: list[asyncio.subprocess.Process] = []
+        self.wallets: dict[str, str] = {}
 
     async def start(self) -> None:
         for i, level in enumerate(self.levels):
             agent_id = f"demo-{level.name.lower()}-{i}"
             wallet = Account.create().address
+            self.wallets[agent_id] = wallet
             self.procs.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -142,6 +154,13 @@ async def run_demo(
     started = time.monotonic()
     async with AnvilProcess(env=env, block_time=block_time) as anvil:
         out(f"anvil up on {anvil.url} (prague, block time {block_time:g}s)")
+        # The reward pool lives on the same anvil; its own key signs, so no nonce is shared
+        # with the workloads (keys 0 and 1).
+        signer_key = anvil.private_keys[REWARD_KEY_INDEX]
+        w3: AsyncWeb3[AsyncBaseProvider] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
+        pool = await RewardPool.deploy(w3, Account.from_key(signer_key))
+        out(f"AgentRewardPool deployed at {pool.address}")
+        data_dir = tempfile.mkdtemp(prefix="ioswarm-demo-")
         config = parse_config(
             {
                 "nodeRpcUrl": anvil.url,
@@ -151,11 +170,20 @@ async def run_demo(
                 "taskLevel": top.name,
                 "pollIntervalMs": 250,
                 "logLevel": "warning",
-                "reward": {"epochBlocks": 10},
+                "dataDir": data_dir,
+                "rewardContract": pool.address,
+                "rewardSignerKey": signer_key,
+                "rewardRpcUrl": anvil.url,
+                "epochRewardIOTX": "1",
+                # About five epochs in a one-minute demo.
+                "reward": {"epochBlocks": max(4, int(12 / block_time)), "minTasksForReward": 5},
             },
             {},
         )
-        async with JsonRpcNode(anvil.url) as node, CoordinatorApp(config) as app:
+        epochs = EpochManager.from_config(
+            config, CollectorRegistry(), options=SettlerOptions(poll_interval_sec=0.2)
+        )
+        async with JsonRpcNode(anvil.url) as node, CoordinatorApp(config, epochs=epochs) as app:
             c = app.coordinator
             out(
                 f"coordinator up: grpc 127.0.0.1:{app.grpc_port}, "
@@ -216,7 +244,9 @@ async def run_demo(
                 async with asyncio.timeout(block_time * (DRAIN_BLOCKS + 3)):
                     while c.head.number < drain_until:  # noqa: ASYNC110 - polls another task's state
                         await asyncio.sleep(0.2)
+            await _wait_settled(epochs, limit_sec=30)
             codes = await agents.stop()
+            rewards = await _rewards_report(c, epochs, pool, agents.wallets)
             report = {
                 "duration_s": round(time.monotonic() - started, 1),
                 "blocks": c.totals.blocks_seen,
@@ -237,14 +267,64 @@ async def run_demo(
                 "shadow": _level_report(c.shadow_view()),
                 "shadow_pending_at_end": c.shadow.pending,
                 "shadow_expired": c.shadow.expired,
+                "epochs": rewards["epochs"],
                 "per_agent": {
-                    a["agent_id"]: {"level": a["level"], "results": a["results_accepted"]}
+                    a["agent_id"]: {
+                        "level": a["level"],
+                        "results": a["results_accepted"],
+                        **rewards["agents"].get(a["agent_id"], {}),
+                    }
                     for a in c.agents()
                 },
             }
+        await w3.provider.disconnect()
     if opts.report_json:
         Path(opts.report_json).write_text(json.dumps(report, indent=2) + "\n")  # noqa: ASYNC240 - once, at exit
     return report
+
+
+async def _wait_settled(epochs: EpochManager, limit_sec: float) -> None:
+    """Give the settler time to confirm every closed epoch (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_sec
+    while epochs.ledger.unsettled() and loop.time() < deadline:  # noqa: ASYNC110 - polls the ledger
+        await asyncio.sleep(0.25)
+
+
+async def _rewards_report(
+    c: Any, epochs: EpochManager, pool: RewardPool, wallets: dict[str, str]
+) -> dict[str, Any]:
+    """Settled epochs from the ledger, and each agent's claimable on-chain next to the ledger."""
+    view = epochs.epoch_view()["settlement"]
+    settled = sorted(
+        (s for s in epochs.ledger.recent(10_000) if s.state is SettlementState.CONFIRMED),
+        key=lambda s: s.epoch,
+    )
+    model = PoolModel()
+    for s in settled:
+        if s.call is not None:
+            model.settle(s.call.wallets, s.call.weights, s.call.value)
+    paid = sum(s.call.value for s in settled if s.call)
+    agents: dict[str, Any] = {}
+    for agent_id, wallet in wallets.items():
+        totals = c.rewards_view(agent_id)["totals"]
+        on_chain = await pool.claimable(wallet)
+        agents[agent_id] = {
+            "wallet": wallet,
+            "epoch_amounts_wei": totals["paid_wei"],
+            "ledger_claimable_wei": str(model.claimable(wallet)),
+            "claimable_wei": str(on_chain),
+            "claimable_equals_ledger": on_chain == model.claimable(wallet),
+        }
+    return {
+        "epochs": {
+            "settled": len(settled),
+            "pending": len(view["queued"]) + len(view["sent"]),
+            "reverted": len(view["reverted"]),
+            "paid_wei": str(paid),
+        },
+        "agents": agents,
+    }
 
 
 def _prefetch_report(c: Any) -> dict[str, Any] | None:
@@ -274,6 +354,17 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report.get("prefetch"):
         lines.append("L3 prefetch: " + ", ".join(f"{k} {v}" for k, v in report["prefetch"].items()))
+    e = report["epochs"]
+    lines.append(
+        f"epochs: settled {e['settled']}, pending {e['pending']}, reverted {e['reverted']}, "
+        f"paid {int(e['paid_wei']) / 10**18:.6f} IOTX"
+    )
+    for agent_id, a in report["per_agent"].items():
+        if "claimable_wei" in a:
+            same = (
+                "= ledger" if a["claimable_equals_ledger"] else "!= ledger " + a["ledger_paid_wei"]
+            )
+            lines.append(f"  {agent_id}: claimable {a['claimable_wei']} wei {same}")
     for level, s in report["shadow"].items():
         excluded = ", ".join(f"{k} {v}" for k, v in s["excluded"].items()) or "none"
         ok = s["matched"] + sum(s["excluded"].values()) == s["compared"] and s["mismatched"] == 0

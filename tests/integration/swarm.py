@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ def coordinator_config(node_url: str, **overrides: Any) -> CoordinatorConfig:
         "masterSecret": SECRET,
         "pollIntervalMs": 200,
         "taskLevel": "L2",
+        # Each coordinator keeps its own reward ledger, never in the working tree.
+        "dataDir": tempfile.mkdtemp(prefix="ioswarm-test-"),
     }
     data.update(overrides)
     return parse_config(data, {})
