@@ -8,7 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import coordinator_throughput, l1_recovery
+from bench import (
+    coordinator_throughput,
+    l1_recovery,
+    l3_execution,
+    prefetch_cost,
+    settlement_gas,
+    snapshot_io,
+)
 
 
 def main() -> int:
@@ -17,6 +24,9 @@ def main() -> int:
         "coordinator_throughput": coordinator_throughput.run(),
         "l3_execution": l3_execution.run(),
         "settlement_gas": settlement_gas.run(),
+        "l3_prefetch": prefetch_cost.run(),
+        # The figure is for a >= 1 GB state; pass a smaller size for a quick look.
+        "snapshot_io": snapshot_io.run(size_mb=int(sys.argv[1]) if len(sys.argv) > 1 else 1024),
     }
     print("\n== summary (JSON) ==")
     print(json.dumps(results, indent=2, default=str))

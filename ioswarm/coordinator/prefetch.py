@@ -113,8 +113,9 @@ class StatePrefetcher:
         self._new_block(block)
         self.stats.rounds += 1
         self.stats.txs += len(txs)
+        per_tx = self._reader.calls_per_simulation
         lists = await self._reader.access_lists([call_object(tx, s) for tx, s, _ in txs], block)
-        self.stats.rpc_calls += len(txs)
+        self.stats.rpc_calls += len(txs) * per_tx
         self.stats.round_trips += 1
         wanted: list[dict[bytes, set[bytes]] | None] = []
         for (tx, sender, _), al in zip(txs, lists, strict=True):

@@ -108,6 +108,11 @@ class ExecutionReader:
         self._trace_call_ok = True
         self.access_list_supported = True
 
+    @property
+    def calls_per_simulation(self) -> int:
+        """JSON-RPC calls one simulated transaction costs (access list, plus a trace if any)."""
+        return 2 if self._trace_call_ok else 1
+
     async def access_lists(
         self, calls: Sequence[Mapping[str, Any]], block: BlockId
     ) -> list[AccessList | None]:
