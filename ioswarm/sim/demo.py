@@ -211,6 +211,7 @@ async def run_demo(
                     rate=rate / 2,
                     weights=DEMO_CONTRACT_WEIGHTS,
                     fresh_recipients=True,
+                    round_robin=True,
                     seed=opts.seed,
                 )
                 await contracts.setup()

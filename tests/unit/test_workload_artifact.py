@@ -7,14 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ioswarm.sim.l3workload import (
-    ARTIFACT_PATH,
-    CATEGORIES,
-    DEFAULT_WEIGHTS,
-    DEPLOYED,
-    create2_address,
-    load_artifact,
-)
+from ioswarm.sim.artifacts import ARTIFACT_PATH, create2_address, load_artifact
+from ioswarm.sim.l3workload import CATEGORIES, DEFAULT_WEIGHTS, DEPLOYED
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "contracts" / "workload" / "build.py"
