@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Set
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -42,7 +41,10 @@ class _TaskState:
     attempts: int = 0
     assignee: str | None = None
     deadline: float = 0.0
-    past: set[str] = field(default_factory=set)
+    # Agents that held the task. A tuple, not a set: a task has one or two of them, and a
+    # tuple of strings is soon untracked by the cyclic GC, whose full passes otherwise walk
+    # every open and recently finished task's set.
+    past: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,8 @@ class Scheduler:
         # (deadline, round, [(task_id, attempt), ...])
         self._deadlines: list[tuple[float, int, list[tuple[int, int]]]] = []
         self._rounds = itertools.count()
-        # The agents that held each recently finished task. The sets are the task states' own:
-        # a state leaves ``_tasks`` before its set is kept here, so nothing changes it again.
-        self._done: OrderedDict[int, Set[str]] = OrderedDict()
+        # The agents that held each recently finished task.
+        self._done: OrderedDict[int, tuple[str, ...]] = OrderedDict()
 
     # -- agents -----------------------------------------------------------------------------
 
@@ -143,9 +144,15 @@ class Scheduler:
         out: dict[str, list[Task]] = {}
         agents = self._agents
         max_inflight = self.max_inflight
+        # An agent still holding a batch or more of work is topped up only once it has room
+        # for a full batch: a sliver now gains it nothing, and agents that answer batch by
+        # batch would keep getting slivers back for as long as they run.
+        fill = min(max_batch, max_inflight)
         free = 0
         for s in agents.values():
-            free += min(max_batch, max_inflight - len(s.inflight))
+            room = max_inflight - len(s.inflight)
+            if room >= fill or len(s.inflight) < max_batch:
+                free += min(max_batch, room)
         ready = self._ready
         if not ready or free <= 0:
             return out
@@ -166,7 +173,9 @@ class Scheduler:
                 heap = [
                     (len(s.inflight), s.agent_id)
                     for s in agents.values()
-                    if s.level >= level and len(s.inflight) < max_inflight
+                    if s.level >= level
+                    and len(s.inflight) < max_inflight
+                    and (max_inflight - len(s.inflight) >= fill or len(s.inflight) < max_batch)
                 ]
                 heapq.heapify(heap)
                 heaps[level] = heap
@@ -205,7 +214,8 @@ class Scheduler:
             state.assignee = chosen
             state.attempts += 1
             state.deadline = deadline
-            state.past.add(chosen)
+            if chosen not in state.past:
+                state.past += (chosen,)
             due.append((task_id, state.attempts))
             batch = out.get(chosen)
             if batch is None:
@@ -274,7 +284,7 @@ class Scheduler:
         self._remember_done(task_id, state.past)
         return state.task
 
-    def _remember_done(self, task_id: int, past: Set[str]) -> None:
+    def _remember_done(self, task_id: int, past: tuple[str, ...]) -> None:
         done = self._done
         done[task_id] = past
         while len(done) > RECENT_DONE_LIMIT:
