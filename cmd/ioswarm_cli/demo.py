@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--agents", type=int, default=4, help="number of agents (default 4)")
     p.add_argument("--level", default="L3", help="highest agent level: L1, L2 or L3 (default L3)")
     p.add_argument(
-        "--rate", type=float, help="transfer tx/s (default 40; 28 plus 14 contract tx/s at L3)"
+        "--rate", type=float, help="transfer tx/s (default 40; 30 plus 15 contract tx/s at L3)"
     )
     p.add_argument("--block-time", type=float, help="anvil block time (default 2 s; 1 s at L3)")
     p.add_argument("--seed", type=int, help="workload random seed")

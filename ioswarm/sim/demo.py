@@ -31,7 +31,7 @@ from ioswarm.rewards.ledger import SettlementState
 from ioswarm.rewards.pool import RewardPool
 from ioswarm.rewards.settler import SettlerOptions
 from ioswarm.sim.anvil import AnvilProcess
-from ioswarm.sim.l3workload import CATEGORIES, CONTEXT_READERS, Category, ContractWorkload
+from ioswarm.sim.l3workload import CATEGORIES, Category, ContractWorkload
 from ioswarm.sim.workload import Workload
 
 log = logging.getLogger("ioswarm.demo")
@@ -64,15 +64,11 @@ def agent_levels(count: int, top: Level) -> list[Level]:
 
 
 # The demo's contract mix: mostly independent token transfers, every other category present.
-# Categories that share one storage slot between many senders (a global counter, an array
-# length) race with each other inside a block; they stay in the mix, at a lower weight.
+# Most other categories write a slot every sender shares (a counter, an array length, the
+# factory's nonce), so two of them in one block race; they stay in the mix at a low weight.
 DEMO_CONTRACT_WEIGHTS: dict[Category, float] = {
-    **dict.fromkeys(CATEGORIES, 1.0),
-    **dict.fromkeys(CONTEXT_READERS, 0.25),
+    **dict.fromkeys(CATEGORIES, 0.25),
     "erc20_transfer": 20.0,
-    "storage_heavy": 0.5,
-    "cross_contract": 0.5,
-    "erc20_transfer_from": 0.5,
 }
 
 
@@ -149,7 +145,7 @@ async def run_demo(
     # Per-tx truth at L3 comes from anvil's block tracer, whose cost grows faster than the block
     # size: one-second blocks keep it well under the block time at the demo's rate.
     block_time = opts.block_time or (1.0 if top >= Level.L3 else 2.0)
-    rate = opts.rate or (28.0 if top >= Level.L3 else 40.0)
+    rate = opts.rate or (30.0 if top >= Level.L3 else 40.0)
     secret = secrets.token_hex(24)
     started = time.monotonic()
     async with AnvilProcess(env=env, block_time=block_time) as anvil:
