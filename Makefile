@@ -25,7 +25,7 @@ $(TOOLS)/.installed: Makefile
 	$(ANVIL) --version >/dev/null
 	touch $@
 
-test: venv tools
+test: venv tools lint
 	$(PY) -m pytest -q tests
 
 demo: venv tools
@@ -35,9 +35,9 @@ bench: venv tools
 	$(PY) bench/run.py
 
 lint: venv
-	$(VENV)/bin/ruff check ioswarm cmd tests bench scripts
-	$(VENV)/bin/ruff format --check ioswarm cmd tests bench scripts
-	$(VENV)/bin/mypy ioswarm cmd/ioswarm_cli
+	$(VENV)/bin/ruff check ioswarm cmd tests bench scripts contracts
+	$(VENV)/bin/ruff format --check ioswarm cmd tests bench scripts contracts
+	$(VENV)/bin/mypy ioswarm cmd/ioswarm_cli bench contracts
 
 proto: venv
 	$(PY) scripts/gen_proto.py
