@@ -268,7 +268,28 @@ class CoordinatorConfig:
         check=_positive,
     )
     diff_store_enabled: bool = _f(
-        "diffStoreEnabled", False, "Persist per-block state diffs (needed for L4)."
+        "diffStoreEnabled",
+        False,
+        "The L4 switch: keep the state store, persist and stream per-block state diffs.",
+    )
+    state_store_path: str = _f(
+        "stateStorePath", "", "L4 state store (LMDB) directory; empty means <dataDir>/state."
+    )
+    state_bootstrap_snapshot: str = _f(
+        "stateBootstrapSnapshot",
+        "",
+        "IOSWSNAP file to start an empty state store from; empty reads the node's state.",
+    )
+    snapshot_base_url: str = _f(
+        "snapshotBaseUrl",
+        "",
+        "URL prefix DownloadSnapshot advertises; empty means this API's /snapshots.",
+    )
+    snapshot_interval_blocks: int = _f(
+        "snapshotIntervalBlocks",
+        0,
+        "Export a snapshot to <dataDir>/snapshots every N blocks; 0 disables.",
+        check=_non_negative,
     )
     diff_store_path: str = _f(
         "diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs."

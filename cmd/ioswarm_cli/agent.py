@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ioswarm.agent.runtime import Agent
-from ioswarm.agent.validators import validator_for
-from ioswarm.config import agent_config
+from ioswarm.agent.validators import Validator, validator_for
+from ioswarm.config import AgentConfig, agent_config
 from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
 
-SUPPORTED = ("L1", "L2", "L3")
+if TYPE_CHECKING:
+    from ioswarm.agent.l4sync import StateFollower
+
+SUPPORTED = ("L1", "L2", "L3", "L4")
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +38,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tls", dest="tls", action="store_true", default=None, help="use TLS (default)")
     p.add_argument("--no-tls", dest="tls", action="store_false", help="plaintext (loopback only)")
     p.add_argument("--ca-cert", help="PEM CA bundle to trust for the coordinator's certificate")
+    p.add_argument("--datadir", help="L4: directory of the local state store (required for L4)")
+    p.add_argument(
+        "--snapshot",
+        metavar="FILE|URL",
+        help="L4: IOSWSNAP snapshot to start an empty state store from (default: the "
+        "coordinator's, via DownloadSnapshot)",
+    )
     p.add_argument("--log-format", choices=("kv", "json"), default="kv")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(run=run)
@@ -54,10 +64,37 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     config = agent_config(values, env)
     if config.level not in SUPPORTED:
         raise ConfigError("--level", f"{config.level} agents are not available in this version")
+    if config.level == "L4" and not args.datadir:
+        raise ConfigError("--datadir", "an L4 agent needs a directory for its state store")
     setup_logging(args.log_level, args.log_format)
-    agent = Agent(config, validator_for(Level.parse(config.level)))
+    validator, follower = _validator(config, args)
+    agent = Agent(config, validator, follower)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.shutdown, signal.Signals(sig).name)
-    await agent.run()
+    try:
+        await agent.run()
+    finally:
+        if follower is not None:
+            follower.close()
     return 0
+
+
+def _validator(
+    config: AgentConfig, args: argparse.Namespace
+) -> tuple[Validator, StateFollower | None]:
+    """The level's validator, and for L4 the state follower that feeds it."""
+    if config.level != "L4":
+        return validator_for(Level.parse(config.level)), None
+    # py-evm and LMDB load only for L4 agents.
+    from ioswarm.agent.l4 import l4_validator  # noqa: PLC0415
+    from ioswarm.agent.l4sync import StateFollower  # noqa: PLC0415
+
+    follower = StateFollower(
+        args.datadir,
+        agent_id=config.agent_id,
+        metadata=(("x-ioswarm-agent-id", config.agent_id), ("x-ioswarm-token", config.api_key)),
+        snapshot=args.snapshot,
+    )
+    follower.open()  # a store left by an earlier run is ready before the first task
+    return l4_validator(follower), follower

@@ -10,9 +10,18 @@ from collections.abc import Sequence
 
 from ioswarm import __version__
 from ioswarm.errors import ConfigError, IoswarmError
-from ioswarm_cli import agent, coordinator, demo, keygen, rewards_cmds, workload
+from ioswarm_cli import (
+    agent,
+    coordinator,
+    demo,
+    keygen,
+    l4sim,
+    rewards_cmds,
+    snapshot,
+    workload,
+)
 
-COMMANDS = (coordinator, agent, keygen, workload, demo, rewards_cmds)
+COMMANDS = (coordinator, agent, keygen, workload, demo, rewards_cmds, snapshot, l4sim)
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

@@ -147,6 +147,9 @@ class ProvidedStateDB(AccountDatabaseAPI):
         coinbase: bytes,
         precompiles: frozenset[bytes],
     ) -> None:
+        # Consulted again on a miss: a plain dict then adds nothing, while a lazy mapping over
+        # a full local state (L4) answers from its store.
+        self._accounts = accounts
         self._balance: dict[bytes, int] = {}
         self._nonce: dict[bytes, int] = {}
         self._code: dict[bytes, bytes] = {}
@@ -178,6 +181,14 @@ class ProvidedStateDB(AccountDatabaseAPI):
 
     def _absent(self, address: bytes) -> None:
         """Handle a read of an account that was not provided: a placeholder, or missing."""
+        loaded = self._accounts.get(address)
+        if loaded is not None:
+            # A cache fill of the value before the transaction, not a write: never journaled.
+            self._balance[address] = loaded.balance
+            self._nonce[address] = loaded.nonce
+            self._code[address] = loaded.code
+            self._exists[address] = not loaded.is_empty
+            return
         if self.finalizing and (address == self._coinbase or address in self._precompiles):
             # Fee credit and EIP-161 clearing after execution; see the module docstring.
             self._balance[address] = 0
@@ -240,7 +251,21 @@ class ProvidedStateDB(AccountDatabaseAPI):
             value = self._original.get(key)
             if value is not None:
                 return value
+        loaded = self._load_slot(address, slot)
+        if loaded is not None:
+            self._original[key] = loaded
+            if key not in self._storage:
+                self._storage[key] = loaded
+            return self._storage[key] if from_journal else loaded
         self.miss(MissingKey("storage", bytes(address), slot.to_bytes(32, "big")))
+
+    def _load_slot(self, address: bytes, slot: int) -> int | None:
+        """A slot not copied at construction, if the accounts mapping can answer it."""
+        account = self._accounts.get(address)
+        if account is None:
+            return None
+        raw = account.storage.get(slot.to_bytes(32, "big"))
+        return None if raw is None else int.from_bytes(raw, "big")
 
     def set_storage(self, address: bytes, slot: int, value: int) -> None:
         key = (address, slot)

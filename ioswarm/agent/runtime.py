@@ -14,12 +14,13 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import grpc.aio
 
 from ioswarm import __version__
-from ioswarm.agent.validators import Validator
+from ioswarm.agent.validators import GatedValidator, Validator
 from ioswarm.config import AgentConfig
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -46,6 +47,12 @@ class AgentStats:
     submit_refusals: int = 0
 
 
+class SessionTask(Protocol):
+    """Work that runs alongside each connection on its stub (the L4 state follower)."""
+
+    async def run(self, stub: pb_grpc.IOSwarmStub) -> None: ...
+
+
 class _Stop(Exception):
     """Ends the current connection on purpose (shutdown directive)."""
 
@@ -53,9 +60,12 @@ class _Stop(Exception):
 class Agent:
     """One agent process's runtime. ``run()`` until ``shutdown()`` or a shutdown directive."""
 
-    def __init__(self, config: AgentConfig, validator: Validator) -> None:
+    def __init__(
+        self, config: AgentConfig, validator: Validator, follower: SessionTask | None = None
+    ) -> None:
         self.config = config
         self.validator = validator
+        self.follower = follower
         self.stats = AgentStats()
         self._stopping = asyncio.Event()
         self._results: list[pb.TaskResult] = []
@@ -165,6 +175,8 @@ class Agent:
                 asyncio.create_task(self._heartbeats(stub)),
                 asyncio.create_task(self._stopping.wait()),
             ]
+            if self.follower is not None:
+                jobs.append(asyncio.create_task(self.follower.run(stub)))
             try:
                 done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -187,10 +199,13 @@ class Agent:
             ),
             metadata=self._metadata,
         )
+        gate = self.validator if isinstance(self.validator, GatedValidator) else None
         async for batch in call:
             self.stats.batches += 1
             self._last_batch_id = batch.batch_id
             for task in batch.tasks:
+                if gate is not None:
+                    await gate.ready(task)  # L4 sequence barrier: bounded wait for the state
                 self._results.append(self.validator.validate(task, batch))
             self.stats.tasks += len(batch.tasks)
             self._results_ready.set()

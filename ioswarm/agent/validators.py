@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ioswarm.core.models import AccountSnapshot, Level
 from ioswarm.core.validation import Check, check_l1, check_l2
@@ -16,6 +16,13 @@ class Validator(Protocol):
     level: Level
 
     def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult: ...
+
+
+@runtime_checkable
+class GatedValidator(Protocol):
+    """A validator with a readiness hook the runtime awaits before each ``validate`` (L4)."""
+
+    async def ready(self, task: pb.TaskPackage) -> None: ...
 
 
 def _snapshot(msg: pb.AccountSnapshot) -> AccountSnapshot:
@@ -72,4 +79,8 @@ def validator_for(level: Level) -> Validator:
         from ioswarm.agent.l3 import L3Validator  # noqa: PLC0415 - py-evm loads only for L3 agents
 
         return L3Validator()
+    if level is Level.L4:
+        raise NotImplementedError(
+            "L4 validation needs a state follower: build it with ioswarm.agent.l4.l4_validator"
+        )
     raise NotImplementedError(f"{level.name} validation is not available in this version")

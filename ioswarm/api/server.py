@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -15,6 +17,8 @@ from ioswarm.errors import StoreError
 log = logging.getLogger("ioswarm.api")
 
 STATS_CACHE_CONTROL = "public, max-age=30"
+# Exported snapshot names: no path separators, no leading dot (temporary files).
+SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.snap\.gz$")
 
 
 class SwarmView(Protocol):
@@ -39,8 +43,13 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
-    """The aiohttp application; the caller runs it (tests use a free loopback port)."""
+def build_app(
+    view: SwarmView, registry: CollectorRegistry, snapshot_dir: Path | None = None
+) -> web.Application:
+    """The aiohttp application; the caller runs it (tests use a free loopback port).
+
+    With ``snapshot_dir`` (L4 sync on), ``GET /snapshots/<file>`` serves exported snapshots.
+    """
 
     async def stats(_: web.Request) -> web.Response:
         return _json(
@@ -90,7 +99,17 @@ def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
         html = resources.files("ioswarm.api").joinpath("static/dashboard.html").read_text()
         return web.Response(text=html, content_type="text/html")
 
+    async def snapshot(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if snapshot_dir is None or not SNAPSHOT_FILE.match(name):
+            return _json({"error": "no such snapshot"}, status=404)
+        path = snapshot_dir / name
+        if not path.is_file():
+            return _json({"error": "no such snapshot"}, status=404)
+        return web.FileResponse(path, headers={"Content-Type": "application/gzip"})
+
     app = web.Application()
+    app.router.add_get("/snapshots/{name}", snapshot)
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/swarm/status", status)
     app.router.add_get("/swarm/agents", agents)
@@ -107,8 +126,15 @@ def build_app(view: SwarmView, registry: CollectorRegistry) -> web.Application:
 class ApiServer:
     """Runs the API app on host:port (port 0 picks a free one; ``port`` tells which)."""
 
-    def __init__(self, view: SwarmView, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._app = build_app(view, registry)
+    def __init__(
+        self,
+        view: SwarmView,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        snapshot_dir: Path | None = None,
+    ) -> None:
+        self._app = build_app(view, registry, snapshot_dir)
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None

@@ -15,6 +15,8 @@ from ioswarm.coordinator.servicer import GrpcServer
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.execution import ExecutionReader
 from ioswarm.rewards.epochs import EpochManager
+from ioswarm.state.bootstrap import AnvilDumpSource
+from ioswarm.state.sync import StateSync
 
 log = logging.getLogger("ioswarm.app")
 
@@ -39,12 +41,26 @@ class CoordinatorApp:
         self.epochs = (
             epochs if epochs is not None else EpochManager.from_config(config, self.registry)
         )
+        self.state_sync = (
+            StateSync(config, self.node, execution, AnvilDumpSource(execution.transport))
+            if config.diff_store_enabled and execution is not None
+            else None
+        )
         self.coordinator = Coordinator(
-            config, self.node, self.registry, execution=execution, epochs=self.epochs
+            config,
+            self.node,
+            self.registry,
+            execution=execution,
+            epochs=self.epochs,
+            state_sync=self.state_sync,
         )
         self.grpc = GrpcServer(self.coordinator)
         self.api = ApiServer(
-            self.coordinator, self.registry, config.swarm_api_host, config.swarm_api_port
+            self.coordinator,
+            self.registry,
+            config.swarm_api_host,
+            config.swarm_api_port,
+            snapshot_dir=self.state_sync.snapshot_dir if self.state_sync is not None else None,
         )
 
     @property
@@ -59,6 +75,11 @@ class CoordinatorApp:
         await self.coordinator.start()
         await self.grpc.start()
         await self.api.start()
+        if self.state_sync is not None:
+            host = self.config.swarm_api_host
+            if host in ("", "0.0.0.0", "::"):
+                host = "127.0.0.1"  # set snapshotBaseUrl when agents run elsewhere
+            self.state_sync.api_base_url = f"http://{host}:{self.api.port}/snapshots"
 
     async def stop(self) -> None:
         await self.grpc.stop(grace=0.5)

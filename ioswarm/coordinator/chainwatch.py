@@ -72,8 +72,12 @@ class BlockWatcher:
         on_error: Callable[[str], None],
         truth: ExecutionReader | None = None,
         wants_effects: Callable[[], bool] = lambda: False,
+        state_sink: Callable[[BlockHeader, list[TxDiff]], Awaitable[None]] | None = None,
     ) -> None:
+        """``state_sink`` (L4 state sync) gets every block's traces in block order, before
+        ``on_block``; the traces are read once for it and for shadow mode."""
         self._node = node
+        self._state_sink = state_sink
         self.head = head
         self._on_block = on_block
         self._truth = truth
@@ -125,15 +129,22 @@ class BlockWatcher:
             block = await self._node.get_block(number, full=True)
             receipts = {r.tx_hash: r for r in await self._node.block_receipts(number)}
             diffs: dict[bytes, TxDiff] = {}
-            if self._truth is not None and self._wants_effects() and block.txs:
+            wants_effects = self._wants_effects()
+            if (
+                self._truth is not None
+                and (wants_effects or self._state_sink is not None)
+                and block.txs
+            ):
                 hashes = [tx.hash for tx in block.txs]
                 diffs = {d.tx_hash: d for d in await self._truth.block_diffs(number, hashes)}
+            if self._state_sink is not None and self._truth is not None:
+                await self._state_sink(block.header, [diffs[tx.hash] for tx in block.txs])
             included = []
             for index, tx in enumerate(block.txs):
                 r = receipts.get(tx.hash)
                 if r is None:
                     raise NodeError("eth_getBlockReceipts", f"block {number} lacks a receipt")
-                d = diffs.get(tx.hash)
+                d = diffs.get(tx.hash) if wants_effects else None
                 effects = None
                 if d is not None:
                     effects = effects_from_diff(

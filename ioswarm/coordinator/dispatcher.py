@@ -52,7 +52,9 @@ class Dispatcher:
         wall_clock: Callable[[], float],
         max_batch: int,
         chain_id: Callable[[], int],
-        context: Callable[[], tuple[pb.BlockContext, PredictedContext] | None] = lambda: None,
+        context: Callable[[int], tuple[pb.BlockContext, PredictedContext] | None] = (
+            lambda height: None
+        ),
     ) -> None:
         self.scheduler = scheduler
         self.metrics = metrics
@@ -203,10 +205,19 @@ class Dispatcher:
             self._send(assignments, now)
         self.metrics.queue_depth.set(self.scheduler.queued)
 
+    def _context_groups(self, tasks: list[Task]) -> list[list[Task]]:
+        """Executing tasks travel with the context predicted for the block after the one their
+        state was read at; tasks read at different heights go in different batches."""
+        if all(t.level < Level.L3 for t in tasks):
+            return [tasks]
+        groups: dict[int, list[Task]] = {}
+        for t in tasks:
+            groups.setdefault(t.block_height, []).append(t)
+        return list(groups.values())
+
     def _attach_context(self, batch: pb.TaskBatch, tasks: list[Task]) -> None:
-        """Executing levels get the predicted block context once per batch; remember it per task
-        so shadow mode judges each answer against the context it was given."""
-        ctx = self._context()
+        """Remember each task's context so shadow mode judges it against what it was given."""
+        ctx = self._context(tasks[0].block_height)
         if ctx is None:
             return
         batch.block_context.CopyFrom(ctx[0])
@@ -225,21 +236,24 @@ class Dispatcher:
                 # The scheduler only assigns to agents with an open stream; if one just
                 # closed, the tasks come back through close_stream's requeue.
                 continue
-            batch = pb.TaskBatch(
-                batch_id=f"{self._batch_prefix}-{next(self._batch_seq)}",
-                timestamp=wall_ms,
-                chain_id=chain_id,
-            )
-            batch.tasks.extend([packages[t.task_id] for t in tasks])
-            for t in tasks:
-                sent_at[t.task_id] = now
-                levels[t.level] = levels.get(t.level, 0) + 1
-            if tasks[-1].level >= Level.L3 or any(t.level >= Level.L3 for t in tasks):
-                self._attach_context(batch, tasks)
-            stream.outbox.put_nowait(batch)
-            stream.batches_sent += 1
-            stream.tasks_sent += len(tasks)
-            self.dispatched_total += len(tasks)
+            for group in self._context_groups(tasks):
+                batch = pb.TaskBatch(
+                    batch_id=f"{self._batch_prefix}-{next(self._batch_seq)}",
+                    timestamp=wall_ms,
+                    chain_id=chain_id,
+                )
+                batch.tasks.extend([packages[t.task_id] for t in group])
+                executing = False
+                for t in group:
+                    sent_at[t.task_id] = now
+                    levels[t.level] = levels.get(t.level, 0) + 1
+                    executing = executing or t.level >= Level.L3
+                if executing:
+                    self._attach_context(batch, group)
+                stream.outbox.put_nowait(batch)
+                stream.batches_sent += 1
+                stream.tasks_sent += len(group)
+                self.dispatched_total += len(group)
         for level, count in levels.items():
             dispatched = self._dispatched.get(level)
             if dispatched is None:

@@ -28,9 +28,10 @@ from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
-from ioswarm.node.execution import ExecutionReader
-from ioswarm.rewards.epochs import EpochManager
+from ioswarm.node.execution import ExecutionReader, TxDiff
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.rewards.epochs import EpochManager
+from ioswarm.state.sync import StateSync
 
 log = logging.getLogger("ioswarm.coordinator")
 
@@ -58,6 +59,7 @@ class Coordinator:
         registry: CollectorRegistry | None = None,
         execution: ExecutionReader | None = None,
         epochs: EpochManager | None = None,
+        state_sync: StateSync | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -91,13 +93,19 @@ class Coordinator:
         self.head = Head()
         self.totals = Totals()
         self._buckets: dict[str, TokenBucket] = {}
+        self._level_metrics: dict[Level, tuple[Any, Any, Any]] = {}
         self.execution = execution
         self.epochs = epochs
         self.prefetcher = StatePrefetcher(execution) if execution is not None else None
         self.contexts = ContextPredictor(
             config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
         )
-        self.tasks = TaskFactory(self.prefetcher, self._receiver_state)
+        self.state_sync = state_sync
+        self.tasks = TaskFactory(
+            self.prefetcher,
+            self._receiver_state,
+            state_height=lambda: state_sync.height if state_sync is not None else None,
+        )
         interval = config.poll_interval_ms / 1000
         self.watcher = BlockWatcher(
             node,
@@ -107,6 +115,7 @@ class Coordinator:
             self._node_error,
             truth=execution,
             wants_effects=lambda: self.task_level >= Level.L3 and self.config.shadow_mode,
+            state_sink=self._on_block_state if state_sync is not None else None,
         )
         self.poller = MempoolPoller(
             node,
@@ -146,6 +155,10 @@ class Coordinator:
             latest = await self.node.block_number()
             numbers = range(max(0, latest - 255), latest + 1)
             self.contexts.remember(await self.execution.block_hashes(numbers))
+        if self.state_sync is not None:
+            # Before the watcher runs: the store is bootstrapped at a height it then follows.
+            self.state_sync.chain_id = self.chain_id
+            await self.state_sync.start()
         self._stop.clear()
         loops = {
             "dispatcher": self.dispatcher.run(),
@@ -179,6 +192,8 @@ class Coordinator:
         if self.epochs is not None:
             # After the watcher stopped: the last tallies are saved and the ledger closed.
             await self.epochs.stop()
+        if self.state_sync is not None:
+            await self.state_sync.close()
 
     async def __aenter__(self) -> Coordinator:
         await self.start()
@@ -207,8 +222,8 @@ class Coordinator:
             self._update_agent_gauge()
         return gone
 
-    def _current_context(self) -> tuple[pb.BlockContext, PredictedContext] | None:
-        return self.contexts.current()
+    def _current_context(self, height: int) -> tuple[pb.BlockContext, PredictedContext] | None:
+        return self.contexts.for_height(height)
 
     def _receiver_state(self, address: bytes) -> AccountSnapshot | None:
         return self.poller.cached_state(address)
@@ -238,6 +253,10 @@ class Coordinator:
                 made += 1
         self.totals.tasks_created += made
         return made
+
+    async def _on_block_state(self, header: BlockHeader, traces: list[TxDiff]) -> None:
+        if self.state_sync is not None:
+            await self.state_sync.on_block(header, traces)
 
     def _on_block(self, header: BlockHeader, included: list[IncludedTx]) -> None:
         self.totals.blocks_seen += 1
@@ -303,6 +322,20 @@ class Coordinator:
             chain_id=self.chain_id,
         )
 
+    def _result_metrics(self, level: Level) -> tuple[Any, Any, Any]:
+        """Accepted-results counter and latency histograms of a level; ``labels()`` is looked
+        up once per level, not three times per result."""
+        children = self._level_metrics.get(level)
+        if children is None:
+            name = level.name
+            children = (
+                self.metrics.results.labels(level=name, disposition="accepted"),
+                self.metrics.task_latency.labels(level=name),
+                self.metrics.agent_latency.labels(level=name),
+            )
+            self._level_metrics[level] = children
+        return children
+
     def _update_agent_gauge(self) -> None:
         for level, count in self.registry.by_level().items():
             self.metrics.agents.labels(level=level).set(count)
@@ -364,46 +397,52 @@ class Coordinator:
                 f"{len(batch.results)} results in one batch; at most "
                 f"{self.config.max_inflight_per_agent} (maxInflightPerAgent)",
             )
-        seen: set[int] = set()
-        for r in batch.results:
-            if r.task_id in seen:
-                raise RequestRefused("INVALID_ARGUMENT", f"task {r.task_id} appears twice")
-            seen.add(r.task_id)
+        results = batch.results
+        ids = [r.task_id for r in results]  # one pass over the repeated field, not three
+        if len(set(ids)) != len(ids):
+            seen: set[int] = set()
+            for task_id in ids:
+                if task_id in seen:
+                    raise RequestRefused("INVALID_ARGUMENT", f"task {task_id} appears twice")
+                seen.add(task_id)
+        classify = self.scheduler.classify
         kinds: list[Completion] = []
-        for r in batch.results:
-            kind = self.scheduler.classify(agent_id, r.task_id)
+        for task_id in ids:
+            kind = classify(agent_id, task_id)
             if kind is Completion.UNKNOWN:
-                raise RequestRefused("NOT_FOUND", f"unknown task id {r.task_id}")
+                raise RequestRefused("NOT_FOUND", f"unknown task id {task_id}")
             if kind is Completion.FOREIGN:
-                raise RequestRefused(
-                    "PERMISSION_DENIED", f"task {r.task_id} was not assigned to you"
-                )
+                raise RequestRefused("PERMISSION_DENIED", f"task {task_id} was not assigned to you")
             kinds.append(kind)
         accepted = 0
         agent_rec = self.registry.get(agent_id)
         wallet = agent_rec.wallet if agent_rec else ""
-        for r, kind in zip(batch.results, kinds, strict=True):
+        per_level: dict[Level, int] = {}
+        finish = self.dispatcher.finish
+        for r, task_id, kind in zip(results, ids, kinds, strict=True):
             if kind is Completion.LATE:
                 self.totals.results_late += 1
                 self.metrics.results.labels(level="any", disposition="late").inc()
                 continue
-            done = self.dispatcher.finish(agent_id, r.task_id)
+            done = finish(agent_id, task_id)
             if done is None:
                 continue
             task, elapsed, predicted = done
             accepted += 1
             if self.epochs is not None:
                 self.epochs.on_result(agent_id, wallet)
-            level = task.level.name
-            self.metrics.results.labels(level=level, disposition="accepted").inc()
-            self.metrics.task_latency.labels(level=level).observe(elapsed)
-            self.metrics.agent_latency.labels(level=level).observe(r.latency_us / 1e6)
+            per_level[task.level] = per_level.get(task.level, 0) + 1
+            _, task_latency, agent_latency = self._result_metrics(task.level)
+            task_latency.observe(elapsed)
+            agent_latency.observe(r.latency_us / 1e6)
             if self.config.shadow_mode:
                 coinbase = predicted.coinbase if predicted is not None else b""
                 verdict = verdict_from_pb(r, task.level, coinbase)
                 c = self.shadow.record(agent_id, task, verdict, predicted)
                 if c is not None:
                     self._count(c)
+        for level, count in per_level.items():
+            self._result_metrics(level)[0].inc(count)
         self.totals.results_accepted += accepted
         rec = self.registry.touch(agent_id, self._clock())
         if rec is not None:
@@ -469,6 +508,18 @@ class Coordinator:
             "results_late": self.totals.results_late,
             "blocks_seen": self.totals.blocks_seen,
             "uptime_sec": round(self._wall() - self.started_at, 1),
+            **self._l4_status(),
+        }
+
+    def _l4_status(self) -> dict[str, Any]:
+        sync = self.state_sync
+        if sync is None:
+            return {}
+        return {
+            "l4_state_height": sync.height,
+            "l4_diff_subscribers": sync.broadcaster.subscriber_count,
+            "l4_subscribers_dropped": sync.broadcaster.dropped_total,
+            "l4_rebootstraps": sync.rebootstraps,
         }
 
     def agents(self) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,8 +14,10 @@ from google.protobuf.message import DecodeError, Message
 
 from ioswarm.coordinator.auth import AuthInterceptor, authenticated_agent
 from ioswarm.coordinator.service import Coordinator
+from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError, RequestRefused
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.state.broadcast import DiffsPruned, SubscriberDropped
 
 log = logging.getLogger("ioswarm.grpc")
 
@@ -126,20 +129,54 @@ class IOSwarmServicer:
     async def StreamStateDiffs(  # noqa: N802
         self, request: pb.StreamStateDiffsRequest, context: Ctx
     ) -> AsyncIterator[pb.StateDiff]:
-        await self._check(request, context, "StreamStateDiffs", getattr(request, "agent_id", None))
-        await self._refuse(
-            context, "StreamStateDiffs", "UNIMPLEMENTED", "L4 state diffs are not served yet"
-        )
-        yield pb.StateDiff()  # pragma: no cover - unreachable, makes this a generator
+        method = "StreamStateDiffs"
+        agent_id = await self._check(request, context, method, getattr(request, "agent_id", None))
+        sync = self._c.state_sync
+        if sync is None:
+            await self._refuse(
+                context, method, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
+            )
+            return
+        rec = self._c.registry.get(agent_id)
+        if rec is None or rec.level < Level.L4:
+            await self._refuse(
+                context, method, "FAILED_PRECONDITION", "register with capability L4 first"
+            )
+            return
+        log.info("diff stream opened agent_id=%s from_height=%d", agent_id, request.from_height)
+        sent = 0
+        stream = sync.broadcaster.subscribe(request.from_height, sync.diffs)
+        try:
+            async for diff in stream:
+                yield diff
+                sent += 1
+        except DiffsPruned as exc:
+            await self._refuse(context, method, "OUT_OF_RANGE", str(exc))
+        except SubscriberDropped as exc:
+            log.warning("diff stream dropped agent_id=%s reason=%s", agent_id, exc)
+            await self._refuse(context, method, "RESOURCE_EXHAUSTED", f"dropped: {exc}")
+        finally:
+            await stream.aclose()
+            log.info("diff stream closed agent_id=%s diffs=%d", agent_id, sent)
 
     async def DownloadSnapshot(  # noqa: N802
         self, request: pb.DownloadSnapshotRequest, context: Ctx
     ) -> pb.DownloadSnapshotResponse:
-        await self._check(request, context, "DownloadSnapshot", getattr(request, "agent_id", None))
-        await self._refuse(
-            context, "DownloadSnapshot", "UNIMPLEMENTED", "snapshots are not served yet"
+        method = "DownloadSnapshot"
+        await self._check(request, context, method, getattr(request, "agent_id", None))
+        sync = self._c.state_sync
+        if sync is None:
+            await self._refuse(
+                context, method, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
+            )
+            raise AssertionError("unreachable")
+        snap = await asyncio.to_thread(sync.latest_snapshot)
+        if snap is None:
+            await self._refuse(context, method, "NOT_FOUND", "no snapshot has been exported yet")
+            raise AssertionError("unreachable")
+        return pb.DownloadSnapshotResponse(
+            url=sync.snapshot_url(snap.name), height=snap.height, sha256=snap.sha256, size=snap.size
         )
-        raise AssertionError("unreachable")
 
 
 def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:

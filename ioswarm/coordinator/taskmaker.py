@@ -20,6 +20,9 @@ from ioswarm.proto import ioswarm_pb2 as pb
 log = logging.getLogger("ioswarm.tasks")
 
 
+RECENT_HEADERS = 64
+
+
 class ContextPredictor:
     """Keeps recent block hashes and spacing; predicts the next block's context."""
 
@@ -33,6 +36,8 @@ class ContextPredictor:
         self._spacing = 1
         self._head: BlockHeader | None = None
         self._cached: tuple[pb.BlockContext, PredictedContext] | None = None
+        self._headers: dict[int, BlockHeader] = {}
+        self._by_height: dict[int, tuple[pb.BlockContext, PredictedContext]] = {}
 
     def remember(self, hashes: dict[int, bytes]) -> None:
         self._hashes.update(hashes)
@@ -46,13 +51,35 @@ class ContextPredictor:
             del self._hashes[n]
         self._head = header
         self._cached = None
+        self._keep(header)
         return context_of(header, self.fork, {})
+
+    def _keep(self, header: BlockHeader) -> None:
+        self._headers[header.number] = header
+        for n in [n for n in self._headers if n < header.number - RECENT_HEADERS]:
+            del self._headers[n]
+            self._by_height.pop(n, None)
 
     def set_head(self, header: BlockHeader) -> None:
         if self._head is None or header.number >= self._head.number:
             self._head = header
             self._hashes[header.number] = header.hash
             self._cached = None
+            self._keep(header)
+
+    def for_height(self, height: int) -> tuple[pb.BlockContext, PredictedContext] | None:
+        """The context predicted for the block after ``height``: the block a task prepared
+        against the state at ``height`` is expected to land in."""
+        cached = self._by_height.get(height)
+        if cached is not None:
+            return cached
+        header = self._headers.get(height)
+        if header is None:
+            return self.current()
+        predicted = predict_next(header, self._spacing, self.fork, self._hashes)
+        cached = (context_to_pb(predicted, self._chain_id(), self.fork), predicted)
+        self._by_height[height] = cached
+        return cached
 
     def current(self) -> tuple[pb.BlockContext, PredictedContext] | None:
         """The predicted context of the block after the head (cached until the head moves)."""
@@ -74,8 +101,12 @@ class TaskFactory:
         self,
         prefetcher: StatePrefetcher | None,
         receiver_state: Callable[[bytes], AccountSnapshot | None],
+        state_height: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """``state_height`` is the L4 state store's height (None while L4 sync is not ready:
+        L4 agents then get L3 tasks, which they can also execute)."""
         self._prefetcher = prefetcher
+        self._state_height = state_height
         self._receiver_state = receiver_state
         self._ids = itertools.count(1)
         self.l3_fallbacks = 0
@@ -96,7 +127,9 @@ class TaskFactory:
             sender_state = item.sender_state if isinstance(item, Planned) else None
             receiver = self._receiver_state(tx.to) if tx.to is not None else None
             wanted = set()
-            for level in levels:
+            state_height = self._state_height() if Level.L4 in levels else None
+            for asked in levels:
+                level = Level.L3 if asked == Level.L4 and state_height is None else asked
                 if level >= Level.L3 and prefetched.get(tx.tx_hash) is None:
                     self.l3_fallbacks += 1
                     wanted.add(Level.L2)
@@ -104,6 +137,9 @@ class TaskFactory:
                     wanted.add(level)
             for level in sorted(wanted):
                 state = prefetched.get(tx.tx_hash) if level >= Level.L3 else None
+                # L4 executes on the agent's own store at state_height: no state to ship, but
+                # the read set still serves race exclusion in the shadow comparison.
+                l4 = level == Level.L4
                 tasks.append(
                     Task(
                         task_id=next(self._ids),
@@ -117,8 +153,9 @@ class TaskFactory:
                         sender_state=sender_state if level >= Level.L2 else None,
                         receiver_state=receiver if level >= Level.L2 else None,
                         max_cost=max_cost(tx),
-                        accounts=state.accounts if state else (),
+                        accounts=state.accounts if state and not l4 else (),
                         read_set=state.read_set if state else frozenset(),
+                        state_height=state_height if l4 and state_height is not None else 0,
                     )
                 )
         return tasks

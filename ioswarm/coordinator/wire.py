@@ -35,6 +35,7 @@ def task_to_pb(task: Task) -> pb.TaskPackage:
         block_height=task.block_height,
         tx_hash=task.tx_hash,
         block_gas_limit=task.block_gas_limit,
+        state_height=task.state_height,
     )
     if task.sender_state is not None:
         msg.sender.CopyFrom(snapshot_to_pb(task.sender_state))

@@ -73,6 +73,8 @@ class Task:
     # L3: the prefetched state, and what the execution reads (for race exclusion).
     accounts: tuple[AccountState, ...] = ()
     read_set: frozenset[tuple[bytes, bytes]] = frozenset()
+    # L4: the coordinator's state-store height the task assumes (the agent's sequence barrier).
+    state_height: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,13 @@ class DiffStore:
                 return 0
             return self._prune(txn, _height(cursor.key()), retain)
 
+    def clear(self) -> int:
+        """Remove every diff (the state store was rebuilt at another height); return how many."""
+        with self._translate("clear"), self._env.begin(write=True, db=self._db) as txn:
+            removed: int = txn.stat(self._db)["entries"]
+            txn.drop(self._db, delete=False)
+            return removed
+
     def _prune(self, txn: Any, last: int, retain: int) -> int:
         cutoff = _key(last - retain + 1) if last >= retain else None
         if cutoff is None:

@@ -209,6 +209,16 @@ class StateView:
         entries: int = self._txn.stat(self._db(namespace))["entries"]
         return entries
 
+    def storage_of(self, address: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (slot, value) of one account, in slot order."""
+        cursor = self._txn.cursor(db=self._dbs[STORAGE])
+        if not cursor.set_range(address):
+            return
+        for key, value in cursor:
+            if key[:20] != address:
+                return
+            yield key[20:], value
+
     def iterate(self, namespace: str) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of ``namespace`` in key order."""
         it: Iterator[tuple[bytes, bytes]] = self._txn.cursor(db=self._db(namespace)).iternext()

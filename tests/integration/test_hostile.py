@@ -401,10 +401,10 @@ async def test_get_tasks_before_register_is_failed_precondition(
     assert_no_secrets(logs, token("agent-a"))
 
 
-async def test_state_diffs_and_snapshots_are_unimplemented(
+async def test_state_diffs_and_snapshots_need_l4_sync(
     app: CoordinatorApp, logs: pytest.LogCaptureFixture
 ) -> None:
-    """StreamStateDiffs and DownloadSnapshot are UNIMPLEMENTED for a registered agent."""
+    """Without L4 sync, StreamStateDiffs and DownloadSnapshot are FAILED_PRECONDITION."""
     md = metadata("agent-a")
     async with stub(app.grpc_port) as s:
         await s.Register(register_request("agent-a", Level.L4), metadata=md)
@@ -418,7 +418,7 @@ async def test_state_diffs_and_snapshots_are_unimplemented(
                 pb.DownloadSnapshotRequest(agent_id="agent-a"), metadata=md
             )
 
-        await refused(app, diffs, "StreamStateDiffs", "UNIMPLEMENTED")
-        await refused(app, snap, "DownloadSnapshot", "UNIMPLEMENTED")
+        await refused(app, diffs, "StreamStateDiffs", "FAILED_PRECONDITION")
+        await refused(app, snap, "DownloadSnapshot", "FAILED_PRECONDITION")
         assert (await s.Heartbeat(pb.HeartbeatRequest(agent_id="agent-a"), metadata=md)).alive
     assert_no_secrets(logs, token("agent-a"))

@@ -1,0 +1,397 @@
+"""The L4 agent's state follower: a local LMDB StateStore kept at the coordinator's height.
+
+Bootstrap: an existing store in ``datadir`` is resumed as it is (no snapshot reload, so a
+restart is ready at once); an empty one is loaded from the snapshot given (file or URL), else
+from the one the coordinator names in ``DownloadSnapshot`` (fetched over HTTP, size and sha256
+checked before import).
+
+Then ``StreamStateDiffs`` from local height + 1. Every diff must follow the local height and
+carry the local state hash as ``prev_state_hash``; it is applied in one transaction that rolls
+back unless the result hashes to ``post_state_hash``. A gap or a hash mismatch ends the stream
+and reconnects from the local height + 1 (a resync); the same diff failing
+``max_rejects`` times in a row, or the coordinator answering OUT_OF_RANGE (the local height fell
+out of its retention window), loads a fresh snapshot: the last resort, since it replaces the
+whole store. RESOURCE_EXHAUSTED (dropped as a slow subscriber) just reconnects and catches up.
+
+Diffs are applied on the event loop thread, between the validator's reads, so a validator on
+the same loop never sees the store move in the middle of an execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import grpc
+import grpc.aio
+
+from ioswarm.errors import IoswarmError, ProtocolError, StoreError
+from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.state.snapshot_io import import_snapshot
+from ioswarm.state.store import DEFAULT_MAP_SIZE, StateStore
+
+__all__ = ["FollowerStats", "StateFollower", "download_snapshot"]
+
+log = logging.getLogger("ioswarm.agent.l4sync")
+
+DEFAULT_MAX_REJECTS = 3
+_CHUNK = 1 << 20
+_DOWNLOAD_NAME = "snapshot.download"
+_STATE_DIR = "state"
+
+
+class DiffStub(Protocol):
+    """The two RPCs the follower uses; ``ioswarm_pb2_grpc.IOSwarmStub`` satisfies it."""
+
+    @property
+    def StreamStateDiffs(self) -> Any: ...  # noqa: N802 - gRPC method name
+
+    @property
+    def DownloadSnapshot(self) -> Any: ...  # noqa: N802 - gRPC method name
+
+
+@dataclass
+class FollowerStats:
+    """Counters of one follower, cumulative over reconnects."""
+
+    diffs_applied: int = 0
+    entries_applied: int = 0
+    resyncs: int = 0
+    """Streams ended on purpose because of a gap or a rejected diff."""
+    reconnects: int = 0
+    """Streams opened after the first."""
+    snapshot_loads: int = 0
+    gaps: int = 0
+    """Diffs that did not follow the local height (each causes a resync)."""
+    rejected: int = 0
+    """Diffs whose prev or post state hash disagreed with the local store."""
+    duplicates: int = 0
+    """Diffs at or below the local height, skipped."""
+    dropped: int = 0
+    """Streams the coordinator ended as a slow subscriber (RESOURCE_EXHAUSTED)."""
+    out_of_range: int = 0
+
+
+class _Resync(Exception):
+    """End the current stream and reconnect from the local height + 1."""
+
+
+class StateFollower:
+    """Keeps ``datadir``'s StateStore in step with the coordinator's state, diff by diff."""
+
+    def __init__(
+        self,
+        datadir: str | Path,
+        *,
+        agent_id: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
+        snapshot: str | None = None,
+        apply_delay: float = 0.0,
+        max_rejects: int = DEFAULT_MAX_REJECTS,
+        backoff_max: float = 5.0,
+        map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        """``apply_delay`` sleeps after each diff (a deliberately slow follower, for tests)."""
+        self.datadir = Path(datadir)
+        self.agent_id = agent_id
+        self.metadata = tuple(metadata)
+        self.snapshot_source = snapshot
+        self.apply_delay = apply_delay
+        self.max_rejects = max_rejects
+        self.backoff_max = backoff_max
+        self.stats = FollowerStats()
+        self.ready = asyncio.Event()
+        """Set while the store holds a complete state (after bootstrap or on reopen)."""
+        self._map_size = map_size
+        self._sync = sync
+        self._http = http
+        self._store: StateStore | None = None
+        self._height = 0
+        self._hash = b""
+        self._advanced = asyncio.Event()
+        self._rejects: tuple[int, int] = (0, 0)  # (height, consecutive rejections of it)
+        self._need_snapshot = False
+        self._streams = 0
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> StateStore | None:
+        """The local store while it holds a complete state, else None."""
+        return self._store if self.ready.is_set() else None
+
+    @property
+    def height(self) -> int:
+        """Height of the local state (0 before bootstrap)."""
+        return self._height if self.ready.is_set() else 0
+
+    @property
+    def state_hash(self) -> bytes:
+        """State hash at :attr:`height` (empty before bootstrap)."""
+        return self._hash if self.ready.is_set() else b""
+
+    def open(self) -> None:
+        """Open the store; a complete one is ready at once. Idempotent."""
+        if self._store is not None:
+            return
+        self._store = StateStore(
+            self.datadir / _STATE_DIR, map_size=self._map_size, sync=self._sync
+        )
+        with self._store.view() as view:
+            complete = not view.loading and view.height > 0
+            self._height, self._hash = view.height, view.state_hash
+        if complete:
+            self.ready.set()
+            log.info("state resumed height=%d datadir=%s", self._height, self.datadir)
+
+    def close(self) -> None:
+        """Close the store (call after :meth:`run` has ended)."""
+        self.ready.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def wait_for_height(self, height: int, within: float) -> bool:
+        """Wait up to ``within`` seconds for the local height to reach ``height``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.height < height:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+        return True
+
+    def apply(self, diff: pb.StateDiff) -> bool:
+        """Check and apply one diff; False if it was already applied.
+
+        Raises :class:`ProtocolError` for a gap or a hash mismatch; the store is unchanged then.
+        """
+        store = self._open_store()
+        height = diff.height
+        if height <= self._height:
+            self.stats.duplicates += 1
+            return False
+        if height != self._height + 1:
+            self.stats.gaps += 1
+            raise ProtocolError(f"state diff gap: local height {self._height}, got {height}")
+        prev, post = bytes(diff.prev_state_hash), bytes(diff.post_state_hash)
+        if prev != self._hash:
+            self.stats.rejected += 1
+            raise ProtocolError(
+                f"state diff {height}: prev state hash {prev.hex() or '-'} is not the local "
+                f"{self._hash.hex()}"
+            )
+        if len(post) != 32:
+            self.stats.rejected += 1
+            raise ProtocolError(f"state diff {height}: no post state hash")
+        try:
+            digest = store.apply_diff(height, diff.entries, expected_hash=post)
+        except StoreError as exc:
+            self.stats.rejected += 1
+            raise ProtocolError(f"state diff {height} rejected: {exc}") from exc
+        self._height, self._hash = height, digest
+        self.stats.diffs_applied += 1
+        self.stats.entries_applied += len(diff.entries)
+        self.ready.set()  # a store built up from height 0 by diffs is complete too
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+        return True
+
+    def _open_store(self) -> StateStore:
+        self.open()
+        assert self._store is not None
+        return self._store
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stub: DiffStub) -> None:
+        """Bootstrap, then follow the diff stream until cancelled; reconnect on any failure."""
+        self.open()
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                if self._need_snapshot or not self.ready.is_set():
+                    await self._bootstrap(stub, refresh=self._need_snapshot)
+                await self._follow(stub)
+            except _Resync as exc:
+                self.stats.resyncs += 1
+                log.warning(
+                    "state resync agent_id=%s height=%d reason=%s", self.agent_id, self._height, exc
+                )
+            except grpc.aio.AioRpcError as exc:
+                self._on_rpc_error(exc)
+            except (IoswarmError, OSError, aiohttp.ClientError) as exc:
+                log.warning(
+                    "state sync failed agent_id=%s height=%d error=%s",
+                    self.agent_id,
+                    self._height,
+                    exc,
+                )
+            # A stream that ran a while resets the backoff; repeated quick failures grow it.
+            failures = 0 if time.monotonic() - started > 10 else failures + 1
+            delay = min(self.backoff_max, 0.1 * 2 ** min(failures, 8)) * random.uniform(0.8, 1.2)
+            await asyncio.sleep(delay if failures > 1 else 0.05)
+
+    def _on_rpc_error(self, exc: grpc.aio.AioRpcError) -> None:
+        code = exc.code()
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            self.stats.out_of_range += 1
+            self._need_snapshot = True
+            log.warning(
+                "state height out of the coordinator's window agent_id=%s height=%d",
+                self.agent_id,
+                self._height,
+            )
+        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self.stats.dropped += 1
+            log.info(
+                "state stream dropped as slow agent_id=%s height=%d", self.agent_id, self._height
+            )
+        else:
+            log.warning(
+                "state stream failed agent_id=%s height=%d status=%s detail=%s",
+                self.agent_id,
+                self._height,
+                code.name,
+                exc.details(),
+            )
+
+    async def _follow(self, stub: DiffStub) -> None:
+        """One stream from the local height + 1; returns when the coordinator ends it."""
+        if self._streams:
+            self.stats.reconnects += 1
+        self._streams += 1
+        call = stub.StreamStateDiffs(
+            pb.StreamStateDiffsRequest(agent_id=self.agent_id, from_height=self._height + 1),
+            metadata=self.metadata,
+        )
+        try:
+            async for diff in call:
+                try:
+                    self.apply(diff)
+                except ProtocolError as exc:
+                    self._count_reject(diff.height)
+                    raise _Resync(str(exc)) from exc
+                self._rejects = (0, 0)
+                if self.apply_delay:
+                    await asyncio.sleep(self.apply_delay)
+        finally:
+            call.cancel()
+
+    def _count_reject(self, height: int) -> None:
+        at, count = self._rejects
+        count = count + 1 if at == height else 1
+        self._rejects = (height, count)
+        if count >= self.max_rejects:
+            # Reconnecting keeps bringing the same refused diff: the local state itself is
+            # wrong, and only a fresh snapshot repairs it.
+            self._need_snapshot = True
+
+    async def _bootstrap(self, stub: DiffStub, *, refresh: bool) -> None:
+        """Load a snapshot into the store: the one given (first time only) or the coordinator's."""
+        source = None if refresh else self.snapshot_source
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        download = self.datadir / _DOWNLOAD_NAME
+        want_height = 0
+        try:
+            if source is not None and not _is_url(source):
+                path = Path(source)
+            elif source is not None:
+                await download_snapshot(source, download, session=self._http)
+                path = download
+            else:
+                info = await stub.DownloadSnapshot(
+                    pb.DownloadSnapshotRequest(agent_id=self.agent_id),
+                    metadata=self.metadata,
+                    timeout=30,
+                )
+                await download_snapshot(
+                    info.url,
+                    download,
+                    sha256=bytes(info.sha256) or None,
+                    size=info.size or None,
+                    session=self._http,
+                )
+                path, want_height = download, info.height
+            await self._import(path, want_height)
+        finally:
+            download.unlink(missing_ok=True)
+
+    async def _import(self, path: Path, want_height: int) -> None:
+        store = self._open_store()
+        self.ready.clear()
+        self._height, self._hash = 0, b""
+
+        def load() -> tuple[int, bytes]:
+            if not store.is_empty():
+                store.clear()
+            result = import_snapshot(path, store)
+            return result.height, result.state_hash
+
+        height, digest = await asyncio.to_thread(load)
+        if want_height and height != want_height:
+            raise StoreError(f"snapshot {path}: height {height}, coordinator said {want_height}")
+        self._height, self._hash = height, digest
+        self._need_snapshot = False
+        self._rejects = (0, 0)
+        self.stats.snapshot_loads += 1
+        self.ready.set()
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+        log.info("state loaded from snapshot agent_id=%s height=%d", self.agent_id, height)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+async def download_snapshot(
+    url: str,
+    dest: Path,
+    *,
+    sha256: bytes | None = None,
+    size: int | None = None,
+    session: aiohttp.ClientSession | None = None,
+    total_sec: float = 600.0,
+) -> int:
+    """Fetch ``url`` into ``dest``; check ``size`` and ``sha256`` when given; return the size."""
+    own = session is None
+    client = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=total_sec))
+    digest = hashlib.sha256()
+    written = 0
+    try:
+        async with client.get(url) as resp:
+            if resp.status != 200:
+                raise StoreError(f"snapshot download {url}: HTTP {resp.status}")
+            out = await asyncio.to_thread(dest.open, "wb")
+            with out:
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    written += len(chunk)
+                    if size is not None and written > size:
+                        raise StoreError(f"snapshot download {url}: more than {size} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+    except aiohttp.ClientError as exc:
+        raise StoreError(f"snapshot download {url}: {exc}") from exc
+    finally:
+        if own:
+            await client.close()
+    if size is not None and written != size:
+        raise StoreError(f"snapshot download {url}: {written} bytes, expected {size}")
+    if sha256 is not None and digest.digest() != sha256:
+        raise StoreError(f"snapshot download {url}: sha256 mismatch")
+    return written
