@@ -12,6 +12,7 @@ from bench import (
     coordinator_throughput,
     l1_recovery,
     l3_execution,
+    l4_restart,
     prefetch_cost,
     settlement_gas,
     snapshot_io,
@@ -25,6 +26,7 @@ def main() -> int:
         "l3_execution": l3_execution.run(),
         "settlement_gas": settlement_gas.run(),
         "l3_prefetch": prefetch_cost.run(),
+        "l4_restart": l4_restart.run(),
         # The figure is for a >= 1 GB state; pass a smaller size for a quick look.
         "snapshot_io": snapshot_io.run(size_mb=int(sys.argv[1]) if len(sys.argv) > 1 else 1024),
     }

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
     p.add_argument("--agents", type=int, default=4, help="number of agents (default 4)")
-    p.add_argument("--level", default="L3", help="highest agent level: L1, L2 or L3 (default L3)")
+    p.add_argument("--level", default="L3", help="highest agent level: L1..L4 (default L3)")
     p.add_argument(
         "--rate", type=float, help="transfer tx/s (default 40; 30 plus 15 contract tx/s at L3)"
     )
@@ -30,8 +30,8 @@ def add_parser(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
-    if args.level.upper() not in ("L1", "L2", "L3"):
-        raise ConfigError("--level", "must be L1, L2 or L3 in this version")
+    if args.level.upper() not in ("L1", "L2", "L3", "L4"):
+        raise ConfigError("--level", "must be L1, L2, L3 or L4")
     if args.agents < 1 or args.duration <= 0 or (args.rate is not None and args.rate <= 0):
         raise ConfigError("--agents/--duration/--rate", "must be positive")
     setup_logging("warning")

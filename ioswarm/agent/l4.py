@@ -13,6 +13,7 @@ address it lacks is a real empty account and an unset slot a real zero, never mi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -83,6 +84,32 @@ class StoreStorage(Mapping[bytes, bytes]):
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+class _WithSender(Mapping[bytes, AccountInput]):
+    """Store accounts with the sender's nonce and balance taken from the task."""
+
+    __slots__ = ("_base", "_sender")
+
+    def __init__(self, base: Mapping[bytes, AccountInput], sender: pb.AccountSnapshot) -> None:
+        self._base = base
+        self._sender = sender
+
+    def __getitem__(self, address: bytes) -> AccountInput:
+        account = self._base[address]
+        if address == bytes(self._sender.address):
+            account = dataclasses.replace(
+                account,
+                balance=int.from_bytes(self._sender.balance, "big"),
+                nonce=self._sender.nonce,
+            )
+        return account
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
 
 
 class StoreAccounts(Mapping[bytes, AccountInput]):
@@ -217,7 +244,12 @@ class L4Validator:
             local = view.height
             if local != task.state_height or view.loading:
                 return self._decline_height(declined, task.state_height, local, started)
-            execution = self._engine.execute(check.tx, check.sender, StoreAccounts(view), block)
+            accounts: Mapping[bytes, AccountInput] = StoreAccounts(view)
+            if task.HasField("sender") and bytes(task.sender.address) == check.sender:
+                # The sender as the tx will find it after its pending predecessors (their
+                # effects are not in any block yet): nonce and balance from the task.
+                accounts = _WithSender(accounts, task.sender)
+            execution = self._engine.execute(check.tx, check.sender, accounts, block)
         result = _result(task.task_id, execution)
         result.sender = check.sender
         result.gas_estimate = check.gas_estimate

@@ -155,6 +155,19 @@ class Dispatcher:
         self.wake()
         return task, (self._clock() - sent) if sent is not None else 0.0, predicted
 
+    def release(self, agent_id: str, task_id: int) -> None:
+        """A declined task goes back to the queue (or is dropped after max attempts)."""
+        self._sent_at.pop(task_id, None)
+        self._predicted.pop(task_id, None)
+        if self.scheduler.release(agent_id, task_id):
+            self.reassigned_total += 1
+            self.metrics.tasks_reassigned.inc()
+        else:
+            self._packages.pop(task_id, None)
+            self.dropped_total += 1
+            self.metrics.tasks_dropped.labels(reason="declined").inc()
+        self.wake()
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -46,6 +46,7 @@ class Totals:
     tasks_created: int = 0
     results_accepted: int = 0
     results_late: int = 0
+    results_declined: int = 0
     blocks_seen: int = 0
 
 
@@ -424,6 +425,12 @@ class Coordinator:
                 self.totals.results_late += 1
                 self.metrics.results.labels(level="any", disposition="late").inc()
                 continue
+            if r.declined:
+                # Not an answer (e.g. the agent's state is not at the task's height): the task
+                # goes to another agent, and nothing is judged.
+                self.totals.results_declined += 1
+                self.dispatcher.release(agent_id, task_id)
+                continue
             done = finish(agent_id, task_id)
             if done is None:
                 continue
@@ -506,6 +513,7 @@ class Coordinator:
             "tasks_dropped": self.dispatcher.dropped_total,
             "results_accepted": self.totals.results_accepted,
             "results_late": self.totals.results_late,
+            "results_declined": self.totals.results_declined,
             "blocks_seen": self.totals.blocks_seen,
             "uptime_sec": round(self._wall() - self.started_at, 1),
             **self._l4_status(),

@@ -21,6 +21,7 @@ log = logging.getLogger("ioswarm.tasks")
 
 
 RECENT_HEADERS = 64
+L4_MAX_LAG_BLOCKS = 2
 
 
 class ContextPredictor:
@@ -127,7 +128,7 @@ class TaskFactory:
             sender_state = item.sender_state if isinstance(item, Planned) else None
             receiver = self._receiver_state(tx.to) if tx.to is not None else None
             wanted = set()
-            state_height = self._state_height() if Level.L4 in levels else None
+            state_height = self._l4_height(header) if Level.L4 in levels else None
             for asked in levels:
                 level = Level.L3 if asked == Level.L4 and state_height is None else asked
                 if level >= Level.L3 and prefetched.get(tx.tx_hash) is None:
@@ -159,6 +160,17 @@ class TaskFactory:
                     )
                 )
         return tasks
+
+    def _l4_height(self, header: BlockHeader) -> int | None:
+        """The state height L4 tasks of this round assume: the block they were prepared at.
+
+        The coordinator's store reaches it moments later (after the block's trace), and an
+        agent's sequence barrier waits for that diff; a store further behind means L3 tasks.
+        """
+        synced = self._state_height()
+        if synced is None or synced < header.number - L4_MAX_LAG_BLOCKS:
+            return None
+        return header.number
 
     async def _prefetch(
         self, items: list[tuple[Planned | PendingTx, bytes]], header: BlockHeader

@@ -290,6 +290,23 @@ class Scheduler:
         while len(done) > RECENT_DONE_LIMIT:
             done.popitem(last=False)
 
+    def release(self, agent_id: str, task_id: int) -> bool:
+        """The agent gave the task back unanswered (it declined): requeue it at the front for
+        another agent, or drop it after ``max_attempts``. True when it was requeued."""
+        state = self._tasks.get(task_id)
+        if state is None or state.assignee != agent_id:
+            return False
+        slot = self._agents.get(agent_id)
+        if slot is not None:
+            slot.inflight.discard(task_id)
+        state.assignee = None
+        if state.attempts >= self.max_attempts:
+            del self._tasks[task_id]
+            self._remember_done(task_id, state.past)
+            return False
+        self._ready.appendleft(task_id)
+        return True
+
     def cancel(self, task_id: int) -> None:
         """Drop a task that no longer needs an answer (e.g. its tx was already included)."""
         state = self._tasks.pop(task_id, None)

@@ -53,7 +53,7 @@ class DemoOptions:
 
 
 def agent_levels(count: int, top: Level) -> list[Level]:
-    """A spread of levels up to ``top``: L2 -> half L1, half L2; L3 -> L1, L2, then L3s."""
+    """A spread of levels up to ``top``: L2 -> half L1, half L2; L3/L4 -> L1, L2, then top."""
     if top is Level.L1:
         return [Level.L1] * count
     if top is Level.L2:
@@ -75,7 +75,8 @@ DEMO_CONTRACT_WEIGHTS: dict[Category, float] = {
 class DemoAgents:
     """Agent subprocesses, each a real ``ioswarm agent`` over loopback gRPC."""
 
-    def __init__(self, grpc_port: int, secret: str, levels: list[Level]) -> None:
+    def __init__(self, grpc_port: int, secret: str, levels: list[Level], data_dir: str) -> None:
+        self.data_dir = data_dir
         self.grpc_port = grpc_port
         self.secret = secret
         self.levels = levels
@@ -106,6 +107,8 @@ class DemoAgents:
                     "--no-tls",
                     "--log-level",
                     "warning",
+                    # L4 agents keep their own state, bootstrapped from the coordinator's snapshot.
+                    *(["--datadir", f"{self.data_dir}/{agent_id}"] if level >= Level.L4 else []),
                     stdin=asyncio.subprocess.DEVNULL,
                 )
             )
@@ -173,6 +176,9 @@ async def run_demo(
                 "epochRewardIOTX": "1",
                 # About five epochs in a one-minute demo.
                 "reward": {"epochBlocks": max(4, int(12 / block_time)), "minTasksForReward": 5},
+                # L4: the coordinator keeps state, streams diffs, exports a snapshot to start from.
+                "diffStoreEnabled": top >= Level.L4,
+                "snapshotIntervalBlocks": 5 if top >= Level.L4 else 0,
             },
             {},
         )
@@ -185,7 +191,7 @@ async def run_demo(
                 f"coordinator up: grpc 127.0.0.1:{app.grpc_port}, "
                 f"api http://127.0.0.1:{app.api_port}/"
             )
-            agents = DemoAgents(app.grpc_port, secret, agent_levels(opts.agents, top))
+            agents = DemoAgents(app.grpc_port, secret, agent_levels(opts.agents, top), data_dir)
             await agents.start()
             workload = Workload(
                 node,

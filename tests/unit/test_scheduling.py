@@ -141,3 +141,16 @@ def test_batch_size_caps_each_agent_per_round() -> None:
         s.enqueue(task(i))
     assert len(s.assign(0.0, 4)["a"]) == 4
     assert s.queued == 6
+
+
+def test_released_task_goes_to_another_agent() -> None:
+    """A declined task returns to the front of the queue and is offered to a different agent."""
+    s = sched()
+    s.add_agent("a", Level.L1)
+    s.enqueue(task(1))
+    s.assign(0.0, 64)
+    s.add_agent("b", Level.L1)
+    assert s.release("a", 1)
+    assert s.inflight("a") == 0
+    assert list(s.assign(0.1, 64)) == ["b"]
+    assert not s.release("a", 1)  # no longer a's to give back
