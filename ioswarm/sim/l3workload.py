@@ -36,6 +36,7 @@ from ioswarm.sim.artifacts import (
     mapping_slot,
     word,
 )
+from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, pending_nonce
 from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
 
 log = logging.getLogger("ioswarm.sim")
@@ -187,12 +188,6 @@ class _Call:
     """The CREATE2 address the call deploys to."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Fees:
-    max_fee: int
-    tip: int
-
-
 class ContractWorkload:
     """Deploys the workload contracts, then sends transactions that exercise them."""
 
@@ -240,11 +235,9 @@ class ContractWorkload:
         self._rng = random.Random(seed)
         self._funder: LocalAccount = Account.from_key(funder_key)
         self._accounts = [self._new_account() for _ in range(accounts)]
-        self._nonces = [0] * accounts
-        self._resync: set[int] = set(range(accounts))
+        self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
+        self._fee_oracle = FeeOracle(node, tip_wei)
         self._create2_count = 0
-        self._fees: _Fees | None = None
-        self._fees_at = 0.0
         self._builders: dict[Category, Callable[[int], _Call]] = {
             "erc20_transfer": self._erc20_transfer,
             "erc20_transfer_from": self._erc20_transfer_from,
@@ -293,8 +286,8 @@ class ContractWorkload:
         Waits until all of it is included; raises NodeError if any setup transaction failed.
         """
         funder = _addr(self._funder)
-        nonce = await self._pending_nonce(self._funder.address)
-        fees = await self._current_fees(refresh=True)
+        nonce = await pending_nonce(self.node, self._funder.address)
+        fees = await self._fee_oracle.current(refresh=True)
         sends: list[tuple[LocalAccount, int, _Call]] = []
         for addr in self.addresses:
             sends.append((self._funder, nonce, _Call(addr, b"", TRANSFER_GAS, self.fund_wei)))
@@ -328,7 +321,9 @@ class ContractWorkload:
             spender = self.addresses[(i + 1) % len(self._accounts)]
             data = token.encode_call("approve", spender, ALLOWANCE)
             gas = await self._estimate(_addr(acct), planned["WorkloadToken"], data, 0)
-            sends.append((acct, await self._alloc(i), _Call(planned["WorkloadToken"], data, gas)))
+            sends.append(
+                (acct, await self._nonce_book.alloc(i), _Call(planned["WorkloadToken"], data, gas))
+            )
         await self._send_setup(sends, fees, "initialise")
         self.deployed = planned
         log.info(
@@ -339,7 +334,7 @@ class ContractWorkload:
         )
 
     async def _send_setup(
-        self, sends: list[tuple[LocalAccount, int, _Call]], fees: _Fees, step: str
+        self, sends: list[tuple[LocalAccount, int, _Call]], fees: Fees, step: str
     ) -> None:
         hashes = []
         for acct, nonce, call in sends:
@@ -391,13 +386,13 @@ class ContractWorkload:
         i = self._pick_sender(sender)
         call = self._builders[category](i)
         try:
-            nonce = await self._alloc(i)
-            tx = self._tx(kind, nonce, call, await self._current_fees())
+            nonce = await self._nonce_book.alloc(i)
+            tx = self._tx(kind, nonce, call, await self._fee_oracle.current())
             tx_hash = await self.node.send_raw_transaction(_raw(self._accounts[i], tx))
         except NodeError:
             self.counters.errors[category] += 1
             # The nonce may or may not be used now; ask the node before the next send.
-            self._resync.add(i)
+            self._nonce_book.resync(i)
             raise
         self.counters.sent[category] += 1
         log.debug(
@@ -637,7 +632,7 @@ class ContractWorkload:
         others = [a for j, a in enumerate(self.addresses) if j != sender]
         return self._rng.choice(others)
 
-    def _tx(self, kind: TxKind, nonce: int, call: _Call, fees: _Fees) -> dict[str, Any]:
+    def _tx(self, kind: TxKind, nonce: int, call: _Call, fees: Fees) -> dict[str, Any]:
         tx: dict[str, Any] = {
             "chainId": self.chain_id,
             "nonce": nonce,
@@ -658,37 +653,6 @@ class ContractWorkload:
         else:
             tx["gasPrice"] = fees.max_fee
         return tx
-
-    async def _alloc(self, i: int) -> int:
-        """Reserve the next nonce of account ``i``."""
-        if i in self._resync:
-            self._nonces[i] = await self._pending_nonce(self._accounts[i].address)
-            self._resync.discard(i)
-        nonce = self._nonces[i]
-        self._nonces[i] += 1
-        return nonce
-
-    async def _pending_nonce(self, address: str) -> int:
-        value = await self.node.call("eth_getTransactionCount", [address, "pending"])
-        if not isinstance(value, str) or not value.startswith("0x"):
-            raise NodeError("eth_getTransactionCount", f"field result: not a quantity: {value!r}")
-        return int(value, 16)
-
-    async def _current_fees(self, *, refresh: bool = False) -> _Fees:
-        """Fees that stay valid for a few blocks: twice the base fee plus the tip.
-
-        Never below ``eth_gasPrice``: chains without a base fee still have a minimum price.
-        """
-        now = asyncio.get_running_loop().time()
-        if refresh or self._fees is None or now - self._fees_at > 1.0:
-            header = await self.node.get_block("latest")
-            price = await self.node.call("eth_gasPrice")
-            if not isinstance(price, str) or not price.startswith("0x"):
-                raise NodeError("eth_gasPrice", f"field result: not a quantity: {price!r}")
-            max_fee = max(2 * header.base_fee + self.tip_wei, int(price, 16))
-            self._fees = _Fees(max_fee, min(self.tip_wei, max_fee))
-            self._fees_at = now
-        return self._fees
 
 
 def _check_weights(

@@ -25,6 +25,7 @@ from eth_hash.auto import keccak
 
 from ioswarm.errors import IoswarmError, NodeError
 from ioswarm.node.adapter import NodeClient
+from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, pending_nonce
 
 log = logging.getLogger("ioswarm.sim")
 
@@ -75,15 +76,6 @@ class WorkloadMix:
     eip2930: float = 0.25
 
 
-@dataclass(frozen=True, slots=True)
-class _Fees:
-    max_fee: int
-    tip: int
-
-    def bumped(self, pct: int) -> _Fees:
-        return _Fees(self.max_fee * (100 + pct) // 100 + 1, self.tip * (100 + pct) // 100 + 1)
-
-
 def contract_address(sender: bytes, nonce: int) -> bytes:
     """Address of the contract ``sender`` creates with ``nonce`` (CREATE)."""
     return bytes(keccak(rlp.encode([sender, nonce])))[12:]
@@ -129,10 +121,8 @@ class Workload:
         self._rng = random.Random(seed)
         self._funder: LocalAccount = Account.from_key(funder_key)
         self._accounts: list[LocalAccount] = [self._new_account() for _ in range(accounts)]
-        self._nonces = [0] * accounts
-        self._resync: set[int] = set(range(accounts))
-        self._fees: _Fees | None = None
-        self._fees_at = 0.0
+        self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
+        self._fee_oracle = FeeOracle(node, tip_wei)
         self.reverter: bytes | None = None
 
     def _new_account(self) -> LocalAccount:
@@ -153,8 +143,8 @@ class Workload:
     async def setup(self) -> None:
         """Fund the accounts and deploy the reverting contract; wait until both are included."""
         funder = bytes.fromhex(self._funder.address[2:])
-        nonce = await self._pending_nonce(self._funder.address)
-        fees = await self._current_fees(refresh=True)
+        nonce = await pending_nonce(self.node, self._funder.address)
+        fees = await self._fee_oracle.current(refresh=True)
         hashes = []
         for addr in self.addresses:
             tx = self._tx(
@@ -221,7 +211,7 @@ class Workload:
     ) -> bytes:
         """One plain transfer between workload accounts; returns its hash."""
         i = self._pick_sender(sender)
-        nonce = await self._alloc(i, 1)
+        nonce = await self._nonce_book.alloc(i, 1)
         tx_hash = await self._send_transfer_at(i, nonce, kind, to=to, value=value)
         self.counters.transfers += 1
         return tx_hash
@@ -231,8 +221,8 @@ class Workload:
     ) -> tuple[bytes, bytes]:
         """A transfer and its replacement (same nonce, fees bumped); returns (replaced, new)."""
         i = self._pick_sender(sender)
-        nonce = await self._alloc(i, 1)
-        fees = await self._current_fees()
+        nonce = await self._nonce_book.alloc(i, 1)
+        fees = await self._fee_oracle.current()
         to = self._pick_recipient(i)
         first = self._tx(kind, nonce, to=to, value=1, gas=self._gas(kind), data=b"", fees=fees)
         replaced = await self._submit(self._accounts[i].sign_transaction(first), i)
@@ -255,7 +245,7 @@ class Workload:
     ) -> tuple[bytes, bytes]:
         """Nonce n+1 first, then n after ``delay`` seconds; returns (n+1 hash, n hash)."""
         i = self._pick_sender(sender)
-        nonce = await self._alloc(i, 2)
+        nonce = await self._nonce_book.alloc(i, 2)
         later = await self._send_transfer_at(i, nonce + 1, kind)
         await asyncio.sleep(self.gap_delay if delay is None else delay)
         filler = await self._send_transfer_at(i, nonce, kind)
@@ -269,8 +259,8 @@ class Workload:
         if self.reverter is None:
             raise RuntimeError("call setup() before sending reverting calls")
         i = self._pick_sender(sender)
-        nonce = await self._alloc(i, 1)
-        fees = await self._current_fees()
+        nonce = await self._nonce_book.alloc(i, 1)
+        fees = await self._fee_oracle.current()
         tx = self._tx(
             kind, nonce, to=self.reverter, value=0, gas=REVERT_CALL_GAS, data=b"\x01", fees=fees
         )
@@ -361,7 +351,7 @@ class Workload:
         to: bytes | None = None,
         value: int | None = None,
     ) -> bytes:
-        fees = await self._current_fees()
+        fees = await self._fee_oracle.current()
         target = to if to is not None else self._pick_recipient(i)
         amount = value if value is not None else self._rng.randrange(1, 10**12)
         tx = self._tx(
@@ -378,7 +368,7 @@ class Workload:
         value: int,
         gas: int,
         data: bytes,
-        fees: _Fees,
+        fees: Fees,
     ) -> TransactionDictType:
         tx: TransactionDictType = {
             "chainId": self.chain_id,
@@ -406,39 +396,8 @@ class Workload:
             self.counters.errors += 1
             if account is not None:
                 # The nonce may or may not be used now; ask the node before the next send.
-                self._resync.add(account)
+                self._nonce_book.resync(account)
             raise
         self.counters.sent += 1
         log.debug("workload sent tx=0x%s", tx_hash.hex())
         return tx_hash
-
-    async def _alloc(self, i: int, n: int) -> int:
-        """Reserve ``n`` consecutive nonces of account ``i``."""
-        if i in self._resync:
-            self._nonces[i] = await self._pending_nonce(self._accounts[i].address)
-            self._resync.discard(i)
-        nonce = self._nonces[i]
-        self._nonces[i] += n
-        return nonce
-
-    async def _pending_nonce(self, address: str) -> int:
-        value = await self.node.call("eth_getTransactionCount", [address, "pending"])
-        if not isinstance(value, str) or not value.startswith("0x"):
-            raise NodeError("eth_getTransactionCount", f"field result: not a quantity: {value!r}")
-        return int(value, 16)
-
-    async def _current_fees(self, *, refresh: bool = False) -> _Fees:
-        """Fees that stay valid for a few blocks: twice the base fee plus the tip.
-
-        Never below ``eth_gasPrice``: chains without a base fee still have a minimum price.
-        """
-        now = asyncio.get_running_loop().time()
-        if refresh or self._fees is None or now - self._fees_at > 1.0:
-            header = await self.node.get_block("latest")
-            price = await self.node.call("eth_gasPrice")
-            if not isinstance(price, str) or not price.startswith("0x"):
-                raise NodeError("eth_gasPrice", f"field result: not a quantity: {price!r}")
-            max_fee = max(2 * header.base_fee + self.tip_wei, int(price, 16))
-            self._fees = _Fees(max_fee, min(self.tip_wei, max_fee))
-            self._fees_at = now
-        return self._fees
