@@ -14,7 +14,7 @@ from ioswarm.core.execution import (
     Execution,
 )
 from ioswarm.core.models import EMPTY_CODE_HASH, Level
-from ioswarm.core.validation import check_l1
+from ioswarm.core.validation import Check, check_l1
 from ioswarm.proto import ioswarm_pb2 as pb
 
 __all__ = ["L3Validator", "account_inputs", "block_input"]
@@ -86,6 +86,25 @@ def account_inputs(task: pb.TaskPackage) -> dict[bytes, AccountInput]:
     return accounts
 
 
+def recover_or_reject(
+    task: pb.TaskPackage, batch: pb.TaskBatch, started: float
+) -> tuple[Check, pb.TaskResult | None]:
+    """L1 first: the recovered sender, or the finished rejection of a bad signature (bad at
+    every state, so executing levels answer it without looking at any state)."""
+    chain_id = batch.chain_id or batch.block_context.chain_id
+    check = check_l1(bytes(task.tx_raw), chain_id)
+    if check.valid and check.tx is not None:
+        return check, None
+    rejected = pb.TaskResult(
+        task_id=task.task_id,
+        valid=False,
+        reject_reason=check.reject_reason,
+        sender=check.sender,
+        gas_estimate=check.gas_estimate,
+    )
+    return check, _finish(rejected, started)
+
+
 class L3Validator:
     """L1 recovery, then py-evm execution on exactly the state and block the task carries.
 
@@ -107,19 +126,10 @@ class L3Validator:
         started = time.perf_counter()
         if task.level < Level.L3:
             return self._fallback.validate(task, batch)
-        chain_id = batch.chain_id or batch.block_context.chain_id
-        check = check_l1(bytes(task.tx_raw), chain_id)
-        if not check.valid or check.tx is None:
-            return _finish(
-                pb.TaskResult(
-                    task_id=task.task_id,
-                    valid=False,
-                    reject_reason=check.reject_reason,
-                    sender=check.sender,
-                    gas_estimate=check.gas_estimate,
-                ),
-                started,
-            )
+        check, rejected = recover_or_reject(task, batch, started)
+        if rejected is not None or check.tx is None:
+            assert rejected is not None  # an undecodable tx is always rejected
+            return rejected
         if not batch.HasField("block_context"):
             return _finish(
                 pb.TaskResult(
@@ -133,7 +143,7 @@ class L3Validator:
                 ),
                 started,
             )
-        block = self._block(batch, chain_id)
+        block = self._block(batch, batch.chain_id or batch.block_context.chain_id)
         execution = self._engine.execute(check.tx, check.sender, account_inputs(task), block)
         result = _result(task.task_id, execution)
         result.sender = check.sender

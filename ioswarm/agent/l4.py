@@ -19,11 +19,10 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from ioswarm.agent.evm import EvmEngine, PyEvmEngine
-from ioswarm.agent.l3 import L3Validator, _finish, _result, block_input
+from ioswarm.agent.l3 import L3Validator, _finish, _result, block_input, recover_or_reject
 from ioswarm.agent.validators import Validator
 from ioswarm.core.execution import MISSING_STATE, AccountInput, BlockInput
 from ioswarm.core.models import EMPTY_CODE_HASH, Level
-from ioswarm.core.validation import check_l1
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.state.store import StateStore, StateView
 
@@ -211,19 +210,11 @@ class L4Validator:
         if task.level < Level.L4:
             return self._fallback.validate(task, batch)
         chain_id = batch.chain_id or batch.block_context.chain_id
-        check = check_l1(bytes(task.tx_raw), chain_id)
-        if not check.valid or check.tx is None:
-            # A bad signature is bad at every height: answered without the barrier.
-            return _finish(
-                pb.TaskResult(
-                    task_id=task.task_id,
-                    valid=False,
-                    reject_reason=check.reject_reason,
-                    sender=check.sender,
-                    gas_estimate=check.gas_estimate,
-                ),
-                started,
-            )
+        # A bad signature is bad at every height: answered without the barrier.
+        check, rejected = recover_or_reject(task, batch, started)
+        if rejected is not None or check.tx is None:
+            assert rejected is not None  # an undecodable tx is always rejected
+            return rejected
         declined = pb.TaskResult(
             task_id=task.task_id,
             valid=False,
