@@ -67,7 +67,7 @@ def agent_levels(count: int, top: Level) -> list[Level]:
 # Most other categories write a slot every sender shares (a counter, an array length, the
 # factory's nonce), so two of them in one block race; they stay in the mix at a low weight.
 DEMO_CONTRACT_WEIGHTS: dict[Category, float] = {
-    **dict.fromkeys(CATEGORIES, 0.25),
+    **dict.fromkeys(CATEGORIES, 0.15),
     "erc20_transfer": 20.0,
 }
 
