@@ -89,7 +89,6 @@ __all__ = [
     "provided_state",
 ]
 
-_ABSENT: Final = object()
 _DELEGATION_PREFIX: Final = b"\xef\x01\x00"  # EIP-7702 delegation designator
 _MAX_BLOCKHASH_DEPTH: Final = 256
 _CALL: Final = 0xF1

@@ -24,23 +24,6 @@ from ioswarm.core.execution import (
 )
 
 _ABSENT: Final = object()
-_DELEGATION_PREFIX: Final = b"\xef\x01\x00"  # EIP-7702 delegation designator
-_MAX_BLOCKHASH_DEPTH: Final = 256
-_CALL: Final = 0xF1
-_STATICCALL: Final = 0xFA
-_SELFDESTRUCT: Final = 0xFF
-
-# Opcodes whose value comes from the block the transaction lands in.
-_CONTEXT_OPCODES: Final = {
-    0x40: "BLOCKHASH",
-    0x41: "COINBASE",
-    0x42: "TIMESTAMP",
-    0x43: "NUMBER",
-    0x44: "PREVRANDAO",
-    0x45: "GASLIMIT",
-    0x48: "BASEFEE",
-    0x4A: "BLOBBASEFEE",
-}
 
 
 class MissingStateRead(Exception):
