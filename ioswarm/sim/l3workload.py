@@ -36,7 +36,7 @@ from ioswarm.sim.artifacts import (
     mapping_slot,
     word,
 )
-from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, pending_nonce
+from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, new_account, pending_nonce
 from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
 
 log = logging.getLogger("ioswarm.sim")
@@ -234,7 +234,7 @@ class ContractWorkload:
         self._mine = mine
         self._rng = random.Random(seed)
         self._funder: LocalAccount = Account.from_key(funder_key)
-        self._accounts = [self._new_account() for _ in range(accounts)]
+        self._accounts = [new_account(self._rng) for _ in range(accounts)]
         self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
         self._fee_oracle = FeeOracle(node, tip_wei)
         self._create2_count = 0
@@ -252,14 +252,6 @@ class ContractWorkload:
             "transient": self._transient,
             **{c: functools.partial(self._context, c) for c in CONTEXT_READERS},
         }
-
-    def _new_account(self) -> LocalAccount:
-        while True:
-            try:
-                acct: LocalAccount = Account.from_key(self._rng.randbytes(32))
-            except ValueError:  # a key outside the curve order: astronomically rare
-                continue
-            return acct
 
     @property
     def addresses(self) -> list[bytes]:

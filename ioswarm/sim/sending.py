@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from ioswarm.errors import NodeError
 from ioswarm.node.adapter import NodeClient
@@ -22,6 +26,16 @@ class Fees:
     def bumped(self, pct: int) -> Fees:
         """Fees a node accepts as a replacement (both raised by ``pct`` percent, plus one)."""
         return Fees(self.max_fee * (100 + pct) // 100 + 1, self.tip * (100 + pct) // 100 + 1)
+
+
+def new_account(rng: random.Random) -> LocalAccount:
+    """A fresh account from ``rng`` (reproducible for a seeded workload)."""
+    while True:
+        try:
+            acct: LocalAccount = Account.from_key(rng.randbytes(32))
+        except ValueError:  # a key outside the curve order: astronomically rare
+            continue
+        return acct
 
 
 async def pending_nonce(node: NodeClient, address: str) -> int:

@@ -25,7 +25,7 @@ from eth_hash.auto import keccak
 
 from ioswarm.errors import IoswarmError, NodeError
 from ioswarm.node.adapter import NodeClient
-from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, pending_nonce
+from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, new_account, pending_nonce
 
 log = logging.getLogger("ioswarm.sim")
 
@@ -120,18 +120,10 @@ class Workload:
         self.include_timeout = include_timeout
         self._rng = random.Random(seed)
         self._funder: LocalAccount = Account.from_key(funder_key)
-        self._accounts: list[LocalAccount] = [self._new_account() for _ in range(accounts)]
+        self._accounts: list[LocalAccount] = [new_account(self._rng) for _ in range(accounts)]
         self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
         self._fee_oracle = FeeOracle(node, tip_wei)
         self.reverter: bytes | None = None
-
-    def _new_account(self) -> LocalAccount:
-        while True:
-            try:
-                acct: LocalAccount = Account.from_key(self._rng.randbytes(32))
-            except ValueError:  # a key outside the curve order: astronomically rare
-                continue
-            return acct
 
     @property
     def addresses(self) -> list[bytes]:
