@@ -13,7 +13,7 @@ export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py ioswarm/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

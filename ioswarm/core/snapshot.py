@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 
+from ioswarm.core.speedups import same_layout, strided_slices
 from ioswarm.errors import SnapshotFormatError
 
 MAGIC = b"IOSWSNAP"
@@ -47,6 +48,10 @@ _U32_AT = _U32.unpack_from
 
 Entry = tuple[str, bytes, bytes]
 """One snapshot entry: (namespace, key, value)."""
+
+Span = tuple[bytes, int, int, int]
+"""``(buf, start, count, stride)``: ``count`` encoded entries of ``stride`` bytes each from
+``buf[start]``, marker byte included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,41 +117,28 @@ _MIXED = -1
 class EntryBatch:
     """Consecutive entries of one namespace as parallel lists.
 
-    ``records`` holds each entry without its marker byte (what the state hash digests; empty
-    when not requested). ``key_len``/``value_len`` give the length every key/value in the
-    batch has, or -1 when they differ, so a consumer can skip per-entry length checks.
+    ``spans`` locate the encoded entries, ``(buf, start, count, stride)`` runs of equal-sized
+    entries as read (empty when not requested): the state hash digests them in place, without a
+    per-entry copy. ``key_len``/``value_len`` give the length every key/value in the batch has,
+    or -1 when they differ, so a consumer can skip per-entry length checks.
     """
 
     namespace: str
     keys: list[bytes]
     values: list[bytes]
-    records: list[bytes]
+    spans: list[Span]
     key_len: int = _MIXED
     value_len: int = _MIXED
 
     def __len__(self) -> int:
         return len(self.keys)
 
-
-def _same_layout(buf: bytes, first: int, size: int, head: int, klen: int, room: int) -> int:
-    """How many of the next ``room`` records after the one at ``first`` share its layout.
-
-    A record's layout is fixed by its first ``head`` bytes (marker, ns_len, ns, key_len) and
-    its val_len field; comparing those byte columns with a stride of ``size`` checks a whole
-    run in C instead of parsing record by record.
-    """
-    start = first + size
-    limit = start + room * size
-    n = room
-    for j in (*range(head), *range(head + klen, head + klen + 4)):
-        column = buf[start + j : limit : size]
-        same = len(column) - len(column.lstrip(buf[first + j : first + j + 1]))
-        if same < n:
-            n = same
-            if not n:
-                break
-            limit = start + n * size
-    return n
+    def records(self) -> list[bytes]:
+        """Each entry without its marker byte (what the state hash digests), in order."""
+        out: list[bytes] = []
+        for buf, start, count, stride in self.spans:
+            out += strided_slices(buf, start, count, stride, 1, stride - 1)
+        return out
 
 
 def entry_batches(
@@ -154,26 +146,26 @@ def entry_batches(
     max_entries: int = DEFAULT_BATCH_ENTRIES,
     max_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> Iterator[EntryBatch]:
-    """Group entries into :class:`EntryBatch` runs (records encoded), for bulk loaders."""
+    """Group entries into :class:`EntryBatch` runs (entries encoded), for bulk loaders."""
     ns_cur = ""
     keys: list[bytes] = []
     values: list[bytes] = []
-    records: list[bytes] = []
+    spans: list[Span] = []
     held = 0
     for ns, key, value in entries:
-        record = encode_record(ns, key, value)
-        if ns != ns_cur or len(keys) >= max_entries or held + len(record) > max_bytes:
+        entry = encode_entry(ns, key, value)
+        if ns != ns_cur or len(keys) >= max_entries or held + len(entry) > max_bytes:
             if keys:
-                yield EntryBatch(ns_cur, keys, values, records)
-                keys, values, records = [], [], []
+                yield EntryBatch(ns_cur, keys, values, spans)
+                keys, values, spans = [], [], []
             ns_cur = ns
             held = 0
         keys.append(key)
         values.append(value)
-        records.append(record)
-        held += len(record)
+        spans.append((entry, 0, 1, len(entry)))
+        held += len(entry)
     if keys:
-        yield EntryBatch(ns_cur, keys, values, records)
+        yield EntryBatch(ns_cur, keys, values, spans)
 
 
 class SnapshotWriter:
@@ -333,20 +325,20 @@ class SnapshotReader:
         return self._base + self._pos
 
     def __iter__(self) -> Iterator[Entry]:
-        for batch in self.batches(with_records=False):
+        for batch in self.batches(with_spans=False):
             yield from zip(repeat(batch.namespace), batch.keys, batch.values)
 
     def records(self) -> Iterator[tuple[str, bytes, bytes, bytes]]:
         """Yield (namespace, key, value, record); record is the entry without its marker."""
         for batch in self.batches():
-            yield from zip(repeat(batch.namespace), batch.keys, batch.values, batch.records)
+            yield from zip(repeat(batch.namespace), batch.keys, batch.values, batch.records())
 
     def batches(
         self,
         max_entries: int = DEFAULT_BATCH_ENTRIES,
         *,
         max_bytes: int = DEFAULT_BATCH_BYTES,
-        with_records: bool = True,
+        with_spans: bool = True,
     ) -> Iterator[EntryBatch]:
         """Yield the entries as :class:`EntryBatch` runs of one namespace, in stream order.
 
@@ -354,8 +346,9 @@ class SnapshotReader:
         ``max_bytes`` of encoded entries.
 
         This is the fast path: a run of entries that share namespace and key/value lengths
-        (Storage slots, Account records) is validated with a few strided byte comparisons and
-        sliced with list comprehensions instead of being parsed entry by entry.
+        (Storage slots, Account records) is validated by comparing its layout bytes and sliced
+        with strided copies (in C when the speedups are built) instead of being parsed entry by
+        entry.
         """
         if self._started:
             raise ValueError("a snapshot stream can be iterated only once")
@@ -367,7 +360,7 @@ class SnapshotReader:
         ns_cur = ""
         keys: list[bytes] = []
         values: list[bytes] = []
-        records: list[bytes] = []
+        spans: list[Span] = []
         klen_all = vlen_all = _UNSET
         held = 0  # encoded bytes in the pending batch
         while True:
@@ -403,8 +396,8 @@ class SnapshotReader:
                 size = stop - pos
                 if ns != ns_cur or len(keys) >= max_entries or held + size > max_bytes:
                     if keys:
-                        yield EntryBatch(ns_cur, keys, values, records, klen_all, vlen_all)
-                        keys, values, records = [], [], []
+                        yield EntryBatch(ns_cur, keys, values, spans, klen_all, vlen_all)
+                        keys, values, spans = [], [], []
                     ns_cur = ns
                     klen_all = vlen_all = _UNSET
                     held = 0
@@ -414,15 +407,14 @@ class SnapshotReader:
                     max_entries - len(keys) - 1,
                     max(0, (max_bytes - held) // size - 1),
                 )
-                n = 1 + (_same_layout(buf, pos, size, kpos - pos + 4, klen, room) if room else 0)
-                run_end = pos + n * size
                 koff = kpos + 4 - pos
+                n = 1 + (same_layout(buf, pos, size, koff, koff + klen, room) if room else 0)
+                run_end = pos + n * size
                 voff = koff + klen + 4
-                offsets = range(pos, run_end, size)
-                keys += [buf[o + koff : o + koff + klen] for o in offsets]
-                values += [buf[o + voff : o + size] for o in offsets]
-                if with_records:
-                    records += [buf[o + 1 : o + size] for o in offsets]
+                keys += strided_slices(buf, pos, n, size, koff, klen)
+                values += strided_slices(buf, pos, n, size, voff, vlen)
+                if with_spans:
+                    spans.append((buf, pos, n, size))
                 klen_all = klen if klen_all in (_UNSET, klen) else _MIXED
                 vlen_all = vlen if vlen_all in (_UNSET, vlen) else _MIXED
                 self._count += n
@@ -433,7 +425,7 @@ class SnapshotReader:
                 marker = buf[pos]
                 if marker == END_MARKER:
                     if keys:  # before the trailer check, so a report can count them
-                        yield EntryBatch(ns_cur, keys, values, records, klen_all, vlen_all)
+                        yield EntryBatch(ns_cur, keys, values, spans, klen_all, vlen_all)
                     self._finish()
                     return
                 if marker != ENTRY_MARKER:

@@ -34,7 +34,8 @@ from operator import methodcaller
 
 from eth_hash.auto import keccak as _eth_keccak
 
-from ioswarm.core.snapshot import Entry, encode_record
+from ioswarm.core.snapshot import Entry, Span, encode_record
+from ioswarm.core.speedups import native
 
 _MASK = (1 << 256) - 1
 ZERO_HASH = bytes(32)
@@ -52,8 +53,8 @@ def _select_keccak() -> tuple[Callable[[bytes], bytes], Callable[[Iterable[bytes
 
     Both compute the same function. eth-hash's pycryptodome backend costs ~13 µs per call
     through its wrappers, while ``sha3.keccak_256`` (the C module behind eth-hash's own
-    ``pysha3`` backend) costs ~1 µs, and snapshot import hashes every entry. Returns the
-    single-digest function and a summing one that runs its whole loop in C (``map``).
+    ``pysha3`` backend) costs ~1 µs. Returns the single-digest function and a summing one that
+    runs its whole loop in C (``map``).
     """
     try:  # optional dependency
         ctor = import_module("sha3").keccak_256
@@ -74,8 +75,51 @@ def _select_keccak() -> tuple[Callable[[bytes], bytes], Callable[[Iterable[bytes
 
 
 _from_be = partial(int.from_bytes, byteorder="big")
-keccak256, sum_records = _select_keccak()
-"""``keccak256(data)``; ``sum_records(records)``: the unreduced sum of their digests."""
+keccak256, _sum_digests = _select_keccak()
+"""``keccak256(data)``; ``_sum_digests(records)``: the unreduced sum of their digests."""
+
+
+def py_sum_records(records: Iterable[bytes]) -> int:
+    """The sum of the digests of ``records``, modulo 2**256 (the definition)."""
+    return _sum_digests(records) & _MASK
+
+
+def py_sum_spans(spans: Iterable[Span]) -> int:
+    """The sum of the digests of every record in ``spans``, modulo 2**256 (the definition)."""
+    total = 0
+    for buf, start, count, stride in spans:
+        first = start + 1  # a record is the entry without its marker byte
+        size = stride - 1
+        total += _sum_digests(
+            buf[o : o + size] for o in range(first, first + count * stride, stride)
+        )
+    return total & _MASK
+
+
+if native is not None:
+    _native_sum_list = native.keccak_sum_list
+    _native_sum = native.keccak_sum
+
+    def sum_records(records: Iterable[bytes]) -> int:
+        """The sum of the digests of ``records``, modulo 2**256 (C, one call)."""
+        return _from_be(_native_sum_list(records if isinstance(records, list) else [*records]))
+
+    def sum_spans(spans: Iterable[Span]) -> int:
+        """The sum of the digests of every record in ``spans``, modulo 2**256.
+
+        Runs in C with the GIL released for large spans, so a helper thread can hash while the
+        caller parses and writes.
+        """
+        return (
+            sum(_from_be(_native_sum(buf, s, n, stride, 1)) for buf, s, n, stride in spans) & _MASK
+        )
+
+else:  # pragma: no cover - depends on the install
+    sum_records = py_sum_records
+    sum_spans = py_sum_spans
+
+HASH_RELEASES_GIL = native is not None
+"""True when :func:`sum_spans` runs without the GIL (worth a helper thread)."""
 
 
 def entry_hash(namespace: str, key: bytes, value: bytes) -> int:

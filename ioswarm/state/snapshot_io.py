@@ -218,7 +218,7 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def _count(reader: SnapshotReader, counts: dict[str, int]) -> dict[str, int]:
-    for batch in reader.batches(with_records=False):
+    for batch in reader.batches(with_spans=False):
         counts[batch.namespace] = counts.get(batch.namespace, 0) + len(batch)
     return counts
 

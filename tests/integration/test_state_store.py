@@ -12,6 +12,7 @@ import pytest
 from ioswarm.core.statehash import StateHash
 from ioswarm.errors import SnapshotFormatError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.state import store as store_module
 from ioswarm.state.diffstore import DiffStore
 from ioswarm.state.snapshot_io import export_snapshot, import_snapshot
 from ioswarm.state.store import (
@@ -246,6 +247,36 @@ def test_bulk_load_sorted_and_unsorted(tmp_path: Path) -> None:
             assert (s.height, s.state_hash, s.loading) == (99, expected, False)
             assert s.count(STORAGE) == 3000
             assert _full_hash(s).digest() == expected
+
+
+def test_import_hash_is_the_same_inline_and_in_the_helper_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state hash of an import does not depend on where the Keccak sums run."""
+    rng = random.Random(6)
+    entries = [(STORAGE, rng.randbytes(52), rng.randbytes(32)) for _ in range(20_000)]
+    entries += [(CODE, rng.randbytes(32), rng.randbytes(rng.randrange(1, 3000))) for _ in range(40)]
+    expected = StateHash.of(entries).digest()
+    with StateStore(tmp_path / "src", map_size=MAP) as src:
+        src.load(entries, 4)
+        export_snapshot(src, tmp_path / "s.gz")
+    digests = []
+    for threaded in (True, False):
+        monkeypatch.setattr(store_module, "HASH_RELEASES_GIL", threaded)
+        with StateStore(tmp_path / f"dst-{threaded}", map_size=MAP) as dst:
+            digests.append(import_snapshot(tmp_path / "s.gz", dst).state_hash)
+            assert dst.state_hash == expected
+    assert digests == [expected, expected]
+
+
+def test_a_failed_early_commit_clears_the_store(store: StateStore) -> None:
+    """A duplicate key found by the writer thread, batches before the end, empties the store."""
+    entries = [(CODE, i.to_bytes(32, "big"), b"c") for i in range(50)]
+    entries.insert(7, (CODE, (3).to_bytes(32, "big"), b"d"))  # out of order and a repeat
+    with pytest.raises(StoreError, match="repeats a Code key"):
+        store.load(entries, 5, commit_entries=4)
+    assert store.is_empty()
+    assert not store.loading
 
 
 def test_bulk_load_refuses_duplicates_and_non_empty_stores(store: StateStore) -> None:

@@ -223,13 +223,13 @@ def test_batches_are_bounded_in_bytes() -> None:
     entries = [("Code", i.to_bytes(32, "big"), bytes(1000)) for i in range(50)]
     entries.append(("Code", b"\xff" * 32, bytes(5000)))
     batches = list(SnapshotReader([encode_snapshot(1, entries)]).batches(max_bytes=4096))
-    sizes = [sum(len(r) + 1 for r in b.records) for b in batches]
+    sizes = [sum(len(r) + 1 for r in b.records()) for b in batches]
     assert max(sizes[:-1]) <= 4096
     assert len(batches[-1]) == 1
     assert sum(map(len, batches)) == 51
     grouped = list(entry_batches(entries, max_bytes=4096))
     assert [len(b) for b in grouped] == [len(b) for b in batches]
-    assert grouped[0].records == batches[0].records
+    assert grouped[0].records() == batches[0].records()
 
 
 def test_run_breaks_on_a_different_layout() -> None:
@@ -310,7 +310,7 @@ def test_fast_path_matches_entry_by_entry(
     assert [
         e for b in batches for e in zip([b.namespace] * len(b), b.keys, b.values, strict=True)
     ] == entries
-    records = [r for b in batches for r in b.records]
+    records = [r for b in batches for r in b.records()]
     assert records == [encode_entry(*e)[1:] for e in entries]
     assert reader.trailer.count == len(entries)
 
