@@ -32,6 +32,7 @@ from typing import Any
 
 from ioswarm.core.snapshot import SnapshotHeader, SnapshotReader, SnapshotTrailer, SnapshotWriter
 from ioswarm.errors import SnapshotFormatError, StoreError
+from ioswarm.state.bulkload import fsync_directory
 from ioswarm.state.store import NAMESPACES, StateStore
 
 _isal_zlib: ModuleType | None
@@ -136,7 +137,7 @@ def export_snapshot(
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(tmp, path)
-            _fsync_directory(path.parent)  # make the rename itself durable
+            fsync_directory(path.parent)  # make the rename itself durable
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"snapshot {path}: cannot write: {exc}") from exc
@@ -207,14 +208,6 @@ def verify_snapshot(path: str | Path) -> SnapshotInfo:
         file_bytes=chunks.file_bytes,
         file_sha256=chunks.file_sha256,
     )
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _count(reader: SnapshotReader, counts: dict[str, int]) -> dict[str, int]:

@@ -24,6 +24,10 @@ Durability choices:
   well under LMDB's per-transaction dirty-page limit (512 MB with 4 KiB pages).
 - ``readahead=False``: execution reads state at random; readahead would fill the page cache
   with neighbours and evict useful pages once the store outgrows RAM.
+- Bulk loads (snapshot imports) commit without a flush each: a helper thread flushes in the
+  background and one forced flush ends the load. A marker file, ``bulk-load.pending``, exists
+  for the whole load; a store opened with it present was cut short (killed or powered off
+  mid-load) and its files are discarded, so a partial load is never trusted.
 - A full map is grown (doubled) and the transaction retried once; a second failure, or a
   growth attempted while read views are open, becomes a :class:`StoreError`.
 
@@ -33,8 +37,8 @@ Thread use: one writer at a time; any number of threads may read and export conc
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,9 +51,15 @@ from typing import Any, Protocol, TypeVar
 import lmdb
 
 from ioswarm.core.models import AccountSnapshot
-from ioswarm.core.snapshot import Entry, EntryBatch, Span, encode_record, entry_batches
-from ioswarm.core.statehash import HASH_RELEASES_GIL, ZERO_HASH, sum_records, sum_spans
+from ioswarm.core.snapshot import Entry, EntryBatch, encode_record, entry_batches
+from ioswarm.core.statehash import ZERO_HASH, sum_records
 from ioswarm.errors import StoreError
+from ioswarm.state.bulkload import (
+    BackgroundFlusher,
+    SpanHasher,
+    remove_marker,
+    write_marker,
+)
 
 ACCOUNT = "Account"
 CODE = "Code"
@@ -67,57 +77,14 @@ _HASH_MASK = (1 << 256) - 1
 _META_HEIGHT = b"height"
 _META_HASH = b"state_hash"
 _META_LOADING = b"loading"
+_BULK_MARKER = "bulk-load.pending"  # a file beside data.mdb while a bulk load runs
 # Bulk loads commit when either bound is reached: large transactions amortise the fsync, the
 # bounds keep the Python objects of one batch to some tens of MB.
 DEFAULT_LOAD_BATCH_ENTRIES = 200_000
 DEFAULT_LOAD_BATCH_BYTES = 32 << 20
 
 _T = TypeVar("_T")
-
-
-class _SpanHasher:
-    """The state hash of a bulk load, summed in a helper thread while the caller writes LMDB.
-
-    With the C speedups the Keccak sums release the GIL, so hashing runs on another core in
-    parallel with parsing and LMDB writes; without them it runs inline (a thread would only
-    contend for the GIL). At most ``_MAX_PENDING`` batches wait, bounding the memory their
-    buffers hold.
-    """
-
-    _MAX_PENDING = 8
-
-    def __init__(self) -> None:
-        self._total = 0
-        self._pending: deque[Future[int]] = deque()
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="state-hash") if HASH_RELEASES_GIL else None
-        )
-
-    def __enter__(self) -> _SpanHasher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def add(self, spans: list[Span]) -> None:
-        """Account for the entries the spans locate."""
-        if self._pool is None:
-            self._total += sum_spans(spans)
-            return
-        self._pending.append(self._pool.submit(sum_spans, spans))
-        if len(self._pending) > self._MAX_PENDING:
-            self._total += self._pending.popleft().result()
-
-    def add_records(self, records: list[bytes]) -> None:
-        """Account for entries given as encoded records (no marker byte)."""
-        self._total += sum_records(records)
-
-    def digest(self) -> bytes:
-        """The 32-byte hash of everything added; waits for the helper thread."""
-        while self._pending:
-            self._total += self._pending.popleft().result()
-        return (self._total & _HASH_MASK).to_bytes(32, "big")
+_log = logging.getLogger(__name__)
 
 
 class DiffEntry(Protocol):
@@ -291,23 +258,41 @@ class StateStore:
         sync: bool = True,
     ) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()  # guards _readers and map growth
+        self._lock = threading.Lock()  # guards _readers, map growth and reopening
         self._readers = 0
+        self._writemap = writemap
+        self._sync = sync
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(
-                str(self.path),
-                map_size=map_size,
-                max_dbs=len(NAMESPACES) + 1,
-                writemap=writemap,
-                sync=sync,
-                metasync=False,
-                readahead=False,
-            )
-            self._dbs = {ns: self._env.open_db(ns.encode()) for ns in NAMESPACES}
-            self._meta = self._env.open_db(b"Meta")
+            self._discard_cut_short_load()
+            self._open(map_size, sync=sync)
         except (OSError, lmdb.Error) as exc:
             raise StoreError(f"state store {self.path}: cannot open: {exc}") from exc
+
+    def _open(self, map_size: int, *, sync: bool) -> None:
+        self._env = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            max_dbs=len(NAMESPACES) + 1,
+            writemap=self._writemap,
+            sync=sync,
+            metasync=False,
+            readahead=False,
+        )
+        self._dbs = {ns: self._env.open_db(ns.encode()) for ns in NAMESPACES}
+        self._meta = self._env.open_db(b"Meta")
+
+    def _discard_cut_short_load(self) -> None:
+        """Delete the LMDB files of a bulk load that never finished (see :meth:`load_batches`)."""
+        marker = self.path / _BULK_MARKER
+        if not marker.exists():
+            return
+        _log.warning(
+            "state store %s: a bulk load was cut short; discarding its partial files", self.path
+        )
+        for name in ("data.mdb", "lock.mdb"):
+            (self.path / name).unlink(missing_ok=True)
+        remove_marker(marker)
 
     def close(self) -> None:
         """Close the environment; the store is unusable afterwards."""
@@ -511,11 +496,48 @@ class StateStore:
         if not self.is_empty():
             raise StoreError(f"state store {self.path}: bulk load needs an empty store")
         self._write(lambda txn: txn.put(_META_LOADING, height.to_bytes(8, "big"), db=self._meta))
+        with self._unflushed_commits():
+            try:
+                return self._load(batches, height, commit_entries, commit_bytes)
+            except BaseException:
+                self.clear()
+                raise
+
+    @contextmanager
+    def _unflushed_commits(self) -> Iterator[None]:
+        """Reopen the environment without a flush per commit for the length of a bulk load.
+
+        Commits then return without waiting for the disk; a helper thread flushes in the
+        background, and leaving forces one last flush and reopens with the usual durability.
+        A crash or power loss in between could leave pages unwritten, so a marker file stands
+        for the whole load and the next open discards the files it finds beside it.
+        """
+        marker = self.path / _BULK_MARKER
+        with self._lock:
+            if self._readers:
+                raise StoreError(
+                    f"state store {self.path}: bulk load with {self._readers} read views open"
+                )
+            with self._translate("start bulk load"):
+                write_marker(
+                    marker, "a bulk load is in progress; the files beside me are partial\n"
+                )
+                size = self.map_size
+                self._env.close()
+                self._open(size, sync=False)
+        flusher = BackgroundFlusher(partial(self._env.sync, True))
         try:
-            return self._load(batches, height, commit_entries, commit_bytes)
-        except BaseException:
-            self.clear()
-            raise
+            yield
+        finally:
+            failure = flusher.stop()
+            with self._lock, self._translate("finish bulk load"):
+                self._env.sync(True)
+                size = self.map_size
+                self._env.close()
+                self._open(size, sync=self._sync)
+                remove_marker(marker)
+            if failure is not None:
+                raise StoreError(f"state store {self.path}: flush failed: {failure}") from failure
 
     def _load(
         self,
@@ -528,7 +550,7 @@ class StateStore:
         n = size = 0
         # LMDB writes and commits (whose flush waits on the disk) run in a writer thread, one
         # batch in flight, while this thread parses and groups the next batch.
-        with _SpanHasher() as hasher, ThreadPoolExecutor(1, "state-load") as writer:
+        with SpanHasher() as hasher, ThreadPoolExecutor(1, "state-load") as writer:
             in_flight: Future[None] | None = None
             for batch in batches:
                 self._check_batch(batch)
@@ -648,7 +670,7 @@ class StateStore:
             yield
         except lmdb.MapFullError as exc:
             raise _MapFull() from exc
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:
             raise StoreError(f"state store {self.path}: {action} failed: {exc}") from exc
 
 

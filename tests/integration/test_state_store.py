@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import random
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +17,7 @@ import pytest
 from ioswarm.core.statehash import StateHash
 from ioswarm.errors import SnapshotFormatError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
-from ioswarm.state import store as store_module
+from ioswarm.state import bulkload
 from ioswarm.state.diffstore import DiffStore
 from ioswarm.state.snapshot_io import export_snapshot, import_snapshot
 from ioswarm.state.store import (
@@ -262,7 +267,7 @@ def test_import_hash_is_the_same_inline_and_in_the_helper_thread(
         export_snapshot(src, tmp_path / "s.gz")
     digests = []
     for threaded in (True, False):
-        monkeypatch.setattr(store_module, "HASH_RELEASES_GIL", threaded)
+        monkeypatch.setattr(bulkload, "HASH_RELEASES_GIL", threaded)
         with StateStore(tmp_path / f"dst-{threaded}", map_size=MAP) as dst:
             digests.append(import_snapshot(tmp_path / "s.gz", dst).state_hash)
             assert dst.state_hash == expected
@@ -339,6 +344,71 @@ def test_export_of_a_past_height_is_refused(store: StateStore, tmp_path: Path) -
     with pytest.raises(StoreError, match="store is at height 1, cannot export 0"):
         export_snapshot(store, tmp_path / "x.gz", height=0)
     assert list(tmp_path.glob("x.gz*")) == []
+
+
+def test_bulk_load_ends_durable_and_without_marker(tmp_path: Path) -> None:
+    """After a load the store is back to flushing every commit and the marker is gone."""
+    with StateStore(tmp_path / "s", map_size=MAP) as s:
+        s.load([(CODE, CODE_HASH, b"x")], 2)
+        assert s._env.flags()["sync"] is True
+        assert not (tmp_path / "s" / "bulk-load.pending").exists()
+        s.apply_diff(3, [Write.put(CODE, CODE_HASH, b"y")])
+    with StateStore(tmp_path / "s", map_size=MAP) as s:
+        assert (s.height, s.get_code(CODE_HASH)) == (3, b"y")
+
+
+def test_bulk_load_refuses_open_read_views(store: StateStore) -> None:
+    """Reopening the environment under an open view would invalidate it: refused."""
+    with store.view(), pytest.raises(StoreError, match="1 read views open"):
+        store.load([(CODE, CODE_HASH, b"x")], 2)
+    store.load([(CODE, CODE_HASH, b"x")], 2)
+    assert store.height == 2
+
+
+_KILLED_LOADER = """
+import sys, time
+from pathlib import Path
+from ioswarm.state.store import StateStore
+
+def entries():
+    for i in range(100_000):
+        if i == 30_000:
+            Path(sys.argv[2]).write_text("loading")
+            time.sleep(60)
+        yield "Storage", i.to_bytes(52, "big"), (i + 1).to_bytes(32, "big")
+
+with StateStore(sys.argv[1], map_size=1 << 26) as s:
+    s.load(entries(), 9, commit_entries=5_000)
+"""
+
+
+def test_a_killed_bulk_load_is_discarded_on_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL mid-load leaves the marker; the next open discards the partial files."""
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_LOADER, str(tmp_path / "s"), str(ready)]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # the loader has committed some batches
+            assert child.poll() is None, "the loader exited early"
+            assert time.monotonic() < deadline, "the loader never got going"
+            time.sleep(0.05)
+        assert (tmp_path / "s" / "bulk-load.pending").exists()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    with caplog.at_level(logging.WARNING), StateStore(tmp_path / "s", map_size=MAP) as s:
+        assert s.is_empty() and not s.loading and s.height == 0
+        assert s.count(STORAGE) == 0
+        assert any("bulk load was cut short" in r.getMessage() for r in caplog.records)
+        assert not (tmp_path / "s" / "bulk-load.pending").exists()
+        assert (
+            s.load([(STORAGE, ALICE + _word(1), _word(2))], 4)
+            == StateHash.of([(STORAGE, ALICE + _word(1), _word(2))]).digest()
+        )
 
 
 # -- DiffStore --------------------------------------------------------------------------------
