@@ -259,6 +259,7 @@ class StateStore:
     ) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()  # guards _readers, map growth and reopening
+        self._no_readers = threading.Condition(self._lock)
         self._readers = 0
         self._writemap = writemap
         self._sync = sync
@@ -323,6 +324,8 @@ class StateStore:
         finally:
             with self._lock:
                 self._readers -= 1
+                if not self._readers:
+                    self._no_readers.notify_all()
 
     def _read(self, fn: Callable[[StateView], _T]) -> _T:
         with self.view() as v:
@@ -511,33 +514,43 @@ class StateStore:
         background, and leaving forces one last flush and reopens with the usual durability.
         A crash or power loss in between could leave pages unwritten, so a marker file stands
         for the whole load and the next open discards the files it finds beside it.
+
+        Reopening would invalidate open read views: with views open at the start (an export
+        still running) the load keeps flushing every commit instead; views opened during the
+        load are waited for before the reopen at the end.
         """
         marker = self.path / _BULK_MARKER
         with self._lock:
             if self._readers:
-                raise StoreError(
-                    f"state store {self.path}: bulk load with {self._readers} read views open"
-                )
-            with self._translate("start bulk load"):
-                write_marker(
-                    marker, "a bulk load is in progress; the files beside me are partial\n"
-                )
-                size = self.map_size
-                self._env.close()
-                self._open(size, sync=False)
+                exclusive = False
+            else:
+                exclusive = True
+                self._begin_unflushed(marker)
+        if not exclusive:
+            yield
+            return
         flusher = BackgroundFlusher(partial(self._env.sync, True))
         try:
             yield
         finally:
             failure = flusher.stop()
-            with self._lock, self._translate("finish bulk load"):
-                self._env.sync(True)
-                size = self.map_size
-                self._env.close()
-                self._open(size, sync=self._sync)
-                remove_marker(marker)
+            with self._no_readers:
+                self._no_readers.wait_for(lambda: not self._readers)
+                with self._translate("finish bulk load"):
+                    self._env.sync(True)
+                    size = self.map_size
+                    self._env.close()
+                    self._open(size, sync=self._sync)
+                    remove_marker(marker)
             if failure is not None:
                 raise StoreError(f"state store {self.path}: flush failed: {failure}") from failure
+
+    def _begin_unflushed(self, marker: Path) -> None:
+        with self._translate("start bulk load"):
+            write_marker(marker, "a bulk load is in progress; the files beside me are partial\n")
+            size = self.map_size
+            self._env.close()
+            self._open(size, sync=False)
 
     def _load(
         self,

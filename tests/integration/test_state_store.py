@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,12 +358,42 @@ def test_bulk_load_ends_durable_and_without_marker(tmp_path: Path) -> None:
         assert (s.height, s.get_code(CODE_HASH)) == (3, b"y")
 
 
-def test_bulk_load_refuses_open_read_views(store: StateStore) -> None:
-    """Reopening the environment under an open view would invalidate it: refused."""
-    with store.view(), pytest.raises(StoreError, match="1 read views open"):
+def test_bulk_load_leaves_an_open_view_valid(store: StateStore) -> None:
+    """With a view open the load does not reopen the environment, so the view keeps working."""
+    with store.view() as view:
         store.load([(CODE, CODE_HASH, b"x")], 2)
-    store.load([(CODE, CODE_HASH, b"x")], 2)
-    assert store.height == 2
+        assert (view.height, view.get_code(CODE_HASH)) == (0, None)  # its own snapshot
+    assert (store.height, store.get_code(CODE_HASH)) == (2, b"x")
+
+
+def test_bulk_load_waits_for_views_opened_meanwhile(store: StateStore) -> None:
+    """A view opened mid-load is still readable when the load ends: the reopen waits for it."""
+    outcome: list[object] = []
+    started = threading.Event()
+
+    def reader() -> None:
+        try:
+            with store.view() as view:
+                started.set()
+                time.sleep(0.3)  # outlives the rest of the load
+                outcome.append(view.count(CODE))
+        except Exception as exc:  # reported through the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader)
+
+    def entries() -> Iterator[tuple[str, bytes, bytes]]:
+        for i in range(3000):
+            if i == 1500:
+                thread.start()
+                assert started.wait(10)
+            yield CODE, i.to_bytes(32, "big"), b"c"
+
+    store.load(entries(), 7, commit_entries=500)
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], int), outcome
+    assert (store.height, store.count(CODE)) == (7, 3000)
+    store.apply_diff(8, [Write.put(CODE, CODE_HASH, b"y")])
 
 
 _KILLED_LOADER = """
