@@ -2,13 +2,19 @@
 
 Supported sources:
 
-- **anvil / Hardhat-style dump** (implemented): ``anvil_dumpState`` returns hex of gzip'd
-  JSON ``{"best_block_number": N, "accounts": {address: {nonce, balance, code, storage}}}``.
-  The dump is taken at a known height: the block number is read before and after, and the dump
-  is retried if the chain moved meanwhile (or if the dump's own ``best_block_number`` differs).
-- **geth** ``debug_accountRange`` + ``debug_storageRangeAt`` (not implemented yet): page through
-  accounts and each account's storage at one block hash; the same entries result.
-- An IOSWSNAP file (``stateBootstrapSnapshot``), loaded by :mod:`ioswarm.state.snapshot_io`.
+- **Nodes with ``anvil_dumpState``** (anvil): it returns hex of gzip'd JSON
+  ``{"best_block_number": N, "accounts": {address: {nonce, balance, code, storage}}}``. The
+  dump is taken at a known height: the block number is read before and after, and the dump is
+  retried if the chain moved meanwhile (or if the dump's own ``best_block_number`` differs).
+- **Any node**, through an IOSWSNAP file (``stateBootstrapSnapshot``), loaded by
+  :mod:`ioswarm.state.snapshot_io`; the store then follows the node from the file's height.
+
+Not supported: geth's ``debug_accountRange`` / ``debug_storageRangeAt``. They return accounts
+and slots by the *hash* of address and slot, with the plain keys only where the node kept
+preimages (``--cache.preimages``), and ``debug_storageRangeAt`` reads the state before a given
+transaction rather than after a block; a flat store keyed by address and slot cannot be built
+from them in general. A node without ``anvil_dumpState`` and no snapshot file configured stops
+the coordinator with a configuration error naming ``stateBootstrapSnapshot``.
 
 Entries follow the store layout (:mod:`ioswarm.state.store`); accounts that EIP-161 treats as
 absent (nonce 0, balance 0, no code, no storage) are left out, as the per-block fold does.
