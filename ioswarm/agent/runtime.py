@@ -52,6 +52,16 @@ class SessionTask(Protocol):
 
     async def run(self, stub: pb_grpc.IOSwarmStub) -> None: ...
 
+    @property
+    def height(self) -> int:
+        """Height of the local state, reported in heartbeats (0 before bootstrap)."""
+        ...
+
+    @property
+    def state_hash(self) -> bytes:
+        """State hash at :attr:`height`, reported in heartbeats for the coordinator to check."""
+        ...
+
 
 class _Stop(Exception):
     """Ends the current connection on purpose (shutdown directive)."""
@@ -263,15 +273,15 @@ class Agent:
 
     async def _heartbeats(self, stub: pb_grpc.IOSwarmStub) -> None:
         while True:
-            resp = await stub.Heartbeat(
-                pb.HeartbeatRequest(
-                    agent_id=self.config.agent_id,
-                    tasks_processed=self.stats.tasks & 0xFFFFFFFF,
-                    tasks_pending=len(self._results),
-                ),
-                metadata=self._metadata,
-                timeout=10,
+            request = pb.HeartbeatRequest(
+                agent_id=self.config.agent_id,
+                tasks_processed=self.stats.tasks & 0xFFFFFFFF,
+                tasks_pending=len(self._results),
             )
+            if self.follower is not None:  # read together: no await between them
+                request.state_height = self.follower.height
+                request.state_hash = self.follower.state_hash
+            resp = await stub.Heartbeat(request, metadata=self._metadata, timeout=10)
             if resp.directive == "shutdown":
                 self.shutdown("coordinator directive")
                 raise _Stop()

@@ -94,6 +94,12 @@ class CoordinatorMetrics:
             "1 while polling is paused because the node lags.",
             registry=registry,
         )
+        self.l4_state_checks = Counter(
+            "ioswarm_l4_state_checks_total",
+            "L4 agents' reported state hashes compared with the coordinator's, per new height.",
+            ["result"],
+            registry=registry,
+        )
         self.evictions = Counter(
             "ioswarm_agent_evictions_total",
             "Agents evicted for missed heartbeats.",

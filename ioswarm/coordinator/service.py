@@ -23,7 +23,7 @@ from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.mempool import Planned
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, Level, PendingTx
 from ioswarm.core.ratelimit import TokenBucket
-from ioswarm.core.registry import AgentRegistry, RegistryFull
+from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
@@ -365,10 +365,31 @@ class Coordinator:
             return pb.HeartbeatResponse(alive=False, directive=DIRECTIVE_REREGISTER)
         rec.tasks_processed = req.tasks_processed
         rec.tasks_pending = req.tasks_pending
+        if req.state_height and req.state_hash and self.state_sync is not None:
+            self._check_agent_state(rec, req.state_height, bytes(req.state_hash))
         resp = pb.HeartbeatResponse(alive=True, directive=rec.directive)
         if self.epochs is not None and (notice := self.epochs.payout_notice(agent_id)):
             resp.payout.CopyFrom(pb.PayoutInfo(**notice.proto_fields()))
         return resp
+
+    def _check_agent_state(self, rec: AgentRecord, height: int, agent_hash: bytes) -> None:
+        """Compare an L4 agent's reported state hash with ours at the same height."""
+        assert self.state_sync is not None
+        ours = self.state_sync.hash_at(height)
+        if ours is None:  # pruned, not reached yet, or rebuilding: nothing to compare with
+            rec.state.height = height
+            return
+        equal = ours == agent_hash
+        if rec.state.record(height, equal):
+            self.metrics.l4_state_checks.labels("equal" if equal else "different").inc()
+            if not equal:
+                log.warning(
+                    "L4 state differs agent_id=%s height=%d agent=%s coordinator=%s",
+                    rec.agent_id,
+                    height,
+                    agent_hash.hex(),
+                    ours.hex(),
+                )
 
     def request_shutdown(self, agent_id: str) -> bool:
         """Tell an agent (in its next heartbeat) to shut down."""
@@ -548,6 +569,7 @@ class Coordinator:
                     "tasks_assigned": self.scheduler.assigned_total(rec.agent_id),
                     "results_accepted": rec.results_accepted,
                     "shadow": counts.as_dict() if counts else None,
+                    "l4_state": rec.state.as_dict() if rec.level >= Level.L4 else None,
                 }
             )
         return out

@@ -11,6 +11,41 @@ class RegistryFull(Exception):
     """Raised by ``register`` when maxAgents agents are already registered."""
 
 
+@dataclass(slots=True)
+class StateAgreement:
+    """How an L4 agent's reported state hashes compared with the coordinator's, per height."""
+
+    height: int = 0  # the latest height the agent reported
+    checked: int = 0  # distinct heights compared
+    mismatched: int = 0
+    first: int = 0  # lowest and highest height compared
+    last: int = 0
+
+    def record(self, height: int, equal: bool) -> bool:
+        """Count one comparison at ``height``; a height already compared is not counted again.
+
+        Returns whether it was counted.
+        """
+        self.height = height
+        if height <= self.last:
+            return False
+        self.checked += 1
+        self.mismatched += 0 if equal else 1
+        self.first = self.first or height
+        self.last = height
+        return True
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts, for the API and reports."""
+        return {
+            "height": self.height,
+            "heights_checked": self.checked,
+            "mismatched": self.mismatched,
+            "first_checked": self.first,
+            "last_checked": self.last,
+        }
+
+
 @dataclass
 class AgentRecord:
     """What the coordinator knows about one registered agent."""
@@ -28,6 +63,7 @@ class AgentRecord:
     streams: int = 0
     directive: str = ""
     info: dict[str, float] = field(default_factory=dict)
+    state: StateAgreement = field(default_factory=StateAgreement)
 
 
 class AgentRegistry:

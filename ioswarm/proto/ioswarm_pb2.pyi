@@ -264,20 +264,22 @@ class SubmitResponse(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., accepted_count: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "tasks_processed", "tasks_pending", "cpu_usage", "mem_usage", "state_height")
+    __slots__ = ("agent_id", "tasks_processed", "tasks_pending", "cpu_usage", "mem_usage", "state_height", "state_hash")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     TASKS_PENDING_FIELD_NUMBER: _ClassVar[int]
     CPU_USAGE_FIELD_NUMBER: _ClassVar[int]
     MEM_USAGE_FIELD_NUMBER: _ClassVar[int]
     STATE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STATE_HASH_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     tasks_processed: int
     tasks_pending: int
     cpu_usage: float
     mem_usage: float
     state_height: int
-    def __init__(self, agent_id: _Optional[str] = ..., tasks_processed: _Optional[int] = ..., tasks_pending: _Optional[int] = ..., cpu_usage: _Optional[float] = ..., mem_usage: _Optional[float] = ..., state_height: _Optional[int] = ...) -> None: ...
+    state_hash: bytes
+    def __init__(self, agent_id: _Optional[str] = ..., tasks_processed: _Optional[int] = ..., tasks_pending: _Optional[int] = ..., cpu_usage: _Optional[float] = ..., mem_usage: _Optional[float] = ..., state_height: _Optional[int] = ..., state_hash: _Optional[bytes] = ...) -> None: ...
 
 class PayoutInfo(_message.Message):
     __slots__ = ("epoch", "amount_iotx", "rank", "total_agents", "amount_wei", "tx_hash")

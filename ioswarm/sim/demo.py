@@ -179,6 +179,9 @@ async def run_demo(
                 # L4: the coordinator keeps state, streams diffs, exports a snapshot to start from.
                 "diffStoreEnabled": top >= Level.L4,
                 "snapshotIntervalBlocks": 5 if top >= Level.L4 else 0,
+                # L4 agents report their state hash in every heartbeat; once a second compares
+                # it at nearly every height of one-second blocks.
+                "heartbeatIntervalSec": 1 if top >= Level.L4 else 10,
             },
             {},
         )
@@ -275,6 +278,7 @@ async def run_demo(
                     a["agent_id"]: {
                         "level": a["level"],
                         "results": a["results_accepted"],
+                        **({"l4_state": a["l4_state"]} if a["l4_state"] else {}),
                         **rewards["agents"].get(a["agent_id"], {}),
                     }
                     for a in c.agents()
@@ -368,6 +372,14 @@ def format_report(report: dict[str, Any]) -> str:
                 "= ledger" if a["claimable_equals_ledger"] else "!= ledger " + a["ledger_paid_wei"]
             )
             lines.append(f"  {agent_id}: claimable {a['claimable_wei']} wei {same}")
+    for agent_id, a in report["per_agent"].items():
+        if st := a.get("l4_state"):
+            ok = st["heights_checked"] > 0 and st["mismatched"] == 0
+            lines.append(
+                f"L4 state {agent_id}: state hash compared with the coordinator's at "
+                f"{st['heights_checked']} heights ({st['first_checked']}..{st['last_checked']}), "
+                f"mismatched {st['mismatched']} -> {'OK' if ok else 'CHECK'}"
+            )
     for level, s in report["shadow"].items():
         excluded = ", ".join(f"{k} {v}" for k, v in s["excluded"].items()) or "none"
         ok = s["matched"] + sum(s["excluded"].values()) == s["compared"] and s["mismatched"] == 0

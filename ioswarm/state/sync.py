@@ -333,6 +333,19 @@ class StateSync:
         finally:
             self._export = None
 
+    def hash_at(self, height: int) -> bytes | None:
+        """The coordinator's state hash after block ``height``, if still known.
+
+        The store's own hash at its height, else the diff store's ``post_state_hash`` (None for
+        heights pruned, not reached yet, or while the store is not ready).
+        """
+        if not self.ready:
+            return None
+        if height == self.store.height:
+            return self.store.state_hash
+        diff = self.diffs.get(height)
+        return None if diff is None else bytes(diff.post_state_hash)
+
     def latest_snapshot(self) -> SnapshotFile | None:
         """The newest snapshot in the snapshot directory (by height), or None."""
         return latest_snapshot(self.snapshot_dir, self._snapshot_cache)

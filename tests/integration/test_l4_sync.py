@@ -160,6 +160,50 @@ async def test_stream_refusals(anvil_manual: AnvilProcess) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_heartbeat_state_hash_is_compared_per_height(
+    anvil_manual: AnvilProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An L4 agent's heartbeat hash is checked against the coordinator's at that height:
+    equal and different hashes are counted once per new height, and a difference is logged."""
+    anvil = anvil_manual
+    await anvil.mine(3)
+    async with (
+        running_coordinator(anvil.url, diffStoreEnabled=True) as app,
+        stub(app.grpc_port) as s,
+    ):
+        sync = app.state_sync
+        assert sync is not None and sync.ready
+        await s.Register(register_request("l4", Level.L4), metadata=metadata("l4"))
+        await transfer(anvil)
+        await anvil.mine(2)
+        await eventually(lambda: sync.store.height == 5, what="store at 5")
+
+        async def beat(height: int, state_hash: bytes) -> dict[str, int]:
+            req = pb.HeartbeatRequest(agent_id="l4", state_height=height, state_hash=state_hash)
+            assert (await s.Heartbeat(req, metadata=metadata("l4"))).alive
+            (row,) = [a for a in app.coordinator.agents() if a["agent_id"] == "l4"]
+            return dict(row["l4_state"])
+
+        h4 = sync.hash_at(4)
+        assert h4 is not None and h4 != sync.store.state_hash
+        assert (await beat(4, h4))["heights_checked"] == 1
+        assert (await beat(4, h4))["heights_checked"] == 1  # same height: not counted again
+        state = await beat(5, sync.store.state_hash)
+        assert (state["heights_checked"], state["mismatched"], state["first_checked"]) == (2, 0, 4)
+        await anvil.mine(1)
+        await eventually(lambda: sync.store.height == 6, what="store at 6")
+        state = await beat(6, h4)  # the agent claims an old hash at the new height
+        assert (state["heights_checked"], state["mismatched"], state["last_checked"]) == (3, 1, 6)
+        assert any(
+            "L4 state differs agent_id=l4 height=6" in r.getMessage() for r in caplog.records
+        )
+        state = await beat(99, h4)  # not reached yet: nothing to compare with
+        assert (state["height"], state["heights_checked"]) == (99, 3)
+        metrics = app.coordinator.metrics.l4_state_checks
+        assert metrics.labels("equal")._value.get() == 2
+        assert metrics.labels("different")._value.get() == 1
+
+
 DEV0 = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"  # anvil's first development account
 
 
