@@ -1,5 +1,5 @@
 /*
- * ioswarm._speedups: the hot loops of snapshot import, in C.
+ * ioswarm._speedups: the hot loops of snapshot import and export, in C.
  *
  * Every function here has a pure-Python twin (ioswarm.core.statehash, ioswarm.core.snapshot)
  * that defines the result; the tests compare both on random input. Nothing here does I/O.
@@ -14,6 +14,10 @@
  *       the same sum over a list of bytes-like objects.
  *   strided_slices(buf, start, count, stride, offset, length) -> list[bytes]
  *       [buf[start + i*stride + offset : start + i*stride + offset + length] for i < count]
+ *   encode_entries(prefix, items, max_bytes) -> (bytes, int)
+ *       IOSWSNAP entries `prefix | key_len u32 BE | key | val_len u32 BE | value` for the items
+ *       pulled from the iterator `items` until the output reaches max_bytes or the iterator
+ *       ends; returns the bytes and how many entries they hold (snapshot export).
  *   same_layout(buf, first, size, head, tail_at, room) -> int
  *       how many of the `room` records of `size` bytes after the one at `first` repeat its
  *       first `head` bytes and its 4 bytes at `tail_at` (marker, namespace, key length and
@@ -468,6 +472,75 @@ static PyObject *py_same_layout(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(n);
 }
 
+/* Append `n` bytes to a growing PyMem buffer; 0 and MemoryError on failure. */
+static int buf_append(char **buf, Py_ssize_t *used, Py_ssize_t *cap, const void *src,
+                      Py_ssize_t n) {
+    if (*used + n > *cap) {
+        Py_ssize_t want = *cap ? *cap : 4096;
+        while (want < *used + n) want *= 2;
+        char *grown = PyMem_Realloc(*buf, (size_t)want);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        *buf = grown;
+        *cap = want;
+    }
+    memcpy(*buf + *used, src, (size_t)n);
+    *used += n;
+    return 1;
+}
+
+static int append_field(char **buf, Py_ssize_t *used, Py_ssize_t *cap, PyObject *obj) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) return 0;
+    if ((unsigned long long)view.len > 0xFFFFFFFFULL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "key and value must each be shorter than 4 GiB");
+        return 0;
+    }
+    unsigned char len_be[4] = {(unsigned char)(view.len >> 24), (unsigned char)(view.len >> 16),
+                               (unsigned char)(view.len >> 8), (unsigned char)view.len};
+    int ok = buf_append(buf, used, cap, len_be, 4) &&
+             buf_append(buf, used, cap, view.buf, view.len);
+    PyBuffer_Release(&view);
+    return ok;
+}
+
+static PyObject *py_encode_entries(PyObject *self, PyObject *args) {
+    Py_buffer prefix;
+    PyObject *iter;
+    Py_ssize_t max_bytes;
+    if (!PyArg_ParseTuple(args, "y*On:encode_entries", &prefix, &iter, &max_bytes)) return NULL;
+    if (!PyIter_Check(iter)) {
+        PyBuffer_Release(&prefix);
+        PyErr_SetString(PyExc_TypeError, "encode_entries expects an iterator of (key, value)");
+        return NULL;
+    }
+    char *buf = NULL;
+    Py_ssize_t used = 0, cap = 0, count = 0;
+    PyObject *item;
+    while (used < max_bytes && (item = PyIter_Next(iter)) != NULL) {
+        int ok = PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2;
+        if (!ok)
+            PyErr_SetString(PyExc_TypeError, "encode_entries items must be (key, value) tuples");
+        ok = ok && buf_append(&buf, &used, &cap, prefix.buf, prefix.len) &&
+             append_field(&buf, &used, &cap, PyTuple_GET_ITEM(item, 0)) &&
+             append_field(&buf, &used, &cap, PyTuple_GET_ITEM(item, 1));
+        Py_DECREF(item);
+        if (!ok) break;
+        count++;
+    }
+    PyBuffer_Release(&prefix);
+    PyObject *out = NULL;
+    if (!PyErr_Occurred()) {
+        PyObject *chunk = PyBytes_FromStringAndSize(buf ? buf : "", used);
+        if (chunk != NULL) out = Py_BuildValue("(Nn)", chunk, count);
+    }
+    PyMem_Free(buf);
+    return out;
+}
+
 static PyMethodDef METHODS[] = {
     {"keccak256", py_keccak256, METH_VARARGS, "Keccak-256 digest of a bytes-like object."},
     {"keccak_sum", py_keccak_sum, METH_VARARGS,
@@ -476,6 +549,8 @@ static PyMethodDef METHODS[] = {
      "Sum mod 2**256 of the Keccak-256 digests of a sequence of bytes, 32 bytes BE."},
     {"strided_slices", py_strided_slices, METH_VARARGS,
      "List of equal-length slices taken at a fixed stride."},
+    {"encode_entries", py_encode_entries, METH_VARARGS,
+     "Encode (key, value) items behind a namespace prefix until max_bytes; (bytes, count)."},
     {"same_layout", py_same_layout, METH_VARARGS,
      "How many following records repeat the first record's head and length bytes."},
     {NULL, NULL, 0, NULL},
@@ -484,7 +559,7 @@ static PyMethodDef METHODS[] = {
 static struct PyModuleDef MODULE = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "_speedups",
-    .m_doc = "C versions of ioswarm's snapshot-import hot loops.",
+    .m_doc = "C versions of ioswarm's snapshot hot loops.",
     .m_size = -1,
     .m_methods = METHODS,
 };

@@ -1,6 +1,6 @@
 """Type stubs for the C speedups; see ioswarm/_speedups.c and ioswarm.core.speedups."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 KECCAK_LANES: int  # 4 when keccak_sum hashes four records at a time (AVX2), else 1
 
@@ -13,3 +13,6 @@ def strided_slices(
 def same_layout(
     buf: bytes, first: int, size: int, head: int, tail_at: int, room: int, /
 ) -> int: ...
+def encode_entries(
+    prefix: bytes, items: Iterator[tuple[bytes, bytes]], max_bytes: int, /
+) -> tuple[bytes, int]: ...

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 
-from ioswarm.core.speedups import same_layout, strided_slices
+from ioswarm.core.speedups import encode_entries, same_layout, strided_slices
 from ioswarm.errors import SnapshotFormatError
 
 MAGIC = b"IOSWSNAP"
@@ -194,9 +194,6 @@ class SnapshotWriter:
         self._bytes = 0
         self._trailer: SnapshotTrailer | None = None
         self.height = height
-        # Length fields of a namespace repeat (20-byte addresses, 32-byte slots); caching their
-        # encodings saves a pack call per entry.
-        self._u32_cache: dict[int, bytes] = {}
 
     @property
     def count(self) -> int:
@@ -213,31 +210,28 @@ class SnapshotWriter:
         self.add_many(namespace, ((key, value),))
 
     def add_many(self, namespace: str, items: Iterable[tuple[bytes, bytes]]) -> int:
-        """Append every (key, value) of ``items`` under ``namespace``; return how many."""
+        """Append every (key, value) tuple of ``items`` under ``namespace``; return how many.
+
+        Entries are encoded a chunk at a time by :func:`encode_entries` (in C when the speedups
+        are built), which pulls from ``items`` only what fits the current chunk.
+        """
         if self._trailer is not None:
             raise ValueError("snapshot already finished")
         prefix = _namespace_prefix(namespace)
-        fixed = len(prefix) + 8
-        cache = self._u32_cache
-        parts = self._parts
-        extend = parts.extend
-        pending = self._pending
+        it = iter(items)
         limit = self._chunk_size
         added = 0
-        # The loop body is the export hot path: a few list operations and cached lookups.
-        for key, value in items:
-            lk = len(key)
-            lv = len(value)
-            ek = cache.get(lk) or self._u32(lk)
-            ev = cache.get(lv) or self._u32(lv)
-            extend((prefix, ek, key, ev, value))
-            added += 1
-            pending += fixed + lk + lv
-            if pending >= limit:
-                self._pending = pending
-                self._flush()
-                pending = 0
-        self._pending = pending
+        while True:
+            room = max(limit - self._pending, 1)
+            chunk, n = encode_entries(prefix, it, room)
+            if n:
+                self._parts.append(chunk)
+                self._pending += len(chunk)
+                added += n
+                if self._pending >= limit:
+                    self._flush()
+            if len(chunk) < room:  # the items ran out before the chunk filled
+                break
         self._count += added
         return added
 
@@ -253,14 +247,6 @@ class SnapshotWriter:
         self._sink(tail)
         self._bytes += len(tail)
         return trailer
-
-    def _u32(self, n: int) -> bytes:
-        if n > MAX_FIELD_LEN:
-            raise ValueError(f"field of {n} bytes does not fit the u32 length")
-        encoded = _U32.pack(n)
-        if len(self._u32_cache) < 4096:
-            self._u32_cache[n] = encoded
-        return encoded
 
     def _flush(self) -> None:
         if not self._parts:

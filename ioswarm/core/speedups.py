@@ -8,6 +8,8 @@ None) for the Keccak sums, whose Python definitions live in :mod:`ioswarm.core.s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 try:  # built by setup.py; absent when the install had no C compiler
     from ioswarm import _speedups as native
 except ImportError:  # pragma: no cover - depends on the install
@@ -15,7 +17,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 __all__ = [
     "NATIVE",
+    "encode_entries",
     "native",
+    "py_encode_entries",
     "py_same_layout",
     "py_strided_slices",
     "same_layout",
@@ -56,9 +60,38 @@ def py_same_layout(buf: bytes, first: int, size: int, head: int, tail_at: int, r
     return n
 
 
+_U32_MAX = 0xFFFFFFFF
+
+
+def py_encode_entries(
+    prefix: bytes, items: Iterator[tuple[bytes, bytes]], max_bytes: int
+) -> tuple[bytes, int]:
+    """IOSWSNAP entries ``prefix | key_len | key | val_len | value`` for items from ``items``.
+
+    Pulls items until the output reaches ``max_bytes`` or the iterator ends (never one more
+    than it encodes); returns the bytes and how many entries they hold.
+    """
+    parts: list[bytes] = []
+    used = count = 0
+    fixed = len(prefix) + 8
+    while used < max_bytes:
+        item = next(items, None)
+        if item is None:
+            break
+        key, value = item
+        if len(key) > _U32_MAX or len(value) > _U32_MAX:
+            raise ValueError("key and value must each be shorter than 4 GiB")
+        parts += (prefix, len(key).to_bytes(4, "big"), key, len(value).to_bytes(4, "big"), value)
+        used += fixed + len(key) + len(value)
+        count += 1
+    return b"".join(parts), count
+
+
 if native is not None:
     strided_slices = native.strided_slices
+    encode_entries = native.encode_entries
     same_layout = native.same_layout
 else:  # pragma: no cover - depends on the install
     strided_slices = py_strided_slices
+    encode_entries = py_encode_entries
     same_layout = py_same_layout
