@@ -154,8 +154,15 @@ class StatePrefetcher:
             fetched = await self._reader.account_data(
                 {a: sorted(s) for a, s in missing.items()}, block
             )
-            self.stats.rpc_calls += len(missing)
+            self.stats.rpc_calls += len(missing) + 1
             self.stats.round_trips += 1
+            retry = {a: sorted(s) for a, s in missing.items() if a not in fetched}
+            if retry:
+                # The node answered with another block's state (caught by the proof check):
+                # ask once more; what still fails leaves its txs at L2 this round.
+                fetched.update(await self._reader.account_data(retry, block))
+                self.stats.rpc_calls += len(retry) + 1
+                self.stats.round_trips += 1
             for addr, data in fetched.items():
                 old = self._accounts.get(addr)
                 storage = {**(old.storage if old else {}), **data.storage}
@@ -198,7 +205,8 @@ class StatePrefetcher:
                 snap = AccountSnapshot(addr, planned.balance, planned.nonce, snap.code_hash)
             # A code hash whose code could not be read raises KeyError: no L3 task on guesses.
             code = self._code[snap.code_hash] if snap.code_hash != EMPTY_CODE_HASH else b""
-            slots = tuple(sorted((s, data.storage.get(s, ZERO_WORD)) for s in need[addr]))
+            # A slot never read (its account's proof failed the check) raises KeyError too.
+            slots = tuple(sorted((s, data.storage[s]) for s in need[addr]))
             accounts.append(AccountState(snap, code, slots))
             if addr in PRECOMPILES or (addr == coinbase and addr not in (sender, tx.to)):
                 continue  # the fee credit is compared as an amount, not as a read

@@ -284,11 +284,12 @@ class Coordinator:
             self.metrics.shadow_excluded.labels(level=level, reason=c.detail).inc()
         elif c.outcome is Outcome.MISMATCHED:
             log.warning(
-                "shadow mismatch agent_id=%s task_id=%d level=%s field=%s",
+                "shadow mismatch agent_id=%s task_id=%d level=%s field=%s %s",
                 c.agent_id,
                 c.task_id,
                 level,
                 c.detail,
+                c.note,
             )
 
     # -- RPC behaviour (the servicer maps these to gRPC) --------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Keys of a state write-set: (address, b"balance" | b"nonce" | b"code") or (address, slot).
 StateKey = tuple[bytes, bytes]
@@ -152,6 +153,33 @@ def first_difference(claim: ExecEffects, truth: ExecEffects) -> str | None:
     if claim.coinbase_fee != truth.coinbase_fee:
         return "coinbase_fee"
     return None
+
+
+def describe_difference(field_name: str, claim: ExecEffects, truth: ExecEffects) -> str:
+    """Both sides of one differing field, short enough for a log line."""
+    if field_name == "status":
+        return f"agent success={claim.success} chain success={truth.success}"
+    if field_name == "gas_used":
+        return f"agent gas_used={claim.gas_used} chain gas_used={truth.gas_used}"
+    if field_name == "coinbase_fee":
+        return f"agent coinbase_fee={claim.coinbase_fee} chain coinbase_fee={truth.coinbase_fee}"
+    if field_name == "logs":
+        return f"agent logs={len(claim.logs)} chain logs={len(truth.logs)}"
+    sides: dict[str, tuple[Mapping[Any, Any], Mapping[Any, Any]]] = {
+        "storage": (claim.storage, truth.storage),
+        "balance": (claim.balances, truth.balances),
+        "nonce": (claim.nonces, truth.nonces),
+        "code": (claim.code, truth.code),
+    }
+    mine, theirs = sides.get(field_name, ({}, {}))
+    keys = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+    first = keys[0] if keys else None
+    shown = (
+        "/".join(p.hex() for p in first)
+        if isinstance(first, tuple)
+        else (first.hex() if isinstance(first, bytes) else "-")
+    )
+    return f"{field_name}: {len(keys)} keys differ, first {shown}"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ioswarm.core.execshadow import PredictedContext, StateKey, judge_execution
+from ioswarm.core.execshadow import (
+    PredictedContext,
+    StateKey,
+    describe_difference,
+    judge_execution,
+)
 from ioswarm.core.models import IncludedTx, Level, Task, Verdict
 
 NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high", "nonce_mismatch"})
@@ -45,6 +50,7 @@ class Comparison:
     level: Level
     outcome: Outcome
     detail: str = ""  # exclusion reason or the mismatched field
+    note: str = ""  # for an execution mismatch: the transaction and both values, for the log
 
 
 @dataclass
@@ -192,7 +198,14 @@ class ShadowBook:
             task.read_set,
             self._written_before(task.block_height, truth),
         )
-        return result(Outcome(outcome), detail)
+        note = ""
+        if outcome == Outcome.MISMATCHED.value:
+            note = (
+                f"tx=0x{task.tx_hash.hex()} block={truth.block_number} index={truth.tx_index} "
+                f"state_block={task.block_height} "
+                + describe_difference(detail, verdict.effects, truth.effects)
+            )
+        return Comparison(p.agent_id, task.task_id, task.level, Outcome(outcome), detail, note)
 
     def _written_before(self, prefetch_block: int, truth: IncludedTx) -> frozenset[StateKey]:
         """What was written after the state was read at ``prefetch_block`` and before ``truth``."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from ioswarm.core.execshadow import AccountDiff
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot
+from ioswarm.core.statehash import keccak256
 from ioswarm.errors import MethodNotSupported, NodeError
 from ioswarm.node.fields import BlockId, Obj, block_param, data, fixed, hexstr, quantity
 from ioswarm.node.rpc import JsonRpcTransport
@@ -175,18 +176,39 @@ class ExecutionReader:
     async def account_data(
         self, wanted: Mapping[bytes, Iterable[bytes]], block: BlockId
     ) -> dict[bytes, AccountData]:
-        """Each address with the given slots, via one ``eth_getProof`` per address (batched)."""
+        """Each address with the given slots, via one ``eth_getProof`` per address (batched).
+
+        The block's header is read in the same batch and each account proof's root node is
+        checked against its ``stateRoot``: a node that answers a historical read with the state
+        of another block (anvil does, for the previous block while it mines the next) is
+        caught here. Such accounts are left out of the result, with a warning, so the caller
+        retries or does without them; an empty proof cannot be checked and is taken as is, and
+        so is any proof at block 0 (see below).
+        """
         method = "eth_getProof"
         addrs = list(wanted)
         if not addrs:
             return {}
         blk = block_param(block)
         calls = [(method, [hexstr(a), [_slot_hex(s) for s in wanted[a]], blk]) for a in addrs]
-        results = await self.transport.batch(calls)
+        results = await self.transport.batch([("eth_getBlockByNumber", [blk, False]), *calls])
+        head = Obj("eth_getBlockByNumber", results[0].unwrap(), f"result[{blk}]")
+        state_root = head.fixed("stateRoot", 32)
+        # anvil's genesis header carries a state root its own proofs do not match (seen on
+        # every read at block 0); later blocks match. Block 0 is read only before any block.
+        check = head.quantity("number") != 0
         out: dict[bytes, AccountData] = {}
-        for a, res in zip(addrs, results, strict=True):
+        stale: list[bytes] = []
+        for a, res in zip(addrs, results[1:], strict=True):
             where = f"result[{hexstr(a)}]"
             obj = Obj(method, res.unwrap(), where)
+            proof = (obj.raw.get("accountProof") or []) if check else []
+            if (
+                proof
+                and keccak256(data(method, f"{where}.accountProof[0]", proof[0])) != state_root
+            ):
+                stale.append(a)
+                continue
             storage: dict[bytes, bytes] = {}
             for k, item in enumerate(obj.items("storageProof")):
                 sp = Obj(method, item, f"{where}.storageProof[{k}]")
@@ -200,6 +222,14 @@ class ExecutionReader:
                 code_hash=EMPTY_CODE_HASH if code_hash == _ZERO_HASH else code_hash,
             )
             out[a] = AccountData(snap, storage)
+        if stale:
+            log.warning(
+                "node answered eth_getProof at block %s with another block's state "
+                "(proof root != stateRoot) accounts=%d first=%s; not used",
+                blk,
+                len(stale),
+                hexstr(stale[0]),
+            )
         return out
 
     async def codes(self, addresses: Iterable[bytes], block: BlockId) -> dict[bytes, bytes]:

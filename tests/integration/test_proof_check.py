@@ -1,0 +1,59 @@
+"""eth_getProof answers are checked against the block's state root (real anvil).
+
+anvil, while it mines a block, can answer a read of the previous block with the new state.
+That race cannot be triggered on demand, so a transport here answers every proof request with
+the state of the newest block instead of the one asked for: real proofs, of the wrong block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from ioswarm.node import JsonRpcTransport
+from ioswarm.node.execution import ExecutionReader
+from ioswarm.node.rpc import JsonRpcCall, RpcResult
+from ioswarm.sim.anvil import AnvilProcess
+
+pytestmark = pytest.mark.integration
+
+DEV0 = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+FRESH = bytes.fromhex("ab" * 20)
+
+
+class LatestStateTransport(JsonRpcTransport):
+    """Sends eth_getProof for "latest" whatever block it names (the header read is untouched)."""
+
+    async def batch(
+        self, calls: Sequence[JsonRpcCall], *, attempts: int | None = None
+    ) -> list[RpcResult]:
+        moved = [(m, [*p[:2], "latest"]) if m == "eth_getProof" else (m, p) for m, p in calls]
+        return await super().batch(moved, attempts=attempts)
+
+
+async def test_a_proof_of_another_block_is_not_used(
+    anvil_manual: AnvilProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same read passes at the block it names and is refused when answered from a later one."""
+    anvil = anvil_manual
+    await anvil.mine(1)
+    before = int(str(await anvil.rpc("eth_blockNumber")), 16)
+    await anvil.rpc(
+        "eth_sendTransaction", [{"from": DEV0, "to": "0x" + FRESH.hex(), "value": "0x5"}]
+    )
+    await anvil.mine(1)
+    async with JsonRpcTransport(anvil.url) as honest:
+        got = await ExecutionReader(honest).account_data({FRESH: []}, before)
+        assert got[FRESH].snapshot.balance == 0  # the real state at that block
+        latest = await ExecutionReader(honest).account_data({FRESH: []}, before + 1)
+        assert latest[FRESH].snapshot.balance == 5
+    async with LatestStateTransport(anvil.url) as racy:
+        with caplog.at_level(logging.WARNING):
+            got = await ExecutionReader(racy).account_data({FRESH: []}, before)
+        assert got == {}  # the answer had balance 5: another block's state, refused
+        assert any("another block's state" in r.getMessage() for r in caplog.records)
+        # At the newest block the substitution changes nothing and the proof checks out.
+        got = await ExecutionReader(racy).account_data({FRESH: []}, before + 1)
+        assert got[FRESH].snapshot.balance == 5
