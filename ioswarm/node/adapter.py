@@ -28,14 +28,17 @@ from ioswarm.node.fields import (
     data,
     fixed,
     hexstr,
+    proof_matches,
+    proof_state_root,
     quantity,
     show,
 )
-from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy, RpcResult
+from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy
 
 log = logging.getLogger("ioswarm.node")
 
 _ZERO_HASH = b"\x00" * 32
+PROOF_ATTEMPTS = 3  # reads of one block answered with another block's state before giving up
 # "already known" (geth), "known transaction" (older geth/parity), "already imported" (anvil).
 _ALREADY_KNOWN = re.compile(r"already known|known transaction|already imported", re.IGNORECASE)
 
@@ -297,9 +300,30 @@ class JsonRpcNode:
         block = block_param(block_number)
         if self._proof_ok:
             calls = [("eth_getProof", [hexstr(a), [], block]) for a in wanted]
-            results = await self.transport.batch(calls)
-            if not any(isinstance(r.error, MethodNotSupported) for r in results):
-                return {a: self._proof_snapshot(a, r) for a, r in zip(wanted, results, strict=True)}
+            for _ in range(PROOF_ATTEMPTS):
+                results = await self.transport.batch(
+                    [("eth_getBlockByNumber", [block, False]), *calls]
+                )
+                proofs = results[1:]
+                if any(isinstance(r.error, MethodNotSupported) for r in proofs):
+                    break
+                # Checked against the block's state root: a node can answer with the state of
+                # another block (anvil does while it mines the next one); ask again if so.
+                root = proof_state_root(results[0].unwrap(), f"result[{block}]")
+                objs = [
+                    Obj("eth_getProof", r.unwrap(), f"result[{hexstr(a)}]")
+                    for a, r in zip(wanted, proofs, strict=True)
+                ]
+                if all(proof_matches(o, root) for o in objs):
+                    return {
+                        a: self._proof_snapshot(a, o) for a, o in zip(wanted, objs, strict=True)
+                    }
+            else:
+                raise NodeError(
+                    "eth_getProof",
+                    f"block {block}: answered {PROOF_ATTEMPTS} times with another block's state "
+                    "(account proof root != stateRoot)",
+                )
             self._proof_ok = False
             log.warning(
                 "node lacks eth_getProof, reading accounts with eth_getBalance, "
@@ -308,10 +332,8 @@ class JsonRpcNode:
             )
         return await self._accounts_by_parts(wanted, block)
 
-    def _proof_snapshot(self, address: bytes, res: RpcResult) -> AccountSnapshot:
-        method = "eth_getProof"
-        where = f"result[{hexstr(address)}]"
-        obj = Obj(method, res.unwrap(), where)
+    def _proof_snapshot(self, address: bytes, obj: Obj) -> AccountSnapshot:
+        method, where = obj.method, obj.where
         if obj.has("address") and obj.fixed("address", 20) != address:
             raise NodeError(method, f"field {where}.address: answer is for another account")
         code_hash = obj.fixed("codeHash", 32)

@@ -15,9 +15,18 @@ from typing import Any
 
 from ioswarm.core.execshadow import AccountDiff
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot
-from ioswarm.core.statehash import keccak256
 from ioswarm.errors import MethodNotSupported, NodeError
-from ioswarm.node.fields import BlockId, Obj, block_param, data, fixed, hexstr, quantity
+from ioswarm.node.fields import (
+    BlockId,
+    Obj,
+    block_param,
+    data,
+    fixed,
+    hexstr,
+    proof_matches,
+    proof_state_root,
+    quantity,
+)
 from ioswarm.node.rpc import JsonRpcTransport
 
 log = logging.getLogger("ioswarm.node")
@@ -182,8 +191,8 @@ class ExecutionReader:
         checked against its ``stateRoot``: a node that answers a historical read with the state
         of another block (anvil does, for the previous block while it mines the next) is
         caught here. Such accounts are left out of the result, with a warning, so the caller
-        retries or does without them; an empty proof cannot be checked and is taken as is, and
-        so is any proof at block 0 (see below).
+        retries or does without them. An empty proof, or any proof at block 0, is taken as is
+        (see :func:`~ioswarm.node.fields.proof_state_root`).
         """
         method = "eth_getProof"
         addrs = list(wanted)
@@ -192,21 +201,13 @@ class ExecutionReader:
         blk = block_param(block)
         calls = [(method, [hexstr(a), [_slot_hex(s) for s in wanted[a]], blk]) for a in addrs]
         results = await self.transport.batch([("eth_getBlockByNumber", [blk, False]), *calls])
-        head = Obj("eth_getBlockByNumber", results[0].unwrap(), f"result[{blk}]")
-        state_root = head.fixed("stateRoot", 32)
-        # anvil's genesis header carries a state root its own proofs do not match (seen on
-        # every read at block 0); later blocks match. Block 0 is read only before any block.
-        check = head.quantity("number") != 0
+        state_root = proof_state_root(results[0].unwrap(), f"result[{blk}]")
         out: dict[bytes, AccountData] = {}
         stale: list[bytes] = []
         for a, res in zip(addrs, results[1:], strict=True):
             where = f"result[{hexstr(a)}]"
             obj = Obj(method, res.unwrap(), where)
-            proof = (obj.raw.get("accountProof") or []) if check else []
-            if (
-                proof
-                and keccak256(data(method, f"{where}.accountProof[0]", proof[0])) != state_root
-            ):
+            if not proof_matches(obj, state_root):
                 stale.append(a)
                 continue
             storage: dict[bytes, bytes] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from ioswarm.core.statehash import keccak256
 from ioswarm.errors import NodeError
 
 BlockTag = Literal["latest", "pending", "earliest", "safe", "finalized"]
@@ -91,3 +92,28 @@ def block_param(number: BlockId) -> str:
             raise ValueError(f"block number must be >= 0, got {number}")
         return hex(number)
     return number
+
+
+def proof_state_root(header: Any, where: str) -> bytes | None:
+    """The state root ``eth_getProof`` answers at this block must hang from.
+
+    ``header`` is the block's ``eth_getBlockByNumber`` answer. None at block 0: anvil's genesis
+    header carries a state root its own proofs never match (later blocks match), so genesis
+    reads go unchecked.
+    """
+    head = Obj("eth_getBlockByNumber", header, where)
+    return None if head.quantity("number") == 0 else head.fixed("stateRoot", 32)
+
+
+def proof_matches(answer: Obj, state_root: bytes | None) -> bool:
+    """Whether an ``eth_getProof`` answer's account proof starts at ``state_root``.
+
+    A node can answer a read of one block with another block's state (anvil does, for the
+    previous block while it mines the next); the proof's root node then hashes to another root.
+    True when there is nothing to check (no root, or an empty proof).
+    """
+    proof = answer.raw.get("accountProof") or []
+    if state_root is None or not proof:
+        return True
+    first = data(answer.method, f"{answer.where}.accountProof[0]", proof[0])
+    return keccak256(first) == state_root

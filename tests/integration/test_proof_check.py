@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from ioswarm.node import JsonRpcTransport
+from ioswarm.errors import NodeError
+from ioswarm.node import JsonRpcNode, JsonRpcTransport
 from ioswarm.node.execution import ExecutionReader
 from ioswarm.node.rpc import JsonRpcCall, RpcResult
 from ioswarm.sim.anvil import AnvilProcess
@@ -57,3 +58,23 @@ async def test_a_proof_of_another_block_is_not_used(
         # At the newest block the substitution changes nothing and the proof checks out.
         got = await ExecutionReader(racy).account_data({FRESH: []}, before + 1)
         assert got[FRESH].snapshot.balance == 5
+
+
+async def test_account_reads_retry_then_refuse_another_blocks_state(
+    anvil_manual: AnvilProcess,
+) -> None:
+    """The adapter's account reads (L2 sender state) fail with a clear error rather than use a
+    proof of another block; at the block the answer really is from, they pass."""
+    anvil = anvil_manual
+    await anvil.mine(1)
+    before = int(str(await anvil.rpc("eth_blockNumber")), 16)
+    await anvil.rpc(
+        "eth_sendTransaction", [{"from": DEV0, "to": "0x" + FRESH.hex(), "value": "0x5"}]
+    )
+    await anvil.mine(1)
+    async with JsonRpcNode(anvil.url) as honest:
+        assert (await honest.accounts([FRESH], before))[FRESH].balance == 0
+    async with JsonRpcNode(anvil.url, transport=LatestStateTransport(anvil.url)) as racy:
+        with pytest.raises(NodeError, match="another block's state"):
+            await racy.accounts([FRESH], before)
+        assert (await racy.accounts([FRESH], before + 1))[FRESH].balance == 5
