@@ -28,7 +28,6 @@ log = logging.getLogger("ioswarm.prefetch")
 PRECOMPILES = tuple(bytes(19) + bytes([i]) for i in range(1, 0x12))
 CODE_CACHE_LIMIT = 4096
 STATE_CACHE_LIMIT = 50_000
-ZERO_WORD = b"\x00" * 32
 
 
 def created_address(sender: bytes, nonce: int) -> bytes:
