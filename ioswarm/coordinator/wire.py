@@ -38,7 +38,11 @@ def task_to_pb(task: Task) -> pb.TaskPackage:
         state_height=task.state_height,
     )
     if task.sender_state is not None:
-        msg.sender.CopyFrom(snapshot_to_pb(task.sender_state))
+        # Without its address: the task never names the sender; recovering it is the agent's
+        # L1 evidence of work.
+        sender = snapshot_to_pb(task.sender_state)
+        sender.ClearField("address")
+        msg.sender.CopyFrom(sender)
     if task.receiver_state is not None:
         msg.receiver.CopyFrom(snapshot_to_pb(task.receiver_state))
     if task.accounts:
