@@ -19,6 +19,7 @@ Results whose transaction has not landed stay pending until it lands or until
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -72,6 +73,16 @@ class ShadowCounts:
             self.mismatched_fields[c.detail] = self.mismatched_fields.get(c.detail, 0) + 1
         else:
             self.excluded[c.detail] = self.excluded.get(c.detail, 0) + 1
+
+    def merge(self, other: ShadowCounts) -> None:
+        """Add another tally's counts to this one."""
+        self.compared += other.compared
+        self.matched += other.matched
+        self.mismatched += other.mismatched
+        for k, v in other.excluded.items():
+            self.excluded[k] = self.excluded.get(k, 0) + v
+        for k, v in other.mismatched_fields.items():
+            self.mismatched_fields[k] = self.mismatched_fields.get(k, 0) + v
 
     @property
     def excluded_total(self) -> int:
@@ -130,6 +141,7 @@ class ShadowBook:
         self.truth_window = truth_window_blocks or expiry_blocks
         self.by_level: dict[Level, ShadowCounts] = {}
         self.by_agent: dict[str, ShadowCounts] = {}
+        self.by_agent_level: dict[tuple[str, Level], ShadowCounts] = {}
         self.expired = 0
         self._pending: dict[bytes, list[_Pending]] = {}
         self._included: OrderedDict[bytes, IncludedTx] = OrderedDict()
@@ -284,17 +296,20 @@ class ShadowBook:
     def _tally(self, c: Comparison) -> Comparison:
         self.by_level.setdefault(c.level, ShadowCounts()).add(c)
         self.by_agent.setdefault(c.agent_id, ShadowCounts()).add(c)
+        self.by_agent_level.setdefault((c.agent_id, c.level), ShadowCounts()).add(c)
         return c
+
+    def level_totals(self, agents: Collection[str]) -> dict[Level, ShadowCounts]:
+        """Per-level counts over the given agents only (e.g. the honest ones of a demo)."""
+        out: dict[Level, ShadowCounts] = {}
+        for (agent_id, level), counts in self.by_agent_level.items():
+            if agent_id in agents:
+                out.setdefault(level, ShadowCounts()).merge(counts)
+        return dict(sorted(out.items()))
 
     def totals(self) -> ShadowCounts:
         """All levels together."""
         total = ShadowCounts()
         for counts in self.by_level.values():
-            total.compared += counts.compared
-            total.matched += counts.matched
-            total.mismatched += counts.mismatched
-            for k, v in counts.excluded.items():
-                total.excluded[k] = total.excluded.get(k, 0) + v
-            for k, v in counts.mismatched_fields.items():
-                total.mismatched_fields[k] = total.mismatched_fields.get(k, 0) + v
+            total.merge(counts)
         return total
