@@ -121,6 +121,12 @@ class RewardConfig:
         "Weight multiplier for agents at or above bonusAccuracyPct.",
         check=_positive,
     )
+    min_accuracy_pct: float = _f(
+        "minAccuracyPct",
+        90.0,
+        "Accuracy (overall, and on canary tasks) below which an agent gets weight 0 for the epoch.",
+        check=_percent,
+    )
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,18 @@ class CoordinatorConfig:
     )
     submit_burst: int = _f(
         "submitBurst", 20, "Per-agent SubmitResults token-bucket capacity.", check=_positive
+    )
+    canary_pct: float = _f(
+        "canaryPct",
+        5.0,
+        "Percent of tasks that are canaries (known answer, never broadcast); 0 disables.",
+        check=_percent,
+    )
+    decline_max_pct: float = _f(
+        "declineMaxPct",
+        25.0,
+        "Share of an agent's recent answers that may be declines before it is throttled.",
+        check=_percent,
     )
     shadow_expiry_blocks: int = _f(
         "shadowExpiryBlocks",

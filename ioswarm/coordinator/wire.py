@@ -128,6 +128,7 @@ def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> 
         latency_us=msg.latency_us,
         effects=effects_from_pb(msg, coinbase) if executed else None,
         context_reads=frozenset(msg.context_reads),
+        declined=msg.declined,
     )
 
 

@@ -90,6 +90,8 @@ class Verdict:
     # L3/L4: what the execution did and which block-context values it read.
     effects: ExecEffects | None = None
     context_reads: frozenset[str] = frozenset()
+    # The agent gave the task back unanswered (e.g. ``missing_state``): not an answer.
+    declined: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,14 @@ Scaling (everything that is not a count is an integer):
   it; i.e. one matched task weighs one million units. That keeps a fractional multiplier exact
   and stays far below the contract's uint96 limit (2^96 ~ 7.9e28) for any real task count.
 - **accuracy**: ``matched / (matched + mismatched)``; exclusions (races that were not the
-  agent's fault) count neither way, as in :mod:`ioswarm.core.shadow`. The bonus test is exact
-  (``matched * 1e6 >= threshold_ppm * judged``, no rounding); the reported ``accuracy_ppm`` is
-  floored. An agent with nothing judged reports 100 % but has no matched tasks, so weight 0.
+  agent's fault) count neither way, as in :mod:`ioswarm.core.shadow`. Canary verdicts (tasks
+  whose answer the coordinator knows) count like any other, and also on their own: an agent
+  below ``min_accuracy_ppm`` overall *or on its canaries* gets weight 0 for the epoch. The
+  canary floor is what stops an agent that answers real traffic by copying or guessing (right
+  most of the time, since most pending transactions are valid) but cannot answer a canary.
+  The bonus test is exact (``matched * 1e6 >= threshold_ppm * judged``, no rounding); the
+  reported ``accuracy_ppm`` is floored. An agent with nothing judged reports 100 % but has no
+  matched tasks, so weight 0.
 - **wei**: :func:`split` gives the delegate ``floor(reward * cut / 100)`` and the agents the
   rest. :func:`allocate` gives each agent ``floor(agents_wei * weight / total_weight)``; the
   remainder (fewer wei than there are weighted agents) is not assigned here. On chain the
@@ -42,6 +47,8 @@ UNDER_MIN = "under_min"
 NO_MATCHES = "no_matches"
 NO_WALLET = "no_wallet"
 DEPARTED = "departed"
+UNDER_ACCURACY = "under_min_accuracy"
+CANARY_FAILED = "canary_failed"
 
 _WALLET = re.compile(r"0x[0-9a-f]{40}")
 _ZERO_WALLET = "0x" + "0" * 40
@@ -83,6 +90,8 @@ class RewardPolicy:
     """Weight multiplier (ppm) for agents that reach the bonus accuracy."""
     delegate_cut_pct: int = 10
     """Percent of each epoch reward the delegate keeps."""
+    min_accuracy_ppm: int = 900_000
+    """Accuracy (ppm), overall and on canaries, below which an agent gets weight 0."""
 
     def __post_init__(self) -> None:
         if self.min_tasks < 0:
@@ -93,6 +102,8 @@ class RewardPolicy:
             raise ValueError("bonus_multiplier_ppm must be > 0")
         if not 0 <= self.delegate_cut_pct <= 100:
             raise ValueError("delegate_cut_pct must be in 0..100")
+        if not 0 <= self.min_accuracy_ppm <= PPM:
+            raise ValueError("min_accuracy_ppm must be in 0..1_000_000")
 
     @classmethod
     def from_config(
@@ -102,6 +113,7 @@ class RewardPolicy:
         bonus_accuracy_pct: float,
         bonus_multiplier: float,
         delegate_cut_pct: int,
+        min_accuracy_pct: float = 90.0,
     ) -> RewardPolicy:
         """Convert the config's percent and float values to ppm, once."""
         return cls(
@@ -109,6 +121,7 @@ class RewardPolicy:
             bonus_accuracy_ppm=to_ppm(bonus_accuracy_pct, PPM // 100),
             bonus_multiplier_ppm=to_ppm(bonus_multiplier),
             delegate_cut_pct=delegate_cut_pct,
+            min_accuracy_ppm=to_ppm(min_accuracy_pct, PPM // 100),
         )
 
 
@@ -122,14 +135,24 @@ class EpochTally:
     matched: int = 0
     mismatched: int = 0
     excluded: int = 0
+    canary_matched: int = 0
+    canary_failed: int = 0
+    incomplete: int = 0
+    """Mismatches because the answer lacked its level's evidence (also in ``mismatched``)."""
 
-    def add_comparison(self, outcome: str) -> None:
-        """Count one shadow comparison (``matched``, ``mismatched`` or ``excluded``)."""
+    def add_comparison(self, outcome: str, *, canary: bool = False, detail: str = "") -> None:
+        """Count one verdict (``matched``, ``mismatched`` or ``excluded``); a canary's also
+        counts on its own, and an ``incomplete`` mismatch is noted."""
         if outcome == "matched":
             self.matched += 1
+            self.canary_matched += 1 if canary else 0
         elif outcome == "mismatched":
             self.mismatched += 1
+            self.canary_failed += 1 if canary else 0
+            self.incomplete += 1 if detail == "incomplete" else 0
         elif outcome == "excluded":
+            if canary:
+                raise ValueError("a canary verdict is exact: never excluded")
             self.excluded += 1
         else:
             raise ValueError(f"unknown outcome {outcome!r}")
@@ -144,6 +167,12 @@ class EpochTally:
         """floor(matched / judged * 1e6); 1e6 when nothing was judged."""
         judged = self.judged
         return self.matched * PPM // judged if judged else PPM
+
+    @property
+    def canary_accuracy_ppm(self) -> int:
+        """floor(canaries right / canaries judged * 1e6); 1e6 when none was judged."""
+        judged = self.canary_matched + self.canary_failed
+        return self.canary_matched * PPM // judged if judged else PPM
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +190,15 @@ class Payout:
     accuracy_ppm: int
     bonus_applied: bool
     reason: str = ELIGIBLE
-    """Why the weight is 0 (``under_min``, ``no_matches``, ``no_wallet``, ``departed``)."""
+    """Why the weight is 0 (``no_wallet``, ``under_min``, ``canary_failed``,
+    ``under_min_accuracy``, ``no_matches``, ``departed``)."""
     amount_wei: int = 0
     """Expected share of the agents' wei (see :func:`allocate`)."""
     rank: int = 0
     """1 = largest weight; equal weights share a rank; 0 for departed agents."""
+    canary_matched: int = 0
+    canary_failed: int = 0
+    incomplete: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +237,24 @@ def _qualifies_for_bonus(tally: EpochTally, policy: RewardPolicy) -> bool:
     return judged > 0 and tally.matched * PPM >= policy.bonus_accuracy_ppm * judged
 
 
+def weight_reason(tally: EpochTally, wallet: str, policy: RewardPolicy) -> str:
+    """Why ``tally`` earns nothing this epoch (``""`` when it earns): the first rule it fails.
+
+    ``wallet`` is the normalized wallet (``""`` when it cannot be paid).
+    """
+    if not wallet:
+        return NO_WALLET
+    if tally.tasks < policy.min_tasks:
+        return UNDER_MIN
+    if tally.canary_accuracy_ppm < policy.min_accuracy_ppm:
+        return CANARY_FAILED
+    if tally.accuracy_ppm < policy.min_accuracy_ppm:
+        return UNDER_ACCURACY
+    if tally.matched == 0:
+        return NO_MATCHES
+    return ELIGIBLE
+
+
 def compute_weights(
     tallies: Iterable[EpochTally],
     previous_agents: Mapping[str, str],
@@ -223,13 +274,7 @@ def compute_weights(
         bonus = _qualifies_for_bonus(t, policy)
         multiplier = policy.bonus_multiplier_ppm if bonus else PPM
         weight = t.matched * multiplier
-        reason = ELIGIBLE
-        if not wallet:
-            reason = NO_WALLET
-        elif t.tasks < policy.min_tasks:
-            reason = UNDER_MIN
-        elif t.matched == 0:
-            reason = NO_MATCHES
+        reason = weight_reason(t, wallet, policy)
         if reason != ELIGIBLE:
             weight = 0
         out.append(
@@ -244,6 +289,9 @@ def compute_weights(
                 accuracy_ppm=t.accuracy_ppm,
                 bonus_applied=bonus and weight > 0,
                 reason=reason,
+                canary_matched=t.canary_matched,
+                canary_failed=t.canary_failed,
+                incomplete=t.incomplete,
             )
         )
     for agent_id, wallet in previous_agents.items():

@@ -24,6 +24,7 @@ class Completion(Enum):
     ACCEPTED = "accepted"  # the agent holds the task now: the result counts
     LATE = "late"  # the agent held it once, but it timed out or was answered elsewhere
     FOREIGN = "foreign"  # the task exists but was never this agent's
+    ANSWERED = "answered"  # this agent's result for it was already accepted
     UNKNOWN = "unknown"  # no such task (never issued, or long forgotten)
 
 
@@ -31,6 +32,7 @@ class Completion(Enum):
 class _AgentSlot:
     agent_id: str
     level: Level
+    limit: int  # most unanswered tasks it may hold (lower while throttled)
     inflight: set[int] = field(default_factory=set)
     assigned_total: int = 0
 
@@ -78,8 +80,8 @@ class Scheduler:
         # (deadline, round, [(task_id, attempt), ...])
         self._deadlines: list[tuple[float, int, list[tuple[int, int]]]] = []
         self._rounds = itertools.count()
-        # The agents that held each recently finished task.
-        self._done: OrderedDict[int, tuple[str, ...]] = OrderedDict()
+        # The agents that held each recently finished task, and the one whose answer counted.
+        self._done: OrderedDict[int, tuple[tuple[str, ...], str]] = OrderedDict()
 
     # -- agents -----------------------------------------------------------------------------
 
@@ -87,9 +89,22 @@ class Scheduler:
         """Make an agent eligible for tasks up to ``level`` (idempotent; keeps its inflight)."""
         slot = self._agents.get(agent_id)
         if slot is None:
-            self._agents[agent_id] = _AgentSlot(agent_id, level)
+            self._agents[agent_id] = _AgentSlot(agent_id, level, self.max_inflight)
         else:
             slot.level = level
+
+    def set_limit(self, agent_id: str, limit: int | None) -> None:
+        """Cap the agent's unanswered tasks below ``maxInflightPerAgent`` (a throttle), or lift
+        the cap with None. Tasks it already holds stay with it."""
+        slot = self._agents.get(agent_id)
+        if slot is not None:
+            cap = self.max_inflight
+            slot.limit = cap if limit is None else max(0, min(limit, cap))
+
+    def task(self, task_id: int) -> Task | None:
+        """An open task by id."""
+        state = self._tasks.get(task_id)
+        return state.task if state is not None else None
 
     def remove_agent(self, agent_id: str) -> list[int]:
         """Forget an agent; its unanswered tasks go back to the front of the queue."""
@@ -150,8 +165,8 @@ class Scheduler:
         fill = min(max_batch, max_inflight)
         free = 0
         for s in agents.values():
-            room = max_inflight - len(s.inflight)
-            if room >= fill or len(s.inflight) < max_batch:
+            room = s.limit - len(s.inflight)
+            if room > 0 and (room >= min(fill, s.limit) or len(s.inflight) < max_batch):
                 free += min(max_batch, room)
         ready = self._ready
         if not ready or free <= 0:
@@ -174,8 +189,11 @@ class Scheduler:
                     (len(s.inflight), s.agent_id)
                     for s in agents.values()
                     if s.level >= level
-                    and len(s.inflight) < max_inflight
-                    and (max_inflight - len(s.inflight) >= fill or len(s.inflight) < max_batch)
+                    and len(s.inflight) < s.limit
+                    and (
+                        s.limit - len(s.inflight) >= min(fill, s.limit)
+                        or len(s.inflight) < max_batch
+                    )
                 ]
                 heapq.heapify(heap)
                 heaps[level] = heap
@@ -190,16 +208,16 @@ class Scheduler:
                     load, agent_id = heap[0]
                     slot = agents.get(agent_id)
                     if slot is None or len(slot.inflight) != load:
-                        if slot is not None and len(slot.inflight) < max_inflight:
+                        if slot is not None and len(slot.inflight) < slot.limit:
                             heapreplace(heap, (len(slot.inflight), agent_id))
                         else:
                             heappop(heap)
                         continue
                     batch = out.get(agent_id)
-                    if (batch is not None and len(batch) >= max_batch) or load >= max_inflight:
+                    if (batch is not None and len(batch) >= max_batch) or load >= slot.limit:
                         heappop(heap)  # full for this round
                         continue
-                    if load + 1 < max_inflight:
+                    if load + 1 < slot.limit:
                         heapreplace(heap, (load + 1, agent_id))
                     else:
                         heappop(heap)
@@ -241,10 +259,10 @@ class Scheduler:
             load, agent_id = heapq.heappop(heap)
             slot = self._agents.get(agent_id)
             if slot is None or len(slot.inflight) != load:
-                if slot is not None and len(slot.inflight) < self.max_inflight:
+                if slot is not None and len(slot.inflight) < slot.limit:
                     heapq.heappush(heap, (len(slot.inflight), agent_id))
                 continue
-            if len(out.get(agent_id, ())) >= max_batch or load >= self.max_inflight:
+            if len(out.get(agent_id, ())) >= max_batch or load >= slot.limit:
                 continue  # full for this round
             if agent_id in state.past and state.attempts > 0:
                 held.append((load, agent_id))
@@ -256,8 +274,10 @@ class Scheduler:
             chosen = held.pop(0)[1]
         for item in held:
             heapq.heappush(heap, item)
-        if chosen is not None and len(self._agents[chosen].inflight) + 1 < self.max_inflight:
-            heapq.heappush(heap, (len(self._agents[chosen].inflight) + 1, chosen))
+        if chosen is not None:
+            slot = self._agents[chosen]
+            if len(slot.inflight) + 1 < slot.limit:
+                heapq.heappush(heap, (len(slot.inflight) + 1, chosen))
         return chosen
 
     def classify(self, agent_id: str, task_id: int) -> Completion:
@@ -267,9 +287,12 @@ class Scheduler:
             if state.assignee == agent_id:
                 return Completion.ACCEPTED
             return Completion.LATE if agent_id in state.past else Completion.FOREIGN
-        past = self._done.get(task_id)
-        if past is None:
+        done = self._done.get(task_id)
+        if done is None:
             return Completion.UNKNOWN
+        past, answered_by = done
+        if answered_by == agent_id:
+            return Completion.ANSWERED
         return Completion.LATE if agent_id in past else Completion.FOREIGN
 
     def complete(self, agent_id: str, task_id: int) -> Task | None:
@@ -281,12 +304,12 @@ class Scheduler:
         slot = self._agents.get(agent_id)
         if slot is not None:
             slot.inflight.discard(task_id)
-        self._remember_done(task_id, state.past)
+        self._remember_done(task_id, state.past, agent_id)
         return state.task
 
-    def _remember_done(self, task_id: int, past: tuple[str, ...]) -> None:
+    def _remember_done(self, task_id: int, past: tuple[str, ...], answered_by: str = "") -> None:
         done = self._done
-        done[task_id] = past
+        done[task_id] = (past, answered_by)
         while len(done) > RECENT_DONE_LIMIT:
             done.popitem(last=False)
 

@@ -23,7 +23,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.execshadow import (
+    ACCOUNT_FIELDS,
     PredictedContext,
     StateKey,
     describe_difference,
@@ -170,7 +172,16 @@ class ShadowBook:
         verdict: Verdict,
         predicted: PredictedContext | None = None,
     ) -> Comparison | None:
-        """Take a verdict; judge it now if the chain already decided, else keep it pending."""
+        """Take a verdict; judge it now if the chain already decided, else keep it pending.
+
+        An answer without the evidence its level requires is wrong at once, whatever the chain
+        does later (see :mod:`ioswarm.core.evidence`).
+        """
+        gap = missing_evidence(task, verdict)
+        if gap:
+            return self._tally(
+                Comparison(agent_id, task.task_id, task.level, Outcome.MISMATCHED, INCOMPLETE, gap)
+            )
         pending = _Pending(agent_id, task, verdict, self._head, predicted)
         truth = self._included.get(task.tx_hash)
         if truth is not None:
@@ -189,9 +200,9 @@ class ShadowBook:
         def result(outcome: Outcome, detail: str = "") -> Comparison:
             return Comparison(p.agent_id, task.task_id, task.level, outcome, detail)
 
-        if not verdict.valid and verdict.reject_reason == MISSING_STATE:
-            return result(Outcome.EXCLUDED, MISSING_STATE)
         actual = self._contexts.get(truth.block_number)
+        if not verdict.valid and verdict.reject_reason == MISSING_STATE:
+            return result(*self._judge_missing_state(p, truth, actual))
         if not verdict.valid or verdict.effects is None:
             base = judge_included(p.agent_id, task, verdict, truth)
             if base.outcome is Outcome.MISMATCHED and task.read_set & self._written_before(
@@ -218,6 +229,41 @@ class ShadowBook:
                 + describe_difference(detail, verdict.effects, truth.effects)
             )
         return Comparison(p.agent_id, task.task_id, task.level, Outcome(outcome), detail, note)
+
+    def _judge_missing_state(
+        self, p: _Pending, truth: IncludedTx, actual: PredictedContext | None
+    ) -> tuple[Outcome, str]:
+        """A claim that the task lacked state, checked against what was sent and touched.
+
+        The coordinator sent every key the access-list simulation found (the task's read set).
+        When the chain's execution wrote only keys that were sent, nothing it read changed before
+        it, and the real block context is the one the agent was given, the execution the agent
+        ran followed the same path over the same keys: the claim is false. Otherwise the
+        difference may be real and the claim is excluded. An L4 agent executes on its own full
+        state, so a missing-state claim there is never the coordinator's doing.
+        """
+        task = p.task
+        if task.level >= Level.L4:
+            return Outcome.MISMATCHED, MISSING_STATE
+        effects = truth.effects
+        if effects is None or actual is None or p.predicted is None:
+            return Outcome.EXCLUDED, MISSING_STATE
+        if task.read_set & self._written_before(task.block_height, truth):
+            return Outcome.EXCLUDED, "read_write_race"
+        if p.predicted.differing(actual):
+            return Outcome.EXCLUDED, MISSING_STATE
+        sent = task.read_set
+        sent_accounts = {address for address, _ in sent}
+        coinbases = {p.predicted.coinbase, actual.coinbase}
+        for address, key in effects.writes:
+            if address in coinbases:
+                continue
+            if key in ACCOUNT_FIELDS:
+                if address not in sent_accounts:
+                    return Outcome.EXCLUDED, MISSING_STATE
+            elif (address, key) not in sent:
+                return Outcome.EXCLUDED, MISSING_STATE
+        return Outcome.MISMATCHED, MISSING_STATE
 
     def _written_before(self, prefetch_block: int, truth: IncludedTx) -> frozenset[StateKey]:
         """What was written after the state was read at ``prefetch_block`` and before ``truth``."""

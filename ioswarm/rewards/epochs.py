@@ -166,6 +166,7 @@ class EpochManager:
             bonus_accuracy_pct=r.bonus_accuracy_pct,
             bonus_multiplier=r.bonus_multiplier,
             delegate_cut_pct=r.delegate_cut_pct,
+            min_accuracy_pct=r.min_accuracy_pct,
         )
         if config.reward_contract and not config.reward_signer_key:
             raise ConfigError("rewardSignerKey", "is required when rewardContract is set")

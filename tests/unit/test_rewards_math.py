@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ioswarm.core.rewards import (
+    CANARY_FAILED,
     DEPARTED,
     ELIGIBLE,
     NO_MATCHES,
     NO_WALLET,
     PPM,
+    UNDER_ACCURACY,
     UNDER_MIN,
     EpochTally,
     RewardPolicy,
@@ -80,6 +82,7 @@ def test_zero_weight_reasons() -> None:
             tally("bad", "0x1234", 50, 50),
             tally("wrong", W2, 50, 0, 50),
             tally("good", W3, 10, 10),
+            tally("silent", "0x" + "55" * 20, 50, 0),
         ],
         {},
         POLICY,
@@ -89,7 +92,8 @@ def test_zero_weight_reasons() -> None:
     assert by_id["nowallet"].reason == NO_WALLET
     assert by_id["zero"].reason == NO_WALLET
     assert by_id["bad"].reason == NO_WALLET
-    assert by_id["wrong"].reason == NO_MATCHES
+    assert by_id["wrong"].reason == UNDER_ACCURACY
+    assert by_id["silent"].reason == NO_MATCHES  # nothing judged: no accuracy, no weight
     assert by_id["good"].reason == ELIGIBLE and by_id["good"].weight == 10 * 1_200_000
     assert all(p.weight == 0 and not p.bonus_applied for p in rows if p.agent_id != "good")
 
@@ -160,7 +164,7 @@ def test_plan_ranks_and_amounts() -> None:
     """The plan gives each agent its floor share and a rank; departed agents get rank 0."""
     plan = plan_epoch(
         1,
-        [tally("a", W1, 30, 30), tally("b", W2, 30, 15, 15), tally("c", W3, 2, 2)],
+        [tally("a", W1, 30, 30), tally("b", W2, 30, 28, 2), tally("c", W3, 2, 2)],
         {"d": "0x" + "44" * 20},
         ["0x" + "44" * 20],
         POLICY,
@@ -168,12 +172,49 @@ def test_plan_ranks_and_amounts() -> None:
     )
     by_id = {p.agent_id: p for p in plan.payouts}
     assert plan.deposit_wei == IOTX - IOTX // 10
-    # a: 30 matched at 100 % (x1.2) = 36e6; b: 15 matched, no bonus = 15e6
-    assert by_id["a"].amount_wei == plan.deposit_wei * 36 // 51
-    assert by_id["b"].amount_wei == plan.deposit_wei * 15 // 51
+    # a: 30 matched at 100 % (x1.2) = 36e6; b: 28 matched at 93 %, no bonus = 28e6
+    assert by_id["a"].amount_wei == plan.deposit_wei * 36 // 64
+    assert by_id["b"].amount_wei == plan.deposit_wei * 28 // 64
     assert [by_id[x].rank for x in "abcd"] == [1, 2, 3, 0]
     assert by_id["d"].reason == DEPARTED
     assert plan.total_agents == 3
+
+
+def test_accuracy_floor_gives_weight_zero() -> None:
+    """Below minAccuracyPct an agent earns nothing; at the floor exactly it earns."""
+    rows = compute_weights(
+        [tally("under", W1, 100, 89, 11), tally("at", W2, 100, 90, 10)], {}, POLICY
+    )
+    by_id = {p.agent_id: p for p in rows}
+    assert (by_id["under"].weight, by_id["under"].reason) == (0, UNDER_ACCURACY)
+    assert (by_id["at"].weight, by_id["at"].reason) == (90 * PPM, ELIGIBLE)
+
+
+def test_failed_canaries_forfeit_the_epoch_even_at_high_accuracy() -> None:
+    """A copier right on 95 % of real traffic but wrong on its canaries gets weight 0."""
+    copier = tally("copier", W1, 100, 0)
+    honest = tally("honest", W2, 100, 0)
+    for _ in range(95):
+        copier.add_comparison("matched")
+        honest.add_comparison("matched")
+    for _ in range(5):
+        copier.add_comparison("mismatched", canary=True)
+        honest.add_comparison("matched", canary=True)
+    assert copier.accuracy_ppm == 950_000 and copier.canary_accuracy_ppm == 0
+    by_id = {p.agent_id: p for p in compute_weights([copier, honest], {}, POLICY)}
+    assert (by_id["copier"].weight, by_id["copier"].reason) == (0, CANARY_FAILED)
+    assert by_id["copier"].canary_failed == 5
+    assert by_id["honest"].weight == 100 * 1_200_000 and by_id["honest"].canary_matched == 5
+
+
+def test_incomplete_answers_count_as_mismatches() -> None:
+    """An incomplete answer is a mismatch and is noted as such."""
+    t = EpochTally("a", W1)
+    t.add_comparison("mismatched", detail="incomplete")
+    t.add_comparison("mismatched", detail="valid")
+    assert (t.mismatched, t.incomplete) == (2, 1)
+    with pytest.raises(ValueError):
+        t.add_comparison("excluded", canary=True)
 
 
 def test_tally_refuses_unknown_outcome() -> None:

@@ -123,7 +123,40 @@ def test_classify_foreign_and_unknown() -> None:
     assert s.classify(owner, 777) is Completion.UNKNOWN
     assert s.complete(other, 1) is None
     assert s.complete(owner, 1) is not None
-    assert s.classify(owner, 1) is Completion.LATE  # answered already
+    assert s.classify(owner, 1) is Completion.ANSWERED  # a resubmission, never credited twice
+    assert s.classify(other, 1) is Completion.FOREIGN
+
+
+def test_late_answer_after_a_timeout_is_late_not_answered() -> None:
+    """An agent whose task timed out and was answered elsewhere is late; the answerer's copy is
+    a resubmission."""
+    s = sched(max_attempts=2)
+    s.add_agent("a", Level.L1)
+    s.enqueue(task(1))
+    s.assign(0.0, 64)
+    s.add_agent("b", Level.L1)
+    s.expire(10.0)
+    [(second, _)] = s.assign(10.0, 64).items()
+    assert second == "b" and s.complete("b", 1) is not None
+    assert s.classify("a", 1) is Completion.LATE
+    assert s.classify("b", 1) is Completion.ANSWERED
+
+
+def test_throttled_agent_gets_at_most_its_limit() -> None:
+    """A throttle caps what one agent may hold; the others take the rest."""
+    s = sched()
+    s.add_agent("slow", Level.L1)
+    s.add_agent("ok", Level.L1)
+    s.set_limit("slow", 2)
+    for i in range(1, 41):
+        s.enqueue(task(i))
+    for _ in range(3):
+        s.assign(0.0, 8)
+    assert s.inflight("slow") == 2
+    assert s.inflight("ok") == 24
+    s.set_limit("slow", None)
+    s.assign(0.0, 8)
+    assert s.inflight("slow") == 10
 
 
 def test_queue_is_bounded() -> None:

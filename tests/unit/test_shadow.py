@@ -65,7 +65,11 @@ def test_wrong_sender_is_mismatch() -> None:
 def test_nonce_race_is_excluded() -> None:
     """A nonce rejection made on state that changed before inclusion is excluded, not wrong."""
     book = ShadowBook(expiry_blocks=5)
-    book.record("a", task(1, b"h1", nonce=3, state_nonce=2), Verdict(1, False, "nonce_too_high"))
+    book.record(
+        "a",
+        task(1, b"h1", nonce=3, state_nonce=2),
+        Verdict(1, False, "nonce_too_high", sender=SENDER),
+    )
     [c] = book.on_block(2, [inc(b"h1", nonce=3)])
     assert (c.outcome, c.detail) == (Outcome.EXCLUDED, "nonce_race")
 
@@ -104,7 +108,11 @@ def test_counts_add_up_per_agent_and_level() -> None:
     book = ShadowBook(expiry_blocks=5)
     book.record("a", task(1, b"h1"), Verdict(1, True, sender=SENDER))
     book.record("b", task(2, b"h1", level=Level.L1), Verdict(2, False, "x"))
-    book.record("a", task(3, b"h2", nonce=1, state_nonce=0), Verdict(3, False, "nonce_too_high"))
+    book.record(
+        "a",
+        task(3, b"h2", nonce=1, state_nonce=0),
+        Verdict(3, False, "nonce_too_high", sender=SENDER),
+    )
     book.on_block(2, [inc(b"h1"), inc(b"h2", nonce=1)])
     for counts in [*book.by_agent.values(), *book.by_level.values()]:
         assert counts.compared == counts.matched + counts.mismatched + counts.excluded_total

@@ -1,0 +1,59 @@
+"""Evidence of work: what a complete answer carries at each level.
+
+Agents are strangers paid per correct answer, so an answer counts only when it carries the
+evidence that the work was done. Truth at L1/L2 is mostly "the transaction was included", which
+a bare ``valid=True`` would match for free; these rules make such an answer wrong instead.
+
+- **L1**: a valid answer names the recovered sender (20 bytes). The task never carries the
+  sender, so the only way to know it is to recover it from the signature.
+- **L2**: the L1 evidence, and an invalid answer gives its reject reason. A reason that only the
+  sender's state can decide (nonce, balance) is reached after recovery, so it comes with the
+  recovered sender too.
+- **L3/L4**: a valid answer is an execution: the sender, a status, the gas used (at least the
+  21,000 every transaction pays), and the state changes, which always include the sender's nonce
+  step (every executed transaction moves it). Logs and context reads are compared against the
+  chain where they matter; a missing one then shows as a mismatch of that field.
+
+An incomplete answer is judged *mismatched* with detail ``incomplete``; never matched, never
+excluded.
+"""
+
+from __future__ import annotations
+
+from ioswarm.core.models import Level, Task, Verdict
+
+INCOMPLETE = "incomplete"
+MIN_TX_GAS = 21_000
+ADDRESS_BYTES = 20
+STATE_REASONS = frozenset(
+    {"nonce_too_low", "nonce_too_high", "nonce_mismatch", "insufficient_balance"}
+)
+"""Reject reasons decided by the sender's account state: reached only after recovery."""
+
+
+def missing_evidence(task: Task, verdict: Verdict) -> str:
+    """The first piece of evidence ``verdict`` lacks for ``task``'s level; ``""`` if complete.
+
+    A decline is not an answer and is not held to these rules (declines earn nothing and are
+    counted separately).
+    """
+    if verdict.declined:
+        return ""
+    if not verdict.valid:
+        if not verdict.reject_reason:
+            return "reject_reason"
+        if verdict.reject_reason in STATE_REASONS and len(verdict.sender) != ADDRESS_BYTES:
+            return "sender"
+        return ""
+    if len(verdict.sender) != ADDRESS_BYTES:
+        return "sender"
+    if task.level < Level.L3:
+        return ""
+    effects = verdict.effects
+    if effects is None:
+        return "status"
+    if effects.gas_used < MIN_TX_GAS:
+        return "gas_used"
+    if verdict.sender not in effects.nonces:
+        return "state_changes"
+    return ""
