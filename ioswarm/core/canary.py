@@ -1,0 +1,113 @@
+"""Canary tasks: what each kind's true answer is, and how an agent's answer is judged.
+
+A canary is a transaction whose true verdict the coordinator knows because it made it: signed by
+a coordinator-owned throwaway key, with the state its task carries fabricated where the level
+lets the coordinator choose that state. This module holds the pure half (kinds, truth, judging);
+the coordinator's mint builds and signs the transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ioswarm.core.models import Level, Verdict
+
+__all__ = [
+    "FOREIGN_KEY",
+    "HIGH_S",
+    "INSUFFICIENT_BALANCE",
+    "INTRINSIC_GAS_TOO_LOW",
+    "KINDS",
+    "NONCE_TOO_HIGH",
+    "NONCE_TOO_LOW",
+    "VALID",
+    "WRONG_CHAIN_ID",
+    "CanaryTruth",
+    "judge_canary",
+    "reason_class",
+]
+
+# A valid tx from a throwaway key: its sender is known nowhere else (no node has seen it).
+FOREIGN_KEY: Final = "foreign_key"
+# The signature's s replaced by n - s (parity flipped): the same point, but EIP-2 forbids it.
+HIGH_S: Final = "high_s"
+# Signed for chain_id + 1.
+WRONG_CHAIN_ID: Final = "wrong_chain_id"
+# Against the sender snapshot the task carries (fabricated at L2/L3, the real empty one at L4).
+NONCE_TOO_LOW: Final = "nonce_too_low"
+NONCE_TOO_HIGH: Final = "nonce_too_high"
+INSUFFICIENT_BALANCE: Final = "insufficient_balance"
+INTRINSIC_GAS_TOO_LOW: Final = "intrinsic_gas_too_low"
+VALID: Final = "valid"
+
+# The kinds each level can be given. L3 has no valid kind: its truth would need an execution
+# trace. L4 agents read their own copy of chain state, where a throwaway key has nonce 0 and
+# balance 0, so only kinds that real empty state makes invalid remain.
+KINDS: Final[Mapping[Level, tuple[str, ...]]] = {
+    Level.L1: (FOREIGN_KEY, HIGH_S, WRONG_CHAIN_ID),
+    Level.L2: (
+        FOREIGN_KEY,
+        HIGH_S,
+        WRONG_CHAIN_ID,
+        NONCE_TOO_LOW,
+        NONCE_TOO_HIGH,
+        INSUFFICIENT_BALANCE,
+        INTRINSIC_GAS_TOO_LOW,
+        VALID,
+    ),
+    Level.L3: (
+        HIGH_S,
+        WRONG_CHAIN_ID,
+        NONCE_TOO_LOW,
+        NONCE_TOO_HIGH,
+        INSUFFICIENT_BALANCE,
+        INTRINSIC_GAS_TOO_LOW,
+    ),
+    Level.L4: (HIGH_S, WRONG_CHAIN_ID, NONCE_TOO_HIGH, INSUFFICIENT_BALANCE, INTRINSIC_GAS_TOO_LOW),
+}
+
+_INVALID_TX_PREFIX: Final = "invalid_tx:"
+# Executing agents (L3/L4) name some rules differently from the L2 checks.
+_CLASSES: Final[Mapping[str, str]] = {
+    "nonce_too_low": "nonce",
+    "nonce_too_high": "nonce",
+    "nonce_mismatch": "nonce",
+    "intrinsic_gas_too_high": "intrinsic_gas",
+    "intrinsic_gas": "intrinsic_gas",
+    "fee_cap_below_tip": "fee_cap",
+    "fee_cap": "fee_cap",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryTruth:
+    """The exact L1/L2 answer to a canary, as ``check_l1``/``check_l2`` give it."""
+
+    valid: bool
+    reject_reason: str  # "" when valid
+    sender: bytes  # what L1 recovers; b"" when it recovers nothing (high_s, wrong_chain_id)
+
+
+def reason_class(reason: str) -> str:
+    """The rule a reject reason names, so L3/L4 agent reasons compare with the L2 names."""
+    if reason.startswith(_INVALID_TX_PREFIX):
+        reason = reason[len(_INVALID_TX_PREFIX) :]
+    return _CLASSES.get(reason, reason)
+
+
+def judge_canary(truth: CanaryTruth, level: Level, verdict: Verdict) -> str:
+    """ "" when the verdict is right, else the first wrong field: valid, reject_reason, sender."""
+    if verdict.valid != truth.valid:
+        return "valid"
+    if not truth.valid:
+        if level >= Level.L3:
+            if reason_class(verdict.reject_reason) != reason_class(truth.reject_reason):
+                return "reject_reason"
+        elif verdict.reject_reason != truth.reject_reason:
+            return "reject_reason"
+    # The recovered sender is the evidence of L1 work, so it is required wherever it exists.
+    if truth.sender and verdict.sender != truth.sender:
+        return "sender"
+    return ""
