@@ -155,6 +155,10 @@ class Dispatcher:
         self.wake()
         return task, (self._clock() - sent) if sent is not None else 0.0, predicted
 
+    def predicted(self, task_id: int) -> PredictedContext | None:
+        """The block context an executing task was sent with (None before it was sent)."""
+        return self._predicted.get(task_id)
+
     def release(self, agent_id: str, task_id: int) -> None:
         """A declined task goes back to the queue (or is dropped after max attempts)."""
         self._sent_at.pop(task_id, None)

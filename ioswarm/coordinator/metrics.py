@@ -100,6 +100,23 @@ class CoordinatorMetrics:
             ["result"],
             registry=registry,
         )
+        self.canaries_created = Counter(
+            "ioswarm_canaries_created_total",
+            "Canary tasks (known answer, never broadcast) mixed into the task stream.",
+            ["level"],
+            registry=registry,
+        )
+        self.canary_verdicts = Counter(
+            "ioswarm_canary_verdicts_total",
+            "Agent answers to canary tasks, judged exactly.",
+            ["level", "outcome"],
+            registry=registry,
+        )
+        self.agents_throttled = Gauge(
+            "ioswarm_agents_throttled",
+            "Agents held to a few tasks at a time because most of their answers are declines.",
+            registry=registry,
+        )
         self.evictions = Counter(
             "ioswarm_agent_evictions_total",
             "Agents evicted for missed heartbeats.",

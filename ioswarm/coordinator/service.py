@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,19 +15,30 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ioswarm.config import CoordinatorConfig
+from ioswarm.coordinator.canaries import CanaryMint
 from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.prefetch import StatePrefetcher
 from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
+from ioswarm.core.evidence import INCOMPLETE
 from ioswarm.core.execshadow import PredictedContext
+from ioswarm.core.integrity import THROTTLED_INFLIGHT, IntegrityBook
 from ioswarm.core.mempool import Planned
-from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, Level, PendingTx
+from ioswarm.core.models import (
+    AccountSnapshot,
+    BlockHeader,
+    IncludedTx,
+    Level,
+    PendingTx,
+    Task,
+    Verdict,
+)
 from ioswarm.core.ratelimit import TokenBucket
 from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
-from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
+from ioswarm.core.shadow import MISSING_STATE, Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.execution import ExecutionReader, TxDiff
@@ -63,7 +76,10 @@ class Coordinator:
         state_sync: StateSync | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        canary_rng: random.Random | None = None,
     ) -> None:
+        """``canary_rng`` draws canary keys and picks which tasks get a canary; it defaults to
+        one seeded from the OS (agents must not be able to guess either)."""
         self.config = config
         self.node = node
         self.metrics = CoordinatorMetrics(registry or CollectorRegistry())
@@ -91,6 +107,10 @@ class Coordinator:
             context=self._current_context,
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks)
+        self.integrity = IntegrityBook(config.decline_max_pct)
+        self._canary_rng = canary_rng or random.Random(secrets.randbits(256))
+        self.mint: CanaryMint | None = None  # made at start, once the chain id is known
+        self._flagged: set[tuple[str, str]] = set()
         self.head = Head()
         self.totals = Totals()
         self._buckets: dict[str, TokenBucket] = {}
@@ -147,6 +167,8 @@ class Coordinator:
                 f"config expects {self.config.chain_id}",
             )
         self.chain_id = node_chain
+        if self.config.canary_pct > 0:
+            self.mint = CanaryMint(node_chain, self._canary_rng)
 
     async def start(self) -> None:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
@@ -252,8 +274,25 @@ class Coordinator:
         for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1
+                self._maybe_canary(task)
         self.totals.tasks_created += made
         return made
+
+    def _maybe_canary(self, template: Task) -> None:
+        """With probability canaryPct, queue a canary shaped like ``template`` right behind it:
+        same level, same state height, an id from the same sequence, the same batch."""
+        mint = self.mint
+        if mint is None or self._canary_rng.random() * 100 >= self.config.canary_pct:
+            return
+        base_fee = 0
+        if template.level >= Level.L3:
+            ctx = self.contexts.for_height(template.block_height)
+            base_fee = ctx[1].base_fee if ctx is not None else 0
+        canary = mint.make(template, self.tasks.next_id(), base_fee=base_fee)
+        if canary is None or not self.dispatcher.submit(canary.task):
+            return
+        self.integrity.expect(canary.task.task_id, canary.kind, canary.truth)
+        self.metrics.canaries_created.labels(level=template.level.name).inc()
 
     async def _on_block_state(self, header: BlockHeader, traces: list[TxDiff]) -> None:
         if self.state_sync is not None:
@@ -274,14 +313,29 @@ class Coordinator:
             self.metrics.shadow_pending.set(self.shadow.pending)
         log.debug("block number=%d txs=%d", header.number, len(included))
 
-    def _count(self, c: Comparison) -> None:
+    def _count(self, c: Comparison, canary: bool = False) -> None:
         level = c.level.name
         if self.epochs is not None:
             rec = self.registry.get(c.agent_id)
-            self.epochs.on_comparison(c.agent_id, rec.wallet if rec else "", c.outcome.value)
+            self.epochs.on_comparison(
+                c.agent_id,
+                rec.wallet if rec else "",
+                c.outcome.value,
+                canary=canary,
+                detail=c.detail,
+            )
+        if canary:
+            self.metrics.canary_verdicts.labels(level=level, outcome=c.outcome.value).inc()
+            if c.outcome is Outcome.MISMATCHED:
+                self._flag(c.agent_id, "canary_failed", f"task_id={c.task_id} {c.note}")
+            return
         self.metrics.shadow.labels(level=level, outcome=c.outcome.value).inc()
         if c.outcome is Outcome.EXCLUDED:
             self.metrics.shadow_excluded.labels(level=level, reason=c.detail).inc()
+        elif c.detail == INCOMPLETE:
+            self._flag(
+                c.agent_id, INCOMPLETE, f"task_id={c.task_id} level={level} missing={c.note}"
+            )
         elif c.outcome is Outcome.MISMATCHED:
             log.warning(
                 "shadow mismatch agent_id=%s task_id=%d level=%s field=%s %s",
@@ -355,7 +409,10 @@ class Coordinator:
                 raise RequestRefused("INVALID_ARGUMENT", f"unknown max_level {req.max_level}")
             level = min(level, asked)
         self.registry.touch(agent_id, self._clock())
-        return self.dispatcher.open_stream(agent_id, level)
+        stream = self.dispatcher.open_stream(agent_id, level)
+        if self._is_throttled(agent_id):  # a reconnect does not lift a throttle
+            self.scheduler.set_limit(agent_id, THROTTLED_INFLIGHT)
+        return stream
 
     def close_stream(self, stream: AgentStream) -> None:
         self.dispatcher.close_stream(stream)
@@ -401,7 +458,25 @@ class Coordinator:
         return True
 
     def submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
-        """Take a batch of results, all or nothing on any refusal."""
+        """Take a batch of results, all or nothing on any refusal (each refusal is counted
+        against the agent)."""
+        try:
+            return self._submit(agent_id, batch)
+        except RequestRefused as exc:
+            if exc.status != "RESOURCE_EXHAUSTED":  # a rate limit is not misconduct
+                self.integrity.note_refused(agent_id, exc.status)
+            raise
+
+    def note_refused(self, agent_id: str, status: str) -> None:
+        """A call of an authenticated agent was refused (e.g. a body id not its own)."""
+        if agent_id in self.registry:
+            self.integrity.note_refused(agent_id, status)
+
+    def _check_batch(
+        self, agent_id: str, batch: pb.BatchResult
+    ) -> tuple[list[int], list[Completion]]:
+        """Refuse the whole batch on any result that may not count: ids once each, every task
+        this agent's and not answered by it before."""
         if agent_id not in self.registry:
             raise RequestRefused("FAILED_PRECONDITION", "agent is not registered")
         bucket = self._buckets.get(agent_id)
@@ -420,8 +495,7 @@ class Coordinator:
                 f"{len(batch.results)} results in one batch; at most "
                 f"{self.config.max_inflight_per_agent} (maxInflightPerAgent)",
             )
-        results = batch.results
-        ids = [r.task_id for r in results]  # one pass over the repeated field, not three
+        ids = [r.task_id for r in batch.results]  # one pass over the repeated field, not three
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
             for task_id in ids:
@@ -436,23 +510,31 @@ class Coordinator:
                 raise RequestRefused("NOT_FOUND", f"unknown task id {task_id}")
             if kind is Completion.FOREIGN:
                 raise RequestRefused("PERMISSION_DENIED", f"task {task_id} was not assigned to you")
+            if kind is Completion.ANSWERED:
+                raise RequestRefused(
+                    "ALREADY_EXISTS", f"task {task_id} was already answered; results count once"
+                )
             kinds.append(kind)
+        return ids, kinds
+
+    def _submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
+        ids, kinds = self._check_batch(agent_id, batch)
         accepted = 0
         agent_rec = self.registry.get(agent_id)
         wallet = agent_rec.wallet if agent_rec else ""
         per_level: dict[Level, int] = {}
         finish = self.dispatcher.finish
-        for r, task_id, kind in zip(results, ids, kinds, strict=True):
+        integrity = self.integrity
+        for r, task_id, kind in zip(batch.results, ids, kinds, strict=True):
             if kind is Completion.LATE:
                 self.totals.results_late += 1
+                integrity.note_late(agent_id)
                 self.metrics.results.labels(level="any", disposition="late").inc()
                 continue
             if r.declined:
-                # Not an answer (e.g. the agent's state is not at the task's height): the task
-                # goes to another agent, and nothing is judged.
-                self.totals.results_declined += 1
-                self.dispatcher.release(agent_id, task_id)
+                self._decline(agent_id, task_id, r)
                 continue
+            self._throttle(agent_id, integrity.note_answer(agent_id, declined=False))
             done = finish(agent_id, task_id)
             if done is None:
                 continue
@@ -464,8 +546,13 @@ class Coordinator:
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
             agent_latency.observe(r.latency_us / 1e6)
-            if self.config.shadow_mode:
-                coinbase = predicted.coinbase if predicted is not None else b""
+            coinbase = predicted.coinbase if predicted is not None else b""
+            if integrity.is_canary(task_id):
+                verdict = verdict_from_pb(r, task.level, coinbase)
+                c = integrity.judge_canary(agent_id, task, verdict)
+                if c is not None:
+                    self._count(c, canary=True)
+            elif self.config.shadow_mode:
                 verdict = verdict_from_pb(r, task.level, coinbase)
                 c = self.shadow.record(agent_id, task, verdict, predicted)
                 if c is not None:
@@ -478,6 +565,63 @@ class Coordinator:
             rec.results_accepted += accepted
         self.metrics.shadow_pending.set(self.shadow.pending)
         return pb.SubmitResponse(accepted=True, accepted_count=accepted)
+
+    def _decline(self, agent_id: str, task_id: int, r: pb.TaskResult) -> None:
+        """Not an answer (e.g. the agent's state is not at the task's height): the task goes
+        to another agent and the decline earns nothing. A claim of missing state is checked
+        against what was sent and what the chain touched, like any verdict."""
+        self.totals.results_declined += 1
+        self.metrics.results.labels(level="any", disposition="declined").inc()
+        self._throttle(agent_id, self.integrity.note_answer(agent_id, declined=True))
+        task = self.scheduler.task(task_id)
+        if (
+            task is not None
+            and task.level >= Level.L3
+            and r.reject_reason == MISSING_STATE
+            and self.config.shadow_mode
+            and not self.integrity.is_canary(task_id)
+        ):
+            claim = Verdict(
+                task_id, valid=False, reject_reason=MISSING_STATE, sender=bytes(r.sender)
+            )
+            c = self.shadow.record(agent_id, task, claim, self.dispatcher.predicted(task_id))
+            if c is not None:
+                self._count(c)
+        self.dispatcher.release(agent_id, task_id)
+
+    def _throttle(self, agent_id: str, state: bool | None) -> None:
+        """Apply a change of the agent's throttle (None: no change)."""
+        if state is None:
+            return
+        conduct = self.integrity.conduct(agent_id)
+        self.scheduler.set_limit(agent_id, THROTTLED_INFLIGHT if state else None)
+        if state:
+            log.warning(
+                "agent throttled agent_id=%s decline_pct=%.1f limit=%d declineMaxPct=%g",
+                agent_id,
+                conduct.decline_pct,
+                THROTTLED_INFLIGHT,
+                self.config.decline_max_pct,
+            )
+        else:
+            log.info(
+                "agent throttle lifted agent_id=%s decline_pct=%.1f", agent_id, conduct.decline_pct
+            )
+        self.metrics.agents_throttled.set(
+            sum(1 for rec in self.registry.all() if self._is_throttled(rec.agent_id))
+        )
+
+    def _is_throttled(self, agent_id: str) -> bool:
+        conduct = self.integrity.known(agent_id)
+        return conduct is not None and conduct.throttled
+
+    def _flag(self, agent_id: str, what: str, detail: str) -> None:
+        """Log an agent's first answer of a kind that earns nothing (later ones are counted)."""
+        if (agent_id, what) in self._flagged:
+            log.debug("agent flagged again agent_id=%s what=%s %s", agent_id, what, detail)
+            return
+        self._flagged.add((agent_id, what))
+        log.warning("agent flagged agent_id=%s what=%s %s", agent_id, what, detail)
 
     # -- views for the HTTP API and reports ---------------------------------------------------
 

@@ -112,6 +112,11 @@ class TaskFactory:
         self._ids = itertools.count(1)
         self.l3_fallbacks = 0
 
+    def next_id(self) -> int:
+        """A fresh task id from the same sequence real tasks use (canaries take theirs here,
+        so ids tell nothing)."""
+        return next(self._ids)
+
     async def build(
         self,
         items: list[tuple[Planned | PendingTx, bytes]],

@@ -27,8 +27,10 @@ from ioswarm.core.rewards import (
     PPM,
     EpochTally,
     RewardPolicy,
+    normalize_wallet,
     plan_epoch,
     wei_to_iotx,
+    weight_reason,
 )
 from ioswarm.errors import ConfigError, StoreError
 from ioswarm.rewards.ledger import AgentEpoch, EpochLedger, OpenEpoch, SettlementState
@@ -45,6 +47,8 @@ LEDGER_DIR = "rewards"
 NOTICE_SCAN = 32
 """Newest epochs of an agent looked at for an unannounced payout (bounds heartbeat work)."""
 RECENT_EPOCHS = 20
+NO_RESULTS = "no_results"
+"""Standing of an agent with nothing accepted in the open epoch."""
 STOP_TIMEOUT_SEC = 5.0
 
 Closer = Callable[[], Awaitable[None]]
@@ -90,6 +94,9 @@ def _tally_view(t: EpochTally) -> dict[str, Any]:
         "mismatched": t.mismatched,
         "excluded": t.excluded,
         "accuracy_pct": _pct(t.accuracy_ppm),
+        "canary_matched": t.canary_matched,
+        "canary_failed": t.canary_failed,
+        "incomplete": t.incomplete,
     }
 
 
@@ -107,6 +114,9 @@ def _history_row(row: AgentEpoch) -> dict[str, Any]:
         "rank": p.rank,
         "total_agents": row.total_agents,
         "bonus_applied": p.bonus_applied,
+        "canary_matched": p.canary_matched,
+        "canary_failed": p.canary_failed,
+        "incomplete": p.incomplete,
         "weight": str(p.weight),
         "wallet": p.wallet,
         "reason": p.reason,
@@ -212,9 +222,21 @@ class EpochManager:
         """An agent's result was accepted: one task in the current epoch."""
         self._tally(agent_id, wallet).tasks += 1
 
-    def on_comparison(self, agent_id: str, wallet: str, outcome: str) -> None:
-        """A shadow comparison of that agent: ``matched``, ``mismatched`` or ``excluded``."""
-        self._tally(agent_id, wallet).add_comparison(outcome)
+    def on_comparison(
+        self, agent_id: str, wallet: str, outcome: str, *, canary: bool = False, detail: str = ""
+    ) -> None:
+        """A verdict on that agent: ``matched``, ``mismatched`` or ``excluded``; ``canary``
+        when the task was a canary (exact truth), ``detail`` the mismatched field."""
+        self._tally(agent_id, wallet).add_comparison(outcome, canary=canary, detail=detail)
+
+    def standing(self, agent_id: str) -> tuple[bool, str]:
+        """Whether the agent would earn if the open epoch closed now, and if not, why
+        (``no_results`` when it has nothing accepted this epoch)."""
+        tally = self._open.tallies.get(agent_id)
+        if tally is None:
+            return False, NO_RESULTS
+        reason = weight_reason(tally, normalize_wallet(tally.wallet), self.policy)
+        return reason == "", reason
 
     def on_block(self, number: int) -> int | None:
         """A new head block; closes the open epoch when ``number // epochBlocks`` advances.
@@ -380,7 +402,14 @@ class EpochManager:
             "blocks_left": max(end - self._head, 0) if self._head >= 0 else self.epoch_blocks,
             "reward_iotx": wei_to_iotx(self.epoch_reward_wei),
             "reward_wei": str(self.epoch_reward_wei),
-            "agents": [_tally_view(t) for _, t in sorted(self._open.tallies.items())],
+            "min_accuracy_pct": _pct(self.policy.min_accuracy_ppm),
+            "agents": [
+                {
+                    **_tally_view(t),
+                    "weight_reason": weight_reason(t, normalize_wallet(t.wallet), self.policy),
+                }
+                for _, t in sorted(self._open.tallies.items())
+            ],
             "settlement": {
                 "enabled": settler is not None,
                 "signer": settler.signer_address if settler else None,
