@@ -128,8 +128,10 @@ class CanaryMint:
         """A canary shaped like ``template``, or None when the template cannot give this kind.
 
         ``kind=None`` draws one of the template level's kinds uniformly. ``base_fee`` is the
-        predicted block's base fee for L3/L4 templates: executing agents reject a fee cap below
-        it (``fee_cap``) before the rule the canary is about, so such a template gives None.
+        predicted block's base fee for L3/L4 templates (the one their batch's context carries):
+        executing agents reject a fee cap below it (``fee_cap``) before the rule the canary is
+        about, so such a template gives None; and they charge gas at the effective price, which
+        bounds an insufficient balance. Left at 0, the bound is the tip alone (always safe).
         """
         kinds = KINDS[template.level]
         if kind is None:
@@ -147,7 +149,7 @@ class CanaryMint:
         if template.level >= Level.L3 and decoded.max_fee < base_fee:
             return None
         for _ in range(_ATTEMPTS):
-            canary = self._attempt(template, task_id, kind, decoded)
+            canary = self._attempt(template, task_id, kind, decoded, base_fee)
             if canary is None:
                 return None
             if canary.task.tx_hash not in self._recent:
@@ -156,7 +158,7 @@ class CanaryMint:
         return None
 
     def _attempt(
-        self, template: Task, task_id: int, kind: str, decoded: DecodedTx
+        self, template: Task, task_id: int, kind: str, decoded: DecodedTx, base_fee: int
     ) -> Canary | None:
         rng = self._rng
         level = template.level
@@ -174,6 +176,13 @@ class CanaryMint:
             + gas * decoded.max_fee
             + decoded.blob_gas * (decoded.max_fee_per_blob_gas or 0)
         )
+        # The balance an insufficient-balance canary must stay below. L2 (like geth's buyGas)
+        # wants the full cost at the fee cap; executing agents (py-evm) charge the effective gas
+        # price, at least the tip above the base fee, so below that every honest agent rejects.
+        short = cost
+        if level >= Level.L3:
+            price = min(decoded.max_fee, base_fee + decoded.max_priority_fee)
+            short = decoded.value + gas * price
 
         # The sender's state as the task will carry it, and the tx nonce against it.
         if level == Level.L4:
@@ -183,7 +192,7 @@ class CanaryMint:
                 nonce = max(1, nonce)
             elif kind in (INSUFFICIENT_BALANCE, INTRINSIC_GAS_TOO_LOW):
                 nonce = 0
-            if kind == INSUFFICIENT_BALANCE and cost <= 0:
+            if kind == INSUFFICIENT_BALANCE and short <= 0:
                 return None
         else:
             state_nonce = _plausible_nonce(rng, template.nonce)
@@ -193,9 +202,9 @@ class CanaryMint:
             elif kind == NONCE_TOO_HIGH:
                 nonce = state_nonce + rng.randint(1, _MAX_NONCE_GAP)
             if kind == INSUFFICIENT_BALANCE:
-                if cost <= 0:
+                if short <= 0:
                     return None
-                balance = cost - 1
+                balance = short - 1
             else:
                 balance = cost + _plausible_surplus(rng, template, cost)
         if level == Level.L2 and kind in _STATE_KINDS and template.sender_state is None:
