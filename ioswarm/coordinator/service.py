@@ -717,7 +717,35 @@ class Coordinator:
                     "l4_state": rec.state.as_dict() if rec.level >= Level.L4 else None,
                 }
             )
+        for row in out:
+            row.update(self.conduct_view(str(row["agent_id"])))
         return out
+
+    def conduct_view(self, agent_id: str) -> dict[str, Any]:
+        """Canaries, refusals, declines and throttle of one agent, and whether it earns in the
+        open epoch; ``earning.reasons`` says why not (empty when it earns)."""
+        conduct = self.integrity.known(agent_id)
+        view: dict[str, Any] = (conduct.as_dict() if conduct else _EMPTY_CONDUCT) | {}
+        counts = self.shadow.by_agent.get(agent_id)
+        incomplete = counts.mismatched_fields.get(INCOMPLETE, 0) if counts else 0
+        view["incomplete"] = incomplete
+        reasons: list[str] = []
+        eligible = True
+        if self.epochs is not None:
+            eligible, why = self.epochs.standing(agent_id)
+            if why:
+                reasons.append(why)
+        flags = {
+            "canary_failed": bool(conduct and conduct.canary_failed),
+            INCOMPLETE: incomplete > 0,
+            "refused": bool(conduct and conduct.refused),
+            "throttled": bool(conduct and conduct.throttled),
+            "declines": bool(conduct and conduct.declined and not conduct.answers),
+            "late": bool(conduct and conduct.late and not conduct.answers),
+        }
+        reasons += [name for name, on in flags.items() if on and name not in reasons]
+        view["earning"] = {"eligible": eligible, "reasons": reasons}
+        return view
 
     def leaderboard(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -753,6 +781,16 @@ class Coordinator:
             "head_block": self.head.number,
             "node_syncing": self.poller.syncing,
         }
+
+
+_EMPTY_CONDUCT: dict[str, Any] = {
+    "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}},
+    "refused": {},
+    "declined": 0,
+    "decline_pct": 0.0,
+    "late": 0,
+    "throttled": False,
+}
 
 
 def _uptime(seconds: float) -> str:
