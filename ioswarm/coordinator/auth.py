@@ -1,8 +1,11 @@
-"""gRPC authentication: every RPC carries ``x-ioswarm-agent-id`` and ``x-ioswarm-token``.
+"""gRPC authentication: every RPC carries exactly one ``x-ioswarm-agent-id`` and one
+``x-ioswarm-token``.
 
-The interceptor checks the HMAC token before any handler runs; the servicer then checks that
-the authenticated id equals the ``agent_id`` in the request body (``authenticated_agent``).
-Tokens never reach a log line.
+The interceptor checks both before any handler runs; the servicer gets the id from
+:func:`authenticated_agent`, which runs the same pure check (:mod:`ioswarm.core.credentials`)
+over the same metadata, so the id a handler serves is the id whose token was verified. The
+servicer then checks that id against the ``agent_id`` in the request body. Tokens never reach a
+log line.
 """
 
 from __future__ import annotations
@@ -14,21 +17,31 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ioswarm.core.tokens import verify_token
+from ioswarm.core.credentials import (
+    AGENT_ID_KEY,
+    MAX_AGENT_ID_LEN,
+    TOKEN_KEY,
+    CredentialsRefused,
+    authenticate,
+)
 
-AGENT_ID_KEY = "x-ioswarm-agent-id"
-TOKEN_KEY = "x-ioswarm-token"  # noqa: S105 - a metadata key name, not a secret
-MAX_AGENT_ID_LEN = 64
+__all__ = [
+    "AGENT_ID_KEY",
+    "MAX_AGENT_ID_LEN",
+    "TOKEN_KEY",
+    "AuthInterceptor",
+    "CredentialsRefused",
+    "authenticated_agent",
+    "log_refusal",
+]
 
 log = logging.getLogger("ioswarm.auth")
 
 
-def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in details.invocation_metadata or ():
-        if isinstance(value, str):
-            out[key] = value
-    return out
+def log_refusal(method: str, exc: CredentialsRefused) -> None:
+    """One warning per refused call: the method, the ids it claimed and why (never a token)."""
+    claimed = ",".join(exc.claimed) if exc.claimed else "-"
+    log.warning("auth rejected method=%s agent_id=%s reason=%r", method, claimed, exc.reason)
 
 
 def _abort_handler(
@@ -55,7 +68,8 @@ def _abort_handler(
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs
-    """Rejects any RPC whose token is not HMAC-SHA256(masterSecret, agent id)."""
+    """Rejects any RPC without exactly one agent id and one token equal to
+    HMAC-SHA256(masterSecret, agent id)."""
 
     def __init__(
         self, master_secret: str, on_reject: Callable[[str, str], None] | None = None
@@ -71,28 +85,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        meta = _metadata(handler_call_details)
-        agent_id = meta.get(AGENT_ID_KEY, "")
-        token = meta.get(TOKEN_KEY, "")
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        problem = ""
-        if not agent_id or len(agent_id) > MAX_AGENT_ID_LEN:
-            problem = f"missing or invalid {AGENT_ID_KEY} metadata"
-        elif not token:
-            problem = f"missing {TOKEN_KEY} metadata"
-        elif not verify_token(self._secret, agent_id, token):
-            problem = "invalid token for agent"
-        if not problem:
-            return handler
-        log.warning("auth rejected method=%s agent_id=%s reason=%r", method, agent_id[:64], problem)
-        if self._on_reject is not None:
-            self._on_reject(method, "UNAUTHENTICATED")
-        return _abort_handler(handler, grpc.StatusCode.UNAUTHENTICATED, problem)
+        try:
+            authenticate(self._secret, handler_call_details.invocation_metadata or ())
+        except CredentialsRefused as exc:
+            log_refusal(method, exc)
+            if self._on_reject is not None:
+                self._on_reject(method, "UNAUTHENTICATED")
+            return _abort_handler(handler, grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+        return handler
 
 
-def authenticated_agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The agent id the interceptor verified for this call."""
-    for key, value in context.invocation_metadata() or ():
-        if key == AGENT_ID_KEY and isinstance(value, str):
-            return value
-    return ""
+def authenticated_agent(context: grpc.aio.ServicerContext[Any, Any], master_secret: str) -> str:
+    """The agent id of this call, by the same check the interceptor made.
+
+    Raises :class:`CredentialsRefused` unless the metadata holds exactly one id and its valid
+    token; the servicer refuses the call then, so a handler never runs without one id.
+    """
+    return authenticate(master_secret, context.invocation_metadata() or ())

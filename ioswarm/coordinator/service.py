@@ -304,7 +304,17 @@ class Coordinator:
         actual = self.contexts.on_block(header)
         if self.epochs is not None:
             # Before this block's comparisons, so they count in the epoch the block belongs to.
+            counting = self.epochs.open_epoch
             self.epochs.on_block(header.number)
+            if 0 <= counting < self.epochs.open_epoch:
+                for change in self.registry.apply_pending_wallets():
+                    log.info(
+                        "wallet changed agent_id=%s old=%s new=%s epoch=%d",
+                        change.agent_id,
+                        change.old,
+                        change.new,
+                        self.epochs.open_epoch,
+                    )
         self.poller.forget([tx.tx_hash for tx in included])
         if self.config.shadow_mode:
             for c in self.shadow.on_block(header.number, included, actual):
@@ -356,12 +366,34 @@ class Coordinator:
             raise RequestRefused(
                 "INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max"
             )
+        known = self.registry.get(req.agent_id)
+        asked = (known.wallet, known.pending_wallet) if known is not None else None
         try:
             rec = self.registry.register(
-                req.agent_id, level, req.wallet_address, req.region, req.version, self._clock()
+                req.agent_id,
+                level,
+                req.wallet_address,
+                req.region,
+                req.version,
+                self._clock(),
+                # The ledger pays the wallet registered when the work was done: a new wallet
+                # counts from the next epoch (at once when rewards are off).
+                defer_wallet=self.epochs is not None,
             )
         except RegistryFull as exc:
             raise RequestRefused("RESOURCE_EXHAUSTED", str(exc)) from exc
+        if asked is not None and req.wallet_address not in asked:
+            epochs = self.epochs
+            effective = (
+                epochs.current_epoch() + 1 if epochs is not None else self._epoch_stats(0.0)[0]
+            )
+            log.warning(
+                "wallet change requested agent_id=%s old=%s new=%s effective_epoch=%d",
+                rec.agent_id,
+                asked[0],
+                req.wallet_address,
+                effective,
+            )
         if self.dispatcher.has_stream(req.agent_id):
             self.scheduler.add_agent(req.agent_id, level)
         self._update_agent_gauge()
@@ -706,6 +738,7 @@ class Coordinator:
                     "agent_id": rec.agent_id,
                     "level": rec.level.name,
                     "wallet": rec.wallet,
+                    "pending_wallet": rec.pending_wallet,
                     "region": rec.region,
                     "version": rec.version,
                     "connected": self.dispatcher.has_stream(rec.agent_id),

@@ -12,7 +12,12 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from ioswarm.coordinator.auth import AuthInterceptor, authenticated_agent
+from ioswarm.coordinator.auth import (
+    AuthInterceptor,
+    CredentialsRefused,
+    authenticated_agent,
+    log_refusal,
+)
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError, RequestRefused
@@ -54,14 +59,27 @@ class IOSwarmServicer:
         self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
         await context.abort(grpc.StatusCode[status], message)
 
-    async def _check(
-        self, request: object, context: Ctx, method: str, body_agent: str | None
-    ) -> str:
-        """Refuse malformed bodies and id mismatches; return the authenticated agent id."""
+    async def _check(self, request: object, context: Ctx, method: str) -> str:
+        """Refuse calls without exactly one authenticated id, malformed bodies and bodies
+        naming another agent (an empty ``agent_id`` too); return the authenticated agent id."""
+        try:
+            agent_id = authenticated_agent(context, self._c.config.master_secret)
+        except CredentialsRefused as exc:
+            # The interceptor refuses these first; this keeps a handler from ever serving an
+            # id other than the one verified, should the two paths drift apart.
+            log_refusal(method, exc)
+            await self._refuse(context, method, "UNAUTHENTICATED", exc.reason)
+            raise  # unreachable: abort raises
         if isinstance(request, _Malformed):
             await self._refuse(context, method, "INVALID_ARGUMENT", "malformed request body")
-        agent_id = authenticated_agent(context)
-        if body_agent is not None and body_agent != agent_id:
+        body_agent = getattr(request, "agent_id", None)
+        if not isinstance(body_agent, str) or body_agent != agent_id:
+            log.warning(
+                "request refused method=%s agent_id=%s body_agent_id=%r status=PERMISSION_DENIED",
+                method,
+                agent_id,
+                body_agent[:64] if isinstance(body_agent, str) else None,
+            )
             await self._refuse(
                 context,
                 method,
@@ -71,9 +89,7 @@ class IOSwarmServicer:
         return agent_id
 
     async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:  # noqa: N802
-        agent_id = await self._check(
-            request, context, "Register", getattr(request, "agent_id", None)
-        )
+        agent_id = await self._check(request, context, "Register")
         try:
             return self._c.register(request)
         except RequestRefused as exc:
@@ -84,9 +100,7 @@ class IOSwarmServicer:
     async def GetTasks(  # noqa: N802
         self, request: pb.GetTasksRequest, context: Ctx
     ) -> AsyncIterator[pb.TaskBatch]:
-        agent_id = await self._check(
-            request, context, "GetTasks", getattr(request, "agent_id", None)
-        )
+        agent_id = await self._check(request, context, "GetTasks")
         try:
             stream = self._c.open_stream(agent_id, request)
         except RequestRefused as exc:
@@ -104,9 +118,7 @@ class IOSwarmServicer:
             log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
 
     async def SubmitResults(self, request: pb.BatchResult, context: Ctx) -> pb.SubmitResponse:  # noqa: N802
-        agent_id = await self._check(
-            request, context, "SubmitResults", getattr(request, "agent_id", None)
-        )
+        agent_id = await self._check(request, context, "SubmitResults")
         try:
             return self._c.submit(agent_id, request)
         except RequestRefused as exc:
@@ -121,16 +133,14 @@ class IOSwarmServicer:
             raise
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:  # noqa: N802
-        agent_id = await self._check(
-            request, context, "Heartbeat", getattr(request, "agent_id", None)
-        )
+        agent_id = await self._check(request, context, "Heartbeat")
         return self._c.heartbeat(agent_id, request)
 
     async def StreamStateDiffs(  # noqa: N802
         self, request: pb.StreamStateDiffsRequest, context: Ctx
     ) -> AsyncIterator[pb.StateDiff]:
         method = "StreamStateDiffs"
-        agent_id = await self._check(request, context, method, getattr(request, "agent_id", None))
+        agent_id = await self._check(request, context, method)
         sync = self._c.state_sync
         if sync is None:
             await self._refuse(
@@ -163,7 +173,7 @@ class IOSwarmServicer:
         self, request: pb.DownloadSnapshotRequest, context: Ctx
     ) -> pb.DownloadSnapshotResponse:
         method = "DownloadSnapshot"
-        await self._check(request, context, method, getattr(request, "agent_id", None))
+        await self._check(request, context, method)
         sync = self._c.state_sync
         if sync is None:
             await self._refuse(

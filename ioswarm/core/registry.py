@@ -48,7 +48,11 @@ class StateAgreement:
 
 @dataclass
 class AgentRecord:
-    """What the coordinator knows about one registered agent."""
+    """What the coordinator knows about one registered agent.
+
+    ``wallet`` is paid for the work done now; ``pending_wallet`` (None: no change asked) is the
+    wallet a re-registration asked for, which replaces it at the next epoch boundary.
+    """
 
     agent_id: str
     level: Level
@@ -64,6 +68,16 @@ class AgentRecord:
     directive: str = ""
     info: dict[str, float] = field(default_factory=dict)
     state: StateAgreement = field(default_factory=StateAgreement)
+    pending_wallet: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletChange:
+    """A wallet that replaced another at an epoch boundary."""
+
+    agent_id: str
+    old: str
+    new: str
 
 
 class AgentRegistry:
@@ -88,20 +102,46 @@ class AgentRegistry:
         return list(self._agents.values())
 
     def register(
-        self, agent_id: str, level: Level, wallet: str, region: str, version: str, now: float
+        self,
+        agent_id: str,
+        level: Level,
+        wallet: str,
+        region: str,
+        version: str,
+        now: float,
+        *,
+        defer_wallet: bool = False,
     ) -> AgentRecord:
-        """Admit or refresh an agent; raises RegistryFull for a new id over maxAgents."""
+        """Admit or refresh an agent; raises RegistryFull for a new id over maxAgents.
+
+        A new id gets its wallet at once. For a known id with ``defer_wallet``, a different
+        wallet becomes ``pending_wallet`` (applied by :meth:`apply_pending_wallets`) and the
+        current wallet again cancels a pending change; without it the wallet changes at once.
+        """
         rec = self._agents.get(agent_id)
         if rec is None:
             if len(self._agents) >= self.max_agents:
                 raise RegistryFull(f"maxAgents={self.max_agents} reached")
             rec = AgentRecord(agent_id, level, wallet, region, version, now, now)
             self._agents[agent_id] = rec
+            return rec
+        rec.level, rec.region, rec.version = level, region, version
+        if defer_wallet:
+            rec.pending_wallet = None if wallet == rec.wallet else wallet
         else:
-            rec.level, rec.wallet, rec.region, rec.version = level, wallet, region, version
-            rec.last_seen = now
-            rec.directive = ""
+            rec.wallet, rec.pending_wallet = wallet, None
+        rec.last_seen = now
+        rec.directive = ""
         return rec
+
+    def apply_pending_wallets(self) -> list[WalletChange]:
+        """At an epoch boundary: every pending wallet becomes the agent's wallet."""
+        changes = []
+        for rec in self._agents.values():
+            if rec.pending_wallet is not None:
+                changes.append(WalletChange(rec.agent_id, rec.wallet, rec.pending_wallet))
+                rec.wallet, rec.pending_wallet = rec.pending_wallet, None
+        return changes
 
     def touch(self, agent_id: str, now: float) -> AgentRecord | None:
         rec = self._agents.get(agent_id)

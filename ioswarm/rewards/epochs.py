@@ -213,8 +213,10 @@ class EpochManager:
         t = self._open.tallies.get(agent_id)
         if t is None:
             t = self._open.tallies[agent_id] = EpochTally(agent_id, wallet)
-        elif wallet and wallet != t.wallet:
-            t.wallet = wallet  # the newest registered wallet is paid
+        elif wallet and not t.wallet:
+            # Only a tally begun without a wallet (a comparison after eviction) takes one: an
+            # epoch pays the wallet it began with, and wallet changes wait for the boundary.
+            t.wallet = wallet
         self._dirty = True
         return t
 
@@ -339,6 +341,11 @@ class EpochManager:
         except StoreError as exc:
             self._store_error(exc)
         return None
+
+    @property
+    def open_epoch(self) -> int:
+        """The epoch being counted; -1 before the first block. Advances when an epoch closes."""
+        return self._open.epoch
 
     def current_epoch(self) -> int:
         """The epoch being counted (from the head block once one is seen)."""
