@@ -80,6 +80,7 @@ class IOSwarmServicer:
                 agent_id,
                 body_agent[:64] if isinstance(body_agent, str) else None,
             )
+            self._c.note_refused(agent_id, "PERMISSION_DENIED")
             await self._refuse(
                 context,
                 method,

@@ -32,6 +32,7 @@ WRONG_TOKEN = agent_token("not-the-master-secret", "agent-a")
 RECIPIENT = "0x" + "77" * 20
 # Fields that move with the clock alone, not with anything a client does.
 CLOCK_FIELDS = frozenset({"uptime", "updated_at", "uptime_sec"})
+AGENT_REFUSAL_FIELDS = frozenset({"last_heartbeat_sec_ago", "refused", "earning"})
 REJECTED = "ioswarm_rpc_rejected_total"
 REJECTED_FAMILY = "ioswarm_rpc_rejected"  # the registry names counter families without _total
 
@@ -52,8 +53,10 @@ def snapshot(app: CoordinatorApp) -> Snapshot:
         "stats": {k: v for k, v in c.stats().items() if k not in CLOCK_FIELDS},
         "status": {k: v for k, v in c.status().items() if k not in CLOCK_FIELDS},
         "shadow": c.shadow_view(),
+        # Refusals are counted per agent on purpose (``refused``, and ``earning`` names them);
+        # everything else about the agent must stay as it was.
         "agents": [
-            {k: v for k, v in a.items() if k != "last_heartbeat_sec_ago"} for a in c.agents()
+            {k: v for k, v in a.items() if k not in AGENT_REFUSAL_FIELDS} for a in c.agents()
         ],
         "totals": dataclasses.asdict(c.totals),
         "metrics": samples,
