@@ -30,7 +30,7 @@ POLICY = RewardPolicy(min_tasks=2, delegate_cut_pct=10)
 def make_plan(epoch: int, ledger: EpochLedger | None = None) -> EpochPlan:
     tallies = [
         EpochTally("agent-1", W1, tasks=10, matched=10),
-        EpochTally("agent-2", W2, tasks=10, matched=5, mismatched=5),
+        EpochTally("agent-2", W2, tasks=10, matched=9, mismatched=1),
     ]
     previous = ledger.expected_weights() if ledger else {}
     return plan_epoch(epoch, tallies, {}, previous, POLICY, IOTX)
