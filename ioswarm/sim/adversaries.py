@@ -41,6 +41,7 @@ __all__ = [
     "Adversary",
     "AdversaryCounters",
     "ResultTap",
+    "TappedHonestAgent",
     "TappedValidator",
     "build_adversaries",
     "parse_kinds",
@@ -406,6 +407,44 @@ class TappedValidator:
         result = self.inner.validate(task, batch)
         self.tap.record(batch.batch_id, bytes(task.tx_hash), result)
         return result
+
+
+class TappedHonestAgent:
+    """An honest in-process L2 agent whose answers a :class:`ResultTap` records.
+
+    It is the replayer's source; it does real work, so it must be paid like any honest agent.
+    """
+
+    def __init__(self, agent_id: str, port: int, secret: str, host: str = "127.0.0.1") -> None:
+        self.agent_id = agent_id
+        self.level = Level.L2
+        self.wallet: str = Account.create().address
+        self.tap = ResultTap(agent_id)
+        config = AgentConfig(
+            coordinator=f"{host}:{port}",
+            agent_id=agent_id,
+            api_key=agent_token(secret, agent_id),
+            wallet=self.wallet,
+            level=self.level.name,
+            tls=False,
+            reconnect_max_sec=2.0,
+        )
+        self.agent = Agent(config, TappedValidator(L2Validator(), self.tap))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.agent.run(), name=f"tapped-{self.agent_id}")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self.agent.shutdown("stopped")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_SEC)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 # -- protocol cheats: a raw stub ---------------------------------------------------------------
