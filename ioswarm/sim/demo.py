@@ -467,9 +467,10 @@ def adversary_lines(adversaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = []
     for agent_id, a in adversaries.items():
         s = a.get("shadow") or {}
+        excluded = sum((s.get("excluded") or {}).values())
         verdicts = (
             f"matched {s.get('matched', 0)}/{s.get('compared', 0)}, "
-            f"mismatched {s.get('mismatched', 0)}"
+            f"mismatched {s.get('mismatched', 0)}, excluded {excluded}"
         )
         refused = a.get("refused") or {}
         earning = a.get("earning") or {}
