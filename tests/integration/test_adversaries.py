@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from eth_account import Account
 from prometheus_client import CollectorRegistry
@@ -136,6 +137,13 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
             load.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await load
+        # What the coordinator says about every agent, read while all of them are registered.
+        async with (
+            aiohttp.ClientSession(f"http://127.0.0.1:{app.api_port}") as http,
+            http.get("/swarm/agents") as resp,
+        ):
+            assert resp.status == 200
+            rows = {row["agent_id"]: row for row in (await resp.json())["agents"]}
         for adv in advs:
             await adv.stop()
         await tapped.stop()
@@ -143,7 +151,6 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
             await running.stop()
         await eventually(lambda: not epochs.ledger.unsettled(), 20, what="ledger settled")
 
-        rows = {row["agent_id"]: row for row in c.agents()}
         all_wallets = {**wallets, **{a.agent_id: a.wallet for a in advs}}
         rewards = (await rewards_report(c, epochs, pool, all_wallets))["agents"]
         report = adversaries_report(c, advs, rewards)
@@ -178,12 +185,13 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
     for agent_id, r in honest_paid.items():
         assert int(r["claimable_wei"]) > 0, (agent_id, r)
     assert by_kind["late"]["shadow"] is None, by_kind["late"]  # late: never judged or credited
-    for agent_id, a in report.items():
-        earning = a["earning"] or {}
-        assert earning.get("eligible") is False and earning.get("reasons"), (agent_id, earning)
-    assert by_kind["decline"]["throttled"], by_kind["decline"]
+    adversary_rows = {a.kind: rows[a.agent_id] for a in advs}  # as /swarm/agents shows them
+    for kind, row in adversary_rows.items():
+        earning = row.get("earning") or {}
+        assert earning.get("eligible") is False and earning.get("reasons"), (kind, earning)
+    assert adversary_rows["decline"].get("throttled"), adversary_rows["decline"]
     for kind in ("impersonator", "replayer"):
-        assert sum((by_kind[kind]["refused"] or {}).values()) > 0, by_kind[kind]
+        assert sum((adversary_rows[kind].get("refused") or {}).values()) > 0, adversary_rows[kind]
     impersonator = next(a for a in advs if a.kind == "impersonator")
     for call in ("register_two_ids", "submit_as_victim", "heartbeat_as_victim"):
         assert impersonator.stats.refused(call) > 0, (call, impersonator.counters)
