@@ -7,6 +7,7 @@ from typing import Any
 
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
+from ioswarm.sim.adversaries import KINDS, parse_kinds
 from ioswarm.sim.demo import DemoOptions, format_report, run_demo
 
 
@@ -26,6 +27,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--block-time", type=float, help="anvil block time (default 2 s; 1 s at L3)")
     p.add_argument("--seed", type=int, help="workload random seed")
     p.add_argument("--report-json", help="write the report as JSON to this path")
+    p.add_argument(
+        "--adversaries",
+        default="lazy",
+        help="dishonest in-process agents beside the honest ones: a comma list of "
+        f"{', '.join(KINDS)}; 'all' or 'none' (default: lazy)",
+    )
     p.set_defaults(run=run)
 
 
@@ -34,6 +41,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         raise ConfigError("--level", "must be L1, L2, L3 or L4")
     if args.agents < 1 or args.duration <= 0 or (args.rate is not None and args.rate <= 0):
         raise ConfigError("--agents/--duration/--rate", "must be positive")
+    kinds = parse_kinds(args.adversaries)
     setup_logging("warning")
     opts = DemoOptions(
         duration=args.duration,
@@ -43,6 +51,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         block_time=args.block_time,
         report_json=args.report_json,
         seed=args.seed,
+        adversaries=tuple(kinds),
     )
     report = await run_demo(opts, env, out=lambda line: print(line, flush=True))
     print(format_report(report))
@@ -51,4 +60,6 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         for s in report["shadow"].values()
     )
     paid_right = all(a.get("claimable_equals_ledger", True) for a in report["per_agent"].values())
-    return 0 if ok and paid_right and report["shadow"] else 1
+    # An adversary with anything claimable means the coordinator paid for unchecked work.
+    unpaid = all(int(a["claimable_wei"]) == 0 for a in report["adversaries"].values())
+    return 0 if ok and paid_right and unpaid and report["shadow"] else 1

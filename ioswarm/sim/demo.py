@@ -24,12 +24,14 @@ from ioswarm.config import parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
 from ioswarm.core.rewards import PoolModel
+from ioswarm.core.shadow import ShadowCounts
 from ioswarm.core.tokens import agent_token
 from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.rewards.ledger import SettlementState
 from ioswarm.rewards.pool import RewardPool
 from ioswarm.rewards.settler import SettlerOptions
+from ioswarm.sim.adversaries import Adversary, TappedHonestAgent, build_adversaries
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.l3workload import CATEGORIES, Category, ContractWorkload
 from ioswarm.sim.workload import Workload
@@ -39,6 +41,7 @@ log = logging.getLogger("ioswarm.demo")
 PROGRESS_EVERY_SEC = 5.0
 REWARD_KEY_INDEX = 2
 DRAIN_BLOCKS = 3
+TAPPED_AGENT_ID = "demo-tapped-l2"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class DemoOptions:
     block_time: float | None = None
     report_json: str | None = None
     seed: int | None = None
+    adversaries: tuple[str, ...] = ("lazy",)  # kinds from ioswarm.sim.adversaries.KINDS
 
 
 def agent_levels(count: int, top: Level) -> list[Level]:
@@ -127,15 +131,46 @@ class DemoAgents:
         return codes
 
 
-def _level_report(view: dict[str, Any]) -> dict[str, Any]:
+def _level_report(levels: Mapping[Level, ShadowCounts]) -> dict[str, Any]:
     out = {}
-    for level, counts in view["levels"].items():
-        out[level] = {
-            "compared": counts["compared"],
-            "matched": counts["matched"],
-            "mismatched": counts["mismatched"],
-            "excluded": counts["excluded"],
-            "mismatched_fields": counts["mismatched_fields"],
+    for level, counts in levels.items():
+        out[level.name] = {
+            "compared": counts.compared,
+            "matched": counts.matched,
+            "mismatched": counts.mismatched,
+            "excluded": dict(sorted(counts.excluded.items())),
+            "mismatched_fields": dict(sorted(counts.mismatched_fields.items())),
+        }
+    return out
+
+
+INTEGRITY_KEYS = ("canaries", "refused", "declined", "decline_pct", "throttled", "earning")
+
+
+def adversaries_report(
+    c: Any, adversaries: list[Adversary], rewards: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Per adversary: its verdicts, what the coordinator says about it, what it got paid.
+
+    ``rewards`` is the ``agents`` part of :func:`rewards_report` (it must cover the adversaries'
+    wallets). The integrity keys of ``c.agents()`` rows are read with ``.get()``: a coordinator
+    without those defences reports None for them.
+    """
+    rows = {a["agent_id"]: a for a in c.agents()}
+    out: dict[str, Any] = {}
+    for adv in adversaries:
+        row = rows.get(adv.agent_id, {})
+        counts = c.shadow.by_agent.get(adv.agent_id)
+        paid = rewards.get(adv.agent_id, {})
+        out[adv.agent_id] = {
+            "kind": adv.kind,
+            "level": adv.level.name,
+            "wallet": adv.wallet,
+            "shadow": counts.as_dict() if counts else None,
+            **{key: row.get(key) for key in INTEGRITY_KEYS},
+            "counters": adv.counters,
+            "ledger_wei": str(c.rewards_view(adv.agent_id)["totals"].get("amount_wei", "0")),
+            "claimable_wei": paid.get("claimable_wei", "0"),
         }
     return out
 
@@ -196,6 +231,29 @@ async def run_demo(
             )
             agents = DemoAgents(app.grpc_port, secret, agent_levels(opts.agents, top), data_dir)
             await agents.start()
+            honest_wallets = dict(agents.wallets)
+            tapped: TappedHonestAgent | None = None
+            if "replayer" in opts.adversaries:
+                tapped = TappedHonestAgent(TAPPED_AGENT_ID, app.grpc_port, secret)
+                honest_wallets[tapped.agent_id] = tapped.wallet
+                await tapped.start()
+            adversaries = build_adversaries(
+                list(opts.adversaries),
+                app.grpc_port,
+                secret,
+                config.task_timeout_ms / 1000,
+                tapped.tap if tapped else None,
+                victim=next(iter(agents.wallets)),
+                seed=opts.seed,
+            )
+            for adv in adversaries:
+                await adv.start()
+            if adversaries:
+                out(
+                    "adversaries started: "
+                    + ", ".join(f"{a.agent_id} ({a.level.name})" for a in adversaries)
+                    + (f"; {tapped.agent_id} is the replayer's honest source" if tapped else "")
+                )
             workload = Workload(
                 node,
                 anvil.private_keys[0],
@@ -251,8 +309,14 @@ async def run_demo(
                     while c.head.number < drain_until:  # noqa: ASYNC110 - polls another task's state
                         await asyncio.sleep(0.2)
             await _wait_settled(epochs, limit_sec=30)
+            for adv in adversaries:
+                await adv.stop()
+            if tapped is not None:
+                await tapped.stop()
             codes = await agents.stop()
-            rewards = await _rewards_report(c, epochs, pool, agents.wallets)
+            rewards = await rewards_report(
+                c, epochs, pool, {**honest_wallets, **{a.agent_id: a.wallet for a in adversaries}}
+            )
             report = {
                 "duration_s": round(time.monotonic() - started, 1),
                 "blocks": c.totals.blocks_seen,
@@ -270,7 +334,8 @@ async def run_demo(
                     "reassigned": c.dispatcher.reassigned_total,
                     "dropped": c.dispatcher.dropped_total,
                 },
-                "shadow": _level_report(c.shadow_view()),
+                # Only honest agents: an adversary's mismatches are the point, not a failure.
+                "shadow": _level_report(c.shadow.level_totals(honest_wallets)),
                 "shadow_pending_at_end": c.shadow.pending,
                 "shadow_expired": c.shadow.expired,
                 "epochs": rewards["epochs"],
@@ -282,7 +347,9 @@ async def run_demo(
                         **rewards["agents"].get(a["agent_id"], {}),
                     }
                     for a in c.agents()
+                    if a["agent_id"] in honest_wallets
                 },
+                "adversaries": adversaries_report(c, adversaries, rewards["agents"]),
             }
         await w3.provider.disconnect()
     if opts.report_json:
@@ -298,7 +365,7 @@ async def _wait_settled(epochs: EpochManager, limit_sec: float) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _rewards_report(
+async def rewards_report(
     c: Any, epochs: EpochManager, pool: RewardPool, wallets: dict[str, str]
 ) -> dict[str, Any]:
     """Settled epochs from the ledger, and each agent's claimable on-chain next to the ledger."""
@@ -369,9 +436,14 @@ def format_report(report: dict[str, Any]) -> str:
     for agent_id, a in report["per_agent"].items():
         if "claimable_wei" in a:
             same = (
-                "= ledger" if a["claimable_equals_ledger"] else "!= ledger " + a["ledger_paid_wei"]
+                "= ledger"
+                if a["claimable_equals_ledger"]
+                else "!= ledger " + a["ledger_claimable_wei"]
             )
             lines.append(f"  {agent_id}: claimable {a['claimable_wei']} wei {same}")
+    if report.get("adversaries"):
+        lines.append("adversaries (each must end with nothing claimable):")
+        lines.extend(f"  {line}" for line in adversary_lines(report["adversaries"]))
     for agent_id, a in report["per_agent"].items():
         if st := a.get("l4_state"):
             ok = st["heights_checked"] > 0 and st["mismatched"] == 0
@@ -388,3 +460,36 @@ def format_report(report: dict[str, Any]) -> str:
             f"mismatched {s['mismatched']}, excluded: {excluded} -> {'OK' if ok else 'CHECK'}"
         )
     return "\n".join(lines)
+
+
+def adversary_lines(adversaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per adversary: kind, verdicts, refusals, why it earned nothing, claimable."""
+    lines = []
+    for agent_id, a in adversaries.items():
+        s = a.get("shadow") or {}
+        excluded = sum((s.get("excluded") or {}).values())
+        verdicts = (
+            f"matched {s.get('matched', 0)}/{s.get('compared', 0)}, "
+            f"mismatched {s.get('mismatched', 0)}, excluded {excluded}"
+        )
+        refused = a.get("refused") or {}
+        earning = a.get("earning") or {}
+        if not earning:
+            why = "earning: not reported"
+        elif earning.get("eligible"):
+            why = "earning: ELIGIBLE"
+        else:
+            why = "earning nothing: " + (", ".join(earning.get("reasons") or []) or "no reason")
+        extra = []
+        if refused:
+            extra.append("refused " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items())))
+        if a.get("throttled"):
+            extra.append("throttled")
+        ok = int(a.get("claimable_wei", "0")) == 0
+        lines.append(
+            f"{agent_id} ({a['kind']}, {a['level']}): {verdicts}; "
+            + "; ".join([*extra, why])
+            + f"; ledger {a.get('ledger_wei', '0')} wei, claimable {a.get('claimable_wei', '0')}"
+            + f" wei -> {'OK' if ok else 'PAID'}"
+        )
+    return lines
