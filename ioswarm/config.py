@@ -127,6 +127,12 @@ class RewardConfig:
         "Accuracy (overall, and on canary tasks) below which an agent gets weight 0 for the epoch.",
         check=_percent,
     )
+    min_canaries: int = _f(
+        "minCanaries",
+        1,
+        "Canary tasks an agent must have answered in an epoch to earn; ignored when canaryPct is 0.",
+        check=_non_negative,
+    )
 
 
 @dataclass(frozen=True)

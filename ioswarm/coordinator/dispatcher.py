@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,10 @@ class Dispatcher:
         context: Callable[[int], tuple[pb.BlockContext, PredictedContext] | None] = (
             lambda height: None
         ),
+        extra: Callable[[str, list[Task]], Task | None] = lambda agent_id, tasks: None,
     ) -> None:
+        """``extra(agent_id, tasks)`` may add one task of its own to a batch about to go to
+        that agent (a canary); it travels at a random position and is the agent's like any."""
         self.scheduler = scheduler
         self.metrics = metrics
         self._clock = clock
@@ -63,6 +67,8 @@ class Dispatcher:
         self._max_batch = max_batch
         self._chain_id = chain_id
         self._context = context
+        self._extra = extra
+        self._rng = random.Random()  # only shuffles positions; see _send
         self._predicted: dict[int, PredictedContext] = {}
         self._streams: dict[str, AgentStream] = {}
         self._packages: dict[int, pb.TaskPackage] = {}
@@ -241,6 +247,14 @@ class Dispatcher:
         for t in tasks:
             self._predicted[t.task_id] = ctx[1]
 
+    def _add_extra(self, agent_id: str, group: list[Task], now: float) -> None:
+        """Put the ``extra`` task for this batch, if any, at a random place in it."""
+        task = self._extra(agent_id, group)
+        if task is None or not self.scheduler.adopt(task, agent_id, now):
+            return
+        self._packages[task.task_id] = task_to_pb(task)
+        group.insert(self._rng.randint(0, len(group)), task)
+
     def _send(self, assignments: dict[str, list[Task]], now: float) -> None:
         """Put one TaskBatch per assigned agent on its stream's outbox."""
         wall_ms = int(self._wall() * 1000)
@@ -254,6 +268,7 @@ class Dispatcher:
                 # closed, the tasks come back through close_stream's requeue.
                 continue
             for group in self._context_groups(tasks):
+                self._add_extra(agent_id, group, now)
                 batch = pb.TaskBatch(
                     batch_id=f"{self._batch_prefix}-{next(self._batch_seq)}",
                     timestamp=wall_ms,

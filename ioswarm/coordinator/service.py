@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.canaries import CanaryMint
+from ioswarm.coordinator.canaryplan import CanaryPlanner
 from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.metrics import CoordinatorMetrics
@@ -105,11 +106,12 @@ class Coordinator:
             config.max_batch_size,
             lambda: self.chain_id,
             context=self._current_context,
+            extra=self._canary_for,
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks)
         self.integrity = IntegrityBook(config.decline_max_pct)
         self._canary_rng = canary_rng or random.Random(secrets.randbits(256))
-        self.mint: CanaryMint | None = None  # made at start, once the chain id is known
+        self.canaries: CanaryPlanner | None = None  # made at start, once the chain id is known
         self._flagged: set[tuple[str, str]] = set()
         self.head = Head()
         self.totals = Totals()
@@ -168,7 +170,12 @@ class Coordinator:
             )
         self.chain_id = node_chain
         if self.config.canary_pct > 0:
-            self.mint = CanaryMint(node_chain, self._canary_rng)
+            self.canaries = CanaryPlanner(
+                CanaryMint(node_chain, self._canary_rng),
+                self.config.canary_pct,
+                self._canary_rng,
+                base_fee=self._predicted_base_fee,
+            )
 
     async def start(self) -> None:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
@@ -274,25 +281,26 @@ class Coordinator:
         for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1
-                self._maybe_canary(task)
+                if self.canaries is not None:
+                    self.canaries.on_task(task, self.tasks.next_id)
         self.totals.tasks_created += made
         return made
 
-    def _maybe_canary(self, template: Task) -> None:
-        """With probability canaryPct, queue a canary shaped like ``template`` right behind it:
-        same level, same state height, an id from the same sequence, the same batch."""
-        mint = self.mint
-        if mint is None or self._canary_rng.random() * 100 >= self.config.canary_pct:
-            return
-        base_fee = 0
-        if template.level >= Level.L3:
-            ctx = self.contexts.for_height(template.block_height)
-            base_fee = ctx[1].base_fee if ctx is not None else 0
-        canary = mint.make(template, self.tasks.next_id(), base_fee=base_fee)
-        if canary is None or not self.dispatcher.submit(canary.task):
-            return
+    def _canary_for(self, agent_id: str, tasks: list[Task]) -> Task | None:
+        """The dispatcher's hook: a canary for this batch of ``agent_id``'s, when one is due."""
+        planner = self.canaries
+        if planner is None:
+            return None
+        canary = planner.for_batch(agent_id, tasks)
+        if canary is None:
+            return None
         self.integrity.expect(canary.task.task_id, canary.kind, canary.truth)
-        self.metrics.canaries_created.labels(level=template.level.name).inc()
+        self.metrics.canaries_created.labels(level=canary.task.level.name).inc()
+        return canary.task
+
+    def _predicted_base_fee(self, height: int) -> int:
+        ctx = self.contexts.for_height(height)
+        return ctx[1].base_fee if ctx is not None else 0
 
     async def _on_block_state(self, header: BlockHeader, traces: list[TxDiff]) -> None:
         if self.state_sync is not None:

@@ -49,6 +49,7 @@ NO_WALLET = "no_wallet"
 DEPARTED = "departed"
 UNDER_ACCURACY = "under_min_accuracy"
 CANARY_FAILED = "canary_failed"
+NO_CANARY = "no_canary"
 
 _WALLET = re.compile(r"0x[0-9a-f]{40}")
 _ZERO_WALLET = "0x" + "0" * 40
@@ -92,6 +93,9 @@ class RewardPolicy:
     """Percent of each epoch reward the delegate keeps."""
     min_accuracy_ppm: int = 900_000
     """Accuracy (ppm), overall and on canaries, below which an agent gets weight 0."""
+    min_canaries: int = 0
+    """Canaries an agent must have answered in the epoch to earn (0: no such rule). Without
+    one, nothing shows that its answers to real traffic were its own work."""
 
     def __post_init__(self) -> None:
         if self.min_tasks < 0:
@@ -104,6 +108,8 @@ class RewardPolicy:
             raise ValueError("delegate_cut_pct must be in 0..100")
         if not 0 <= self.min_accuracy_ppm <= PPM:
             raise ValueError("min_accuracy_ppm must be in 0..1_000_000")
+        if self.min_canaries < 0:
+            raise ValueError("min_canaries must be >= 0")
 
     @classmethod
     def from_config(
@@ -114,6 +120,7 @@ class RewardPolicy:
         bonus_multiplier: float,
         delegate_cut_pct: int,
         min_accuracy_pct: float = 90.0,
+        min_canaries: int = 0,
     ) -> RewardPolicy:
         """Convert the config's percent and float values to ppm, once."""
         return cls(
@@ -122,6 +129,7 @@ class RewardPolicy:
             bonus_multiplier_ppm=to_ppm(bonus_multiplier),
             delegate_cut_pct=delegate_cut_pct,
             min_accuracy_ppm=to_ppm(min_accuracy_pct, PPM // 100),
+            min_canaries=min_canaries,
         )
 
 
@@ -190,7 +198,7 @@ class Payout:
     accuracy_ppm: int
     bonus_applied: bool
     reason: str = ELIGIBLE
-    """Why the weight is 0 (``no_wallet``, ``under_min``, ``canary_failed``,
+    """Why the weight is 0 (``no_wallet``, ``under_min``, ``canary_failed``, ``no_canary``,
     ``under_min_accuracy``, ``no_matches``, ``departed``)."""
     amount_wei: int = 0
     """Expected share of the agents' wei (see :func:`allocate`)."""
@@ -248,6 +256,8 @@ def weight_reason(tally: EpochTally, wallet: str, policy: RewardPolicy) -> str:
         return UNDER_MIN
     if tally.canary_accuracy_ppm < policy.min_accuracy_ppm:
         return CANARY_FAILED
+    if tally.canary_matched + tally.canary_failed < policy.min_canaries:
+        return NO_CANARY
     if tally.accuracy_ppm < policy.min_accuracy_ppm:
         return UNDER_ACCURACY
     if tally.matched == 0:

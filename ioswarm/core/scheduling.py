@@ -246,6 +246,20 @@ class Scheduler:
         ready.extendleft(reversed(skipped))
         return out
 
+    def adopt(self, task: Task, agent_id: str, now: float) -> bool:
+        """Hand a task straight to ``agent_id`` (it travels in a batch being sent to it now),
+        with the usual deadline and failover. False if the agent is gone or the id is taken."""
+        slot = self._agents.get(agent_id)
+        if slot is None or task.task_id in self._tasks:
+            return False
+        deadline = now + self.task_timeout
+        state = _TaskState(task, attempts=1, assignee=agent_id, deadline=deadline, past=(agent_id,))
+        self._tasks[task.task_id] = state
+        slot.inflight.add(task.task_id)
+        slot.assigned_total += 1
+        heapq.heappush(self._deadlines, (deadline, next(self._rounds), [(task.task_id, 1)]))
+        return True
+
     def _pick(
         self,
         heap: list[tuple[int, str]],

@@ -177,6 +177,9 @@ class EpochManager:
             bonus_multiplier=r.bonus_multiplier,
             delegate_cut_pct=r.delegate_cut_pct,
             min_accuracy_pct=r.min_accuracy_pct,
+            # Canaries are the evidence that answers are the agent's own work; with none
+            # issued (canaryPct 0) the rule cannot apply.
+            min_canaries=r.min_canaries if config.canary_pct > 0 else 0,
         )
         if config.reward_contract and not config.reward_signer_key:
             raise ConfigError("rewardSignerKey", "is required when rewardContract is set")

@@ -77,7 +77,10 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
         rewardSignerKey=signer_key,
         rewardRpcUrl=anvil.url,
         epochRewardIOTX="1",
-        reward={"epochBlocks": 5, "minTasksForReward": 2},
+        # Five-block epochs give each agent a dozen tasks or so: a canary at least every 8
+        # tasks (25 %) lets every epoch ask each agent for one (minCanaries 1).
+        canaryPct=25,
+        reward={"epochBlocks": 5, "minTasksForReward": 2, "minCanaries": 1},
     )
     epochs = EpochManager.from_config(
         config, CollectorRegistry(), options=SettlerOptions(poll_interval_sec=0.2)
@@ -173,6 +176,17 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
 
     for agent_id, r in honest_paid.items():
         assert r["claimable_equals_ledger"], (agent_id, r)
+    # Canaries never cost an honest agent: all right, and real traffic all matched or excluded.
+    honest_rows = {agent_id: rows[agent_id] for agent_id in wallets}
+    for agent_id, row in honest_rows.items():
+        assert row["canaries"]["failed"] == 0, (agent_id, row["canaries"])
+        assert row["incomplete"] == 0 and not row["refused"] and not row["throttled"], row
+        # The open epoch may have just begun (too few tasks yet); no misconduct is flagged.
+        misconduct = {"canary_failed", "incomplete", "refused", "throttled", "declines", "late"}
+        assert not misconduct & set(row["earning"]["reasons"]), (agent_id, row["earning"])
+        shadow = row["shadow"]
+        assert shadow is not None and shadow["mismatched"] == 0, (agent_id, shadow)
+    assert sum(row["canaries"]["matched"] for row in honest_rows.values()) > 0, honest_rows
     # The adversaries did cheat, and were answered: what they sent and got back is counted.
     by_kind = {a["kind"]: a for a in report.values()}
     assert all(a["counters"]["sent"] for a in report.values()), report
