@@ -15,17 +15,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ioswarm.config import CoordinatorConfig
-from ioswarm.coordinator.canaries import CanaryMint
-from ioswarm.coordinator.canaryplan import CanaryPlanner
 from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
+from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.prefetch import StatePrefetcher
 from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
 from ioswarm.core.evidence import INCOMPLETE
 from ioswarm.core.execshadow import PredictedContext
-from ioswarm.core.integrity import THROTTLED_INFLIGHT, IntegrityBook
 from ioswarm.core.mempool import Planned
 from ioswarm.core.models import (
     AccountSnapshot,
@@ -33,7 +31,6 @@ from ioswarm.core.models import (
     IncludedTx,
     Level,
     PendingTx,
-    Task,
     Verdict,
 )
 from ioswarm.core.ratelimit import TokenBucket
@@ -51,6 +48,7 @@ log = logging.getLogger("ioswarm.coordinator")
 
 DIRECTIVE_SHUTDOWN = "shutdown"
 DIRECTIVE_REREGISTER = "reregister"
+MISMATCH_WARNINGS_PER_AGENT = 20
 
 
 @dataclass
@@ -98,6 +96,13 @@ class Coordinator:
             queue_size=config.retry_queue_size,
             max_attempts=config.max_task_attempts,
         )
+        self.integrity = IntegrityDesk(
+            config.canary_pct,
+            config.decline_max_pct,
+            self.scheduler,
+            self.metrics,
+            canary_rng or random.Random(secrets.randbits(256)),
+        )
         self.dispatcher = Dispatcher(
             self.scheduler,
             self.metrics,
@@ -106,13 +111,10 @@ class Coordinator:
             config.max_batch_size,
             lambda: self.chain_id,
             context=self._current_context,
-            extra=self._canary_for,
+            extra=self.integrity.canary_for,
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks)
-        self.integrity = IntegrityBook(config.decline_max_pct)
-        self._canary_rng = canary_rng or random.Random(secrets.randbits(256))
-        self.canaries: CanaryPlanner | None = None  # made at start, once the chain id is known
-        self._flagged: set[tuple[str, str]] = set()
+        self._mismatch_logs: dict[str, int] = {}
         self.head = Head()
         self.totals = Totals()
         self._buckets: dict[str, TokenBucket] = {}
@@ -169,13 +171,7 @@ class Coordinator:
                 f"config expects {self.config.chain_id}",
             )
         self.chain_id = node_chain
-        if self.config.canary_pct > 0:
-            self.canaries = CanaryPlanner(
-                CanaryMint(node_chain, self._canary_rng),
-                self.config.canary_pct,
-                self._canary_rng,
-                base_fee=self._predicted_base_fee,
-            )
+        self.integrity.start(node_chain, self._predicted_base_fee)
 
     async def start(self) -> None:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
@@ -281,22 +277,9 @@ class Coordinator:
         for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1
-                if self.canaries is not None:
-                    self.canaries.on_task(task, self.tasks.next_id)
+                self.integrity.on_task(task, self.tasks.next_id)
         self.totals.tasks_created += made
         return made
-
-    def _canary_for(self, agent_id: str, tasks: list[Task]) -> Task | None:
-        """The dispatcher's hook: a canary for this batch of ``agent_id``'s, when one is due."""
-        planner = self.canaries
-        if planner is None:
-            return None
-        canary = planner.for_batch(agent_id, tasks)
-        if canary is None:
-            return None
-        self.integrity.expect(canary.task.task_id, canary.kind, canary.truth)
-        self.metrics.canaries_created.labels(level=canary.task.level.name).inc()
-        return canary.task
 
     def _predicted_base_fee(self, height: int) -> int:
         ctx = self.contexts.for_height(height)
@@ -345,17 +328,23 @@ class Coordinator:
         if canary:
             self.metrics.canary_verdicts.labels(level=level, outcome=c.outcome.value).inc()
             if c.outcome is Outcome.MISMATCHED:
-                self._flag(c.agent_id, "canary_failed", f"task_id={c.task_id} {c.note}")
+                self.integrity.flag(c.agent_id, "canary_failed", f"task_id={c.task_id} {c.note}")
             return
         self.metrics.shadow.labels(level=level, outcome=c.outcome.value).inc()
         if c.outcome is Outcome.EXCLUDED:
             self.metrics.shadow_excluded.labels(level=level, reason=c.detail).inc()
         elif c.detail == INCOMPLETE:
-            self._flag(
+            self.integrity.flag(
                 c.agent_id, INCOMPLETE, f"task_id={c.task_id} level={level} missing={c.note}"
             )
         elif c.outcome is Outcome.MISMATCHED:
-            log.warning(
+            # Each mismatch of an honest agent is worth a line (it points at a bug); a cheater
+            # makes thousands, so past a few per agent they go to DEBUG, with one line saying so.
+            seen = self._mismatch_logs.get(c.agent_id, 0) + 1
+            self._mismatch_logs[c.agent_id] = seen
+            level_no = logging.WARNING if seen <= MISMATCH_WARNINGS_PER_AGENT else logging.DEBUG
+            log.log(
+                level_no,
                 "shadow mismatch agent_id=%s task_id=%d level=%s field=%s %s",
                 c.agent_id,
                 c.task_id,
@@ -363,6 +352,12 @@ class Coordinator:
                 c.detail,
                 c.note,
             )
+            if seen == MISMATCH_WARNINGS_PER_AGENT:
+                log.warning(
+                    "agent has %d shadow mismatches agent_id=%s; further ones are logged at DEBUG",
+                    seen,
+                    c.agent_id,
+                )
 
     # -- RPC behaviour (the servicer maps these to gRPC) --------------------------------------
 
@@ -450,8 +445,7 @@ class Coordinator:
             level = min(level, asked)
         self.registry.touch(agent_id, self._clock())
         stream = self.dispatcher.open_stream(agent_id, level)
-        if self._is_throttled(agent_id):  # a reconnect does not lift a throttle
-            self.scheduler.set_limit(agent_id, THROTTLED_INFLIGHT)
+        self.integrity.reconnected(agent_id)
         return stream
 
     def close_stream(self, stream: AgentStream) -> None:
@@ -504,13 +498,13 @@ class Coordinator:
             return self._submit(agent_id, batch)
         except RequestRefused as exc:
             if exc.status != "RESOURCE_EXHAUSTED":  # a rate limit is not misconduct
-                self.integrity.note_refused(agent_id, exc.status)
+                self.integrity.book.note_refused(agent_id, exc.status)
             raise
 
     def note_refused(self, agent_id: str, status: str) -> None:
         """A call of an authenticated agent was refused (e.g. a body id not its own)."""
         if agent_id in self.registry:
-            self.integrity.note_refused(agent_id, status)
+            self.integrity.book.note_refused(agent_id, status)
 
     def _check_batch(
         self, agent_id: str, batch: pb.BatchResult
@@ -564,7 +558,8 @@ class Coordinator:
         wallet = agent_rec.wallet if agent_rec else ""
         per_level: dict[Level, int] = {}
         finish = self.dispatcher.finish
-        integrity = self.integrity
+        integrity = self.integrity.book
+        agents = self.registry.agent_ids
         for r, task_id, kind in zip(batch.results, ids, kinds, strict=True):
             if kind is Completion.LATE:
                 self.totals.results_late += 1
@@ -574,7 +569,7 @@ class Coordinator:
             if r.declined:
                 self._decline(agent_id, task_id, r)
                 continue
-            self._throttle(agent_id, integrity.note_answer(agent_id, declined=False))
+            self.integrity.answered(agent_id, False, agents())
             done = finish(agent_id, task_id)
             if done is None:
                 continue
@@ -612,14 +607,14 @@ class Coordinator:
         against what was sent and what the chain touched, like any verdict."""
         self.totals.results_declined += 1
         self.metrics.results.labels(level="any", disposition="declined").inc()
-        self._throttle(agent_id, self.integrity.note_answer(agent_id, declined=True))
+        self.integrity.answered(agent_id, True, self.registry.agent_ids())
         task = self.scheduler.task(task_id)
         if (
             task is not None
             and task.level >= Level.L3
             and r.reject_reason == MISSING_STATE
             and self.config.shadow_mode
-            and not self.integrity.is_canary(task_id)
+            and not self.integrity.book.is_canary(task_id)
         ):
             claim = Verdict(
                 task_id, valid=False, reject_reason=MISSING_STATE, sender=bytes(r.sender)
@@ -628,40 +623,6 @@ class Coordinator:
             if c is not None:
                 self._count(c)
         self.dispatcher.release(agent_id, task_id)
-
-    def _throttle(self, agent_id: str, state: bool | None) -> None:
-        """Apply a change of the agent's throttle (None: no change)."""
-        if state is None:
-            return
-        conduct = self.integrity.conduct(agent_id)
-        self.scheduler.set_limit(agent_id, THROTTLED_INFLIGHT if state else None)
-        if state:
-            log.warning(
-                "agent throttled agent_id=%s decline_pct=%.1f limit=%d declineMaxPct=%g",
-                agent_id,
-                conduct.decline_pct,
-                THROTTLED_INFLIGHT,
-                self.config.decline_max_pct,
-            )
-        else:
-            log.info(
-                "agent throttle lifted agent_id=%s decline_pct=%.1f", agent_id, conduct.decline_pct
-            )
-        self.metrics.agents_throttled.set(
-            sum(1 for rec in self.registry.all() if self._is_throttled(rec.agent_id))
-        )
-
-    def _is_throttled(self, agent_id: str) -> bool:
-        conduct = self.integrity.known(agent_id)
-        return conduct is not None and conduct.throttled
-
-    def _flag(self, agent_id: str, what: str, detail: str) -> None:
-        """Log an agent's first answer of a kind that earns nothing (later ones are counted)."""
-        if (agent_id, what) in self._flagged:
-            log.debug("agent flagged again agent_id=%s what=%s %s", agent_id, what, detail)
-            return
-        self._flagged.add((agent_id, what))
-        log.warning("agent flagged agent_id=%s what=%s %s", agent_id, what, detail)
 
     # -- views for the HTTP API and reports ---------------------------------------------------
 
@@ -763,30 +724,10 @@ class Coordinator:
         return out
 
     def conduct_view(self, agent_id: str) -> dict[str, Any]:
-        """Canaries, refusals, declines and throttle of one agent, and whether it earns in the
-        open epoch; ``earning.reasons`` says why not (empty when it earns)."""
-        conduct = self.integrity.known(agent_id)
-        view: dict[str, Any] = (conduct.as_dict() if conduct else _EMPTY_CONDUCT) | {}
-        counts = self.shadow.by_agent.get(agent_id)
-        incomplete = counts.mismatched_fields.get(INCOMPLETE, 0) if counts else 0
-        view["incomplete"] = incomplete
-        reasons: list[str] = []
-        eligible = True
-        if self.epochs is not None:
-            eligible, why = self.epochs.standing(agent_id)
-            if why:
-                reasons.append(why)
-        flags = {
-            "canary_failed": bool(conduct and conduct.canary_failed),
-            INCOMPLETE: incomplete > 0,
-            "refused": bool(conduct and conduct.refused),
-            "throttled": bool(conduct and conduct.throttled),
-            "declines": bool(conduct and conduct.declined and not conduct.answers),
-            "late": bool(conduct and conduct.late and not conduct.answers),
-        }
-        reasons += [name for name, on in flags.items() if on and name not in reasons]
-        view["earning"] = {"eligible": eligible, "reasons": reasons}
-        return view
+        """Canaries, refusals, declines and throttle of one agent, and whether (and why not)
+        it earns in the open epoch."""
+        standing = self.epochs.standing(agent_id) if self.epochs is not None else None
+        return self.integrity.view(agent_id, self.shadow.by_agent.get(agent_id), standing)
 
     def leaderboard(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -822,16 +763,6 @@ class Coordinator:
             "head_block": self.head.number,
             "node_syncing": self.poller.syncing,
         }
-
-
-_EMPTY_CONDUCT: dict[str, Any] = {
-    "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}},
-    "refused": {},
-    "declined": 0,
-    "decline_pct": 0.0,
-    "late": 0,
-    "throttled": False,
-}
 
 
 def _uptime(seconds: float) -> str:

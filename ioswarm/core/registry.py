@@ -101,6 +101,9 @@ class AgentRegistry:
     def all(self) -> list[AgentRecord]:
         return list(self._agents.values())
 
+    def agent_ids(self) -> list[str]:
+        return list(self._agents)
+
     def register(
         self,
         agent_id: str,

@@ -119,7 +119,10 @@ async def settled_coordinator(node_url: str, **overrides: Any) -> AsyncIterator[
 
 @pytest.fixture
 async def app(anvil_manual: AnvilProcess) -> AsyncIterator[CoordinatorApp]:
-    async with settled_coordinator(anvil_manual.url, maxAgents=2, taskTimeoutMs=60_000) as a:
+    # No canaries: these tests hand-answer one known task at a time.
+    async with settled_coordinator(
+        anvil_manual.url, maxAgents=2, taskTimeoutMs=60_000, canaryPct=0
+    ) as a:
         yield a
 
 
@@ -338,6 +341,30 @@ async def test_results_for_another_agents_task_are_permission_denied(
         )
         await owner_answers(app, s, task_id)
     assert_no_secrets(logs, token("owner"), token("thief"))
+
+
+async def test_resubmitting_an_answered_task_is_already_exists_and_not_credited(
+    anvil_manual: AnvilProcess, app: CoordinatorApp, logs: pytest.LogCaptureFixture
+) -> None:
+    """A replay of an accepted answer is ALREADY_EXISTS, counted against the agent, and credits
+    nothing more: results, shadow comparisons and epoch tasks stay where the first copy left
+    them."""
+    owner = metadata("owner")
+    c = app.coordinator
+    async with live_task(anvil_manual, app) as (s, task_id):
+        await owner_answers(app, s, task_id)
+        before = snapshot(app)
+        details = await refused(
+            app,
+            lambda: s.SubmitResults(results(task_id, agent_id="owner"), metadata=owner),
+            "SubmitResults",
+            "ALREADY_EXISTS",
+        )
+        assert str(task_id) in details
+        assert snapshot(app) == before
+        [row] = [a for a in c.agents() if a["agent_id"] == "owner"]
+        assert row["refused"] == {"ALREADY_EXISTS": 1} and "refused" in row["earning"]["reasons"]
+    assert_no_secrets(logs, token("owner"))
 
 
 async def test_duplicate_task_id_in_one_batch_is_invalid_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from ioswarm.core.rewards import (
     CANARY_FAILED,
     DEPARTED,
     ELIGIBLE,
+    NO_CANARY,
     NO_MATCHES,
     NO_WALLET,
     PPM,
@@ -205,6 +208,18 @@ def test_failed_canaries_forfeit_the_epoch_even_at_high_accuracy() -> None:
     assert (by_id["copier"].weight, by_id["copier"].reason) == (0, CANARY_FAILED)
     assert by_id["copier"].canary_failed == 5
     assert by_id["honest"].weight == 100 * 1_200_000 and by_id["honest"].canary_matched == 5
+
+
+def test_an_epoch_without_a_canary_pays_nothing_when_canaries_are_required() -> None:
+    """With minCanaries 1, perfect answers to real traffic alone do not show the work."""
+    policy = RewardPolicy(min_tasks=1, min_canaries=1)
+    unproven = tally("unproven", W1, 50, 50)
+    proven = tally("proven", W2, 50, 49)
+    proven.add_comparison("matched", canary=True)
+    by_id = {p.agent_id: p for p in compute_weights([unproven, proven], {}, policy)}
+    assert (by_id["unproven"].weight, by_id["unproven"].reason) == (0, NO_CANARY)
+    assert by_id["proven"].reason == ELIGIBLE and by_id["proven"].canary_matched == 1
+    assert compute_weights([unproven], {}, replace(policy, min_canaries=0))[0].weight > 0
 
 
 def test_incomplete_answers_count_as_mismatches() -> None:

@@ -1,0 +1,141 @@
+"""The coordinator's integrity desk: canaries out, conduct in, throttles and flags applied.
+
+:class:`ioswarm.core.integrity.IntegrityBook` holds the rules and counts; this desk connects
+them to the running parts: it mints a canary when the dispatcher builds a batch that is due one,
+turns a changed throttle into a scheduler limit, a metric and a log line, logs an agent's first
+answer of each kind that earns nothing, and builds the per-agent view of ``/swarm/agents``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ioswarm.coordinator.canaries import CanaryMint
+from ioswarm.coordinator.canaryplan import CanaryPlanner
+from ioswarm.coordinator.metrics import CoordinatorMetrics
+from ioswarm.core.evidence import INCOMPLETE
+from ioswarm.core.integrity import THROTTLED_INFLIGHT, IntegrityBook
+from ioswarm.core.models import Task
+from ioswarm.core.scheduling import Scheduler
+from ioswarm.core.shadow import ShadowCounts
+
+log = logging.getLogger("ioswarm.integrity")
+
+_EMPTY_CONDUCT: dict[str, Any] = {
+    "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}},
+    "refused": {},
+    "declined": 0,
+    "decline_pct": 0.0,
+    "late": 0,
+    "throttled": False,
+}
+
+
+class IntegrityDesk:
+    """Canary planning and per-agent conduct of one coordinator."""
+
+    def __init__(
+        self,
+        canary_pct: float,
+        decline_max_pct: float,
+        scheduler: Scheduler,
+        metrics: CoordinatorMetrics,
+        rng: random.Random,
+    ) -> None:
+        self.book = IntegrityBook(decline_max_pct)
+        self.canary_pct = canary_pct
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._rng = rng
+        self.planner: CanaryPlanner | None = None
+        self._flagged: set[tuple[str, str]] = set()
+
+    def start(self, chain_id: int, base_fee: Callable[[int], int]) -> None:
+        """Canaries need the chain id to be signed for; without a share there are none."""
+        if self.canary_pct > 0 and self.planner is None:
+            mint = CanaryMint(chain_id, self._rng)
+            self.planner = CanaryPlanner(mint, self.canary_pct, self._rng, base_fee=base_fee)
+
+    # -- canaries -----------------------------------------------------------------------------
+
+    def on_task(self, task: Task, next_id: Callable[[], int]) -> None:
+        """A real task was queued (a template for canaries, and maybe an id to hold back)."""
+        if self.planner is not None:
+            self.planner.on_task(task, next_id)
+
+    def canary_for(self, agent_id: str, tasks: list[Task]) -> Task | None:
+        """The dispatcher's hook: a canary for this batch of ``agent_id``'s, when one is due."""
+        if self.planner is None:
+            return None
+        canary = self.planner.for_batch(agent_id, tasks)
+        if canary is None:
+            return None
+        self.book.expect(canary.task.task_id, canary.kind, canary.truth)
+        self._metrics.canaries_created.labels(level=canary.task.level.name).inc()
+        return canary.task
+
+    # -- conduct ------------------------------------------------------------------------------
+
+    def answered(self, agent_id: str, declined: bool, agents: Iterable[str]) -> None:
+        """Count one answer or decline; apply a throttle that turns on or off."""
+        state = self.book.note_answer(agent_id, declined)
+        if state is None:
+            return
+        conduct = self.book.conduct(agent_id)
+        self._scheduler.set_limit(agent_id, THROTTLED_INFLIGHT if state else None)
+        if state:
+            log.warning(
+                "agent throttled agent_id=%s decline_pct=%.1f limit=%d declineMaxPct=%g",
+                agent_id,
+                conduct.decline_pct,
+                THROTTLED_INFLIGHT,
+                self.book.decline_max_pct,
+            )
+        else:
+            log.info(
+                "agent throttle lifted agent_id=%s decline_pct=%.1f", agent_id, conduct.decline_pct
+            )
+        self._metrics.agents_throttled.set(sum(1 for a in agents if self.throttled(a)))
+
+    def throttled(self, agent_id: str) -> bool:
+        conduct = self.book.known(agent_id)
+        return conduct is not None and conduct.throttled
+
+    def reconnected(self, agent_id: str) -> None:
+        """A new task stream starts with a fresh scheduler slot: a throttle carries over."""
+        if self.throttled(agent_id):
+            self._scheduler.set_limit(agent_id, THROTTLED_INFLIGHT)
+
+    def flag(self, agent_id: str, what: str, detail: str) -> None:
+        """Log an agent's first answer of a kind that earns nothing (later ones are counted)."""
+        if (agent_id, what) in self._flagged:
+            log.debug("agent flagged again agent_id=%s what=%s %s", agent_id, what, detail)
+            return
+        self._flagged.add((agent_id, what))
+        log.warning("agent flagged agent_id=%s what=%s %s", agent_id, what, detail)
+
+    def view(
+        self, agent_id: str, shadow: ShadowCounts | None, standing: tuple[bool, str] | None
+    ) -> dict[str, Any]:
+        """Canaries, refusals, declines and throttle of one agent, and whether it earns in the
+        open epoch (``standing``, None without rewards); ``earning.reasons`` says why not."""
+        conduct = self.book.known(agent_id)
+        view: dict[str, Any] = dict(conduct.as_dict() if conduct else _EMPTY_CONDUCT)
+        incomplete = shadow.mismatched_fields.get(INCOMPLETE, 0) if shadow else 0
+        view["incomplete"] = incomplete
+        eligible, why = standing if standing is not None else (True, "")
+        reasons = [why] if why else []
+        flags = {
+            "canary_failed": bool(conduct and conduct.canary_failed),
+            INCOMPLETE: incomplete > 0,
+            "refused": bool(conduct and conduct.refused),
+            "throttled": bool(conduct and conduct.throttled),
+            "declines": bool(conduct and conduct.declined and not conduct.answers),
+            "late": bool(conduct and conduct.late and not conduct.answers),
+        }
+        reasons += [name for name, on in flags.items() if on and name not in reasons]
+        view["earning"] = {"eligible": eligible, "reasons": reasons}
+        return view
