@@ -59,6 +59,7 @@ class Totals:
     results_accepted: int = 0
     results_late: int = 0
     results_declined: int = 0
+    canary_results: int = 0  # accepted results for canary tasks (also in results_accepted)
     blocks_seen: int = 0
 
 
@@ -583,6 +584,7 @@ class Coordinator:
             agent_latency.observe(r.latency_us / 1e6)
             coinbase = predicted.coinbase if predicted is not None else b""
             if integrity.is_canary(task_id):
+                self.totals.canary_results += 1
                 verdict = verdict_from_pb(r, task.level, coinbase)
                 c = integrity.judge_canary(agent_id, task, verdict)
                 if c is not None:
@@ -681,6 +683,7 @@ class Coordinator:
             "results_accepted": self.totals.results_accepted,
             "results_late": self.totals.results_late,
             "results_declined": self.totals.results_declined,
+            "canary_results": self.totals.canary_results,
             "blocks_seen": self.totals.blocks_seen,
             "uptime_sec": round(self._wall() - self.started_at, 1),
             **self._l4_status(),
