@@ -294,12 +294,21 @@ async def run_demo(
                 stats = c.stats()
                 rate = (c.totals.results_accepted - last_results) / max(now - t0, 1e-9)
                 last_results, t0 = c.totals.results_accepted, now
+                honest = ShadowCounts()
+                for counts in c.shadow.level_totals(honest_wallets).values():
+                    honest.merge(counts)
+                cheats = sum(
+                    c.shadow.by_agent[a.agent_id].mismatched
+                    for a in adversaries
+                    if a.agent_id in c.shadow.by_agent
+                )
                 out(
                     f"[{now - started:5.0f}s] block {c.head.number} "
                     f"agents {stats['active_agents']} "
                     f"tasks {stats['tasks_dispatched']} results {stats['tasks_received']} "
-                    f"({rate:.0f}/s) shadow {stats['shadow_matched']}/{stats['shadow_compared']} "
-                    f"accuracy {stats['shadow_accuracy']:.2f}%"
+                    f"({rate:.0f}/s) honest shadow {honest.matched}/{honest.compared} "
+                    f"accuracy {honest.accuracy * 100:.2f}%, canaries {c.totals.canary_results}"
+                    + (f", adversary answers caught {cheats}" if adversaries else "")
                 )
             wl_task.result()
             drain_until = c.head.number + DRAIN_BLOCKS
