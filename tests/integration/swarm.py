@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from eth_account import Account
 
 from ioswarm.agent.runtime import Agent
 from ioswarm.agent.validators import validator_for
@@ -26,6 +27,8 @@ from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
 
 SECRET = "integration-test-master-secret"
 WALLET = "0x" + "42" * 20
+GWEI = 10**9
+RECIPIENT = "0x" + "77" * 20
 
 
 def coordinator_config(node_url: str, **overrides: Any) -> CoordinatorConfig:
@@ -195,3 +198,18 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._conns.discard(writer)
         self._conns.discard(up_writer)
+
+
+def signed_transfer(key: str, chain_id: int, nonce: int = 0) -> bytes:
+    """A 1-wei EIP-1559 transfer to RECIPIENT, signed by ``key``."""
+    tx = {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": RECIPIENT,
+        "value": 1,
+        "gas": 21_000,
+        "maxFeePerGas": 50 * GWEI,
+        "maxPriorityFeePerGas": 2 * GWEI,
+    }
+    return bytes(Account.sign_transaction(tx, key).raw_transaction)

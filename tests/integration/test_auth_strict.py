@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from eth_account import Account
 
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.coordinator.auth import AGENT_ID_KEY, MAX_AGENT_ID_LEN, TOKEN_KEY
@@ -29,10 +28,8 @@ from ioswarm.rewards.epochs import EpochManager
 from ioswarm.rewards.ledger import EpochLedger
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
-from tests.integration.swarm import metadata, stub
+from tests.integration.swarm import metadata, signed_transfer, stub
 from tests.integration.test_hostile import (
-    GWEI,
-    RECIPIENT,
     assert_no_secrets,
     refused,
     rejected,
@@ -308,20 +305,6 @@ async def test_duplicate_header_trick_cannot_redirect_the_victims_wallet(
     assert_no_secrets(logs, token("victim"), token("attacker"))
 
 
-def transfer(key: str, chain_id: int, nonce: int) -> bytes:
-    tx = {
-        "type": 2,
-        "chainId": chain_id,
-        "nonce": nonce,
-        "to": RECIPIENT,
-        "value": 1,
-        "gas": 21_000,
-        "maxFeePerGas": 50 * GWEI,
-        "maxPriorityFeePerGas": 2 * GWEI,
-    }
-    return bytes(Account.sign_transaction(tx, key).raw_transaction)
-
-
 async def test_new_wallet_is_paid_from_the_next_epoch(
     anvil_manual: AnvilProcess, logs: pytest.LogCaptureFixture
 ) -> None:
@@ -351,7 +334,7 @@ async def test_new_wallet_is_paid_from_the_next_epoch(
 
         async def work_once() -> None:
             nonlocal nonce
-            await node.send_raw_transaction(transfer(key, c.chain_id, nonce))
+            await node.send_raw_transaction(signed_transfer(key, c.chain_id, nonce))
             nonce += 1
             async with asyncio.timeout(30):  # a guard against hanging, not a performance bound
                 batch = await stream.read()

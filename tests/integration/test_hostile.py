@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from eth_account import Account
 
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.coordinator.auth import AGENT_ID_KEY, TOKEN_KEY
@@ -23,7 +22,14 @@ from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
-from tests.integration.swarm import SECRET, metadata, register_request, running_coordinator, stub
+from tests.integration.swarm import (
+    SECRET,
+    metadata,
+    register_request,
+    running_coordinator,
+    signed_transfer,
+    stub,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -272,20 +278,6 @@ async def test_results_for_an_unknown_task_id_are_not_found(
     assert_no_secrets(logs, token("agent-a"))
 
 
-def transfer(key: str, chain_id: int) -> bytes:
-    tx = {
-        "type": 2,
-        "chainId": chain_id,
-        "nonce": 0,
-        "to": RECIPIENT,
-        "value": 1,
-        "gas": 21_000,
-        "maxFeePerGas": 50 * GWEI,
-        "maxPriorityFeePerGas": 2 * GWEI,
-    }
-    return bytes(Account.sign_transaction(tx, key).raw_transaction)
-
-
 @contextlib.asynccontextmanager
 async def live_task(
     anvil: AnvilProcess, app: CoordinatorApp
@@ -298,7 +290,7 @@ async def live_task(
         await s.Register(register_request("thief"), metadata=metadata("thief"))
         stream = s.GetTasks(pb.GetTasksRequest(agent_id="owner"), metadata=owner)
         await eventually(lambda: c.dispatcher.stream_count() == 1, what="owner's stream open")
-        await node.send_raw_transaction(transfer(anvil.private_keys[0], c.chain_id))
+        await node.send_raw_transaction(signed_transfer(anvil.private_keys[0], c.chain_id))
         async with asyncio.timeout(30):  # a guard against hanging, not a performance bound
             batch = await stream.read()
         assert isinstance(batch, pb.TaskBatch) and len(batch.tasks) == 1

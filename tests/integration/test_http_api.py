@@ -11,7 +11,6 @@ import aiohttp
 import grpc
 import grpc.aio
 import pytest
-from eth_account import Account
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +24,7 @@ from tests.integration.swarm import (
     metadata,
     register_request,
     running_coordinator,
+    signed_transfer,
     start_agent,
     stub,
 )
@@ -52,20 +52,6 @@ STATS_KEYS = {
 }
 
 
-def transfer(key: str, chain_id: int, nonce: int) -> bytes:
-    tx = {
-        "type": 2,
-        "chainId": chain_id,
-        "nonce": nonce,
-        "to": RECIPIENT,
-        "value": 1,
-        "gas": 21_000,
-        "maxFeePerGas": 50 * GWEI,
-        "maxPriorityFeePerGas": 2 * GWEI,
-    }
-    return bytes(Account.sign_transaction(tx, key).raw_transaction)
-
-
 async def drive_until_compared(anvil: AnvilProcess, app: CoordinatorApp, n: int) -> None:
     """Send transfers until ``n`` verdicts were compared, then wait until nothing is in flight.
 
@@ -80,7 +66,9 @@ async def drive_until_compared(anvil: AnvilProcess, app: CoordinatorApp, n: int)
         async def step() -> bool:
             if c.shadow.totals().compared >= n:
                 return True
-            sent.append(await node.send_raw_transaction(transfer(key, c.chain_id, len(sent))))
+            sent.append(
+                await node.send_raw_transaction(signed_transfer(key, c.chain_id, len(sent)))
+            )
             return False
 
         await eventually(step, 60, interval=0.5, what=f"{n} shadow comparisons")

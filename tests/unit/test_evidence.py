@@ -8,6 +8,7 @@ from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.execshadow import AccountDiff, ExecEffects, PredictedContext, effects_from_diff
 from ioswarm.core.models import AccountSnapshot, IncludedTx, Level, Task, Verdict
 from ioswarm.core.shadow import MISSING_STATE, Outcome, ShadowBook
+from tests.unit.test_execshadow import ctx as execshadow_ctx
 
 SENDER, TOKEN, COINBASE = b"\x01" * 20, b"\x02" * 20, b"\x03" * 20
 SLOT, SLOT2 = b"\x00" * 31 + b"\x05", b"\x00" * 31 + b"\x06"
@@ -88,17 +89,7 @@ def test_incomplete_answer_is_mismatched_at_once_even_if_the_tx_never_lands() ->
 
 
 def ctx(**kw: object) -> PredictedContext:
-    base: dict[str, object] = {
-        "number": 2,
-        "timestamp": 20,
-        "gas_limit": 30_000_000,
-        "base_fee": 7,
-        "coinbase": COINBASE,
-        "prev_randao": b"\x00" * 32,
-        "blob_base_fee": 1,
-    }
-    base.update(kw)
-    return PredictedContext(**base)  # type: ignore[arg-type]
+    return execshadow_ctx(**{"number": 2, **kw})
 
 
 def landed(writes_slot: bytes) -> IncludedTx:
