@@ -79,8 +79,9 @@ class IntegrityDesk:
 
     # -- conduct ------------------------------------------------------------------------------
 
-    def answered(self, agent_id: str, declined: bool, agents: Iterable[str]) -> None:
-        """Count one answer or decline; apply a throttle that turns on or off."""
+    def answered(self, agent_id: str, declined: bool, agents: Callable[[], Iterable[str]]) -> None:
+        """Count one answer or decline; apply a throttle that turns on or off (``agents``
+        lists every registered agent, for the gauge; called only then)."""
         state = self.book.note_answer(agent_id, declined)
         if state is None:
             return
@@ -98,7 +99,7 @@ class IntegrityDesk:
             log.info(
                 "agent throttle lifted agent_id=%s decline_pct=%.1f", agent_id, conduct.decline_pct
             )
-        self._metrics.agents_throttled.set(sum(1 for a in agents if self.throttled(a)))
+        self._metrics.agents_throttled.set(sum(1 for a in agents() if self.throttled(a)))
 
     def throttled(self, agent_id: str) -> bool:
         conduct = self.book.known(agent_id)

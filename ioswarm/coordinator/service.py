@@ -570,7 +570,7 @@ class Coordinator:
             if r.declined:
                 self._decline(agent_id, task_id, r)
                 continue
-            self.integrity.answered(agent_id, False, agents())
+            self.integrity.answered(agent_id, False, agents)
             done = finish(agent_id, task_id)
             if done is None:
                 continue
@@ -609,7 +609,7 @@ class Coordinator:
         against what was sent and what the chain touched, like any verdict."""
         self.totals.results_declined += 1
         self.metrics.results.labels(level="any", disposition="declined").inc()
-        self.integrity.answered(agent_id, True, self.registry.agent_ids())
+        self.integrity.answered(agent_id, True, self.registry.agent_ids)
         task = self.scheduler.task(task_id)
         if (
             task is not None
