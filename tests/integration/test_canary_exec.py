@@ -1,4 +1,4 @@
-"""Executed L3 canaries on a real anvil: the node's truth matches honest agents, fakes are caught."""
+"""Executed L3 canaries on a real anvil: the node's truth matches honest agents; fakes fail."""
 
 from __future__ import annotations
 
@@ -119,7 +119,9 @@ async def test_executed_canaries_match_honest_agents_per_category(
         context = await _context(node)
         templates: list[tuple[str, bytes]] = []
         for n in range(2):
-            templates.append((TRANSFER, await _send_transfer(node, anvil.private_keys[3], n, 31337)))
+            templates.append(
+                (TRANSFER, await _send_transfer(node, anvil.private_keys[3], n, 31337))
+            )
         for i, category in enumerate(CATEGORIES):
             for j, kind in enumerate(KINDS):
                 templates.append((category, await wl.send(category, kind, sender=(i + j) % 4)))
