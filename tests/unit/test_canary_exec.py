@@ -1,14 +1,20 @@
-"""Executed L3 canaries, pure parts: the mint's valid variant and how answers are judged."""
+"""Executed L3 canaries without a node: the mint's variant, the judge, the reader's refusals."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
 
 import pytest
 
 from ioswarm.core.canary import ExecutedCanaryTruth, judge_executed_canary
-from ioswarm.core.execshadow import ExecEffects, Log
+from ioswarm.core.execshadow import ExecEffects, Log, PredictedContext
 from ioswarm.core.models import AccountSnapshot, Level, Verdict
 from ioswarm.core.tx import decode_tx
 from ioswarm.core.validation import check_l1, check_l2
+from ioswarm.errors import MethodNotSupported, NodeError
+from ioswarm.node.canarytruth import CanaryTruthReader
+from ioswarm.node.rpc import JsonRpcTransport, RpcResult
 from tests.unit.test_canary import CHAIN_ID, TOKEN, mint, template
 
 SENDER = bytes.fromhex("ab" * 20)
@@ -117,3 +123,73 @@ def test_executable_never_repeats_a_transaction() -> None:
     t = template("1559", Level.L3)
     hashes = [v.tx_hash for _ in range(20) if (v := m.executable(t, base_fee=7)) is not None]
     assert len(hashes) == len(set(hashes)) >= 10
+
+
+class ScriptedTraces:
+    """A transport answering the reader's four traces with scripted values (or one error)."""
+
+    safe_url = "scripted"
+
+    def __init__(self, gas: int = 30_000, struct_gas: int = 30_000, ops: tuple[str, ...] = ()):
+        self.gas, self.struct_gas, self.ops = gas, struct_gas, ops
+        self.error: NodeError | None = None
+
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[RpcResult]:
+        if self.error is not None:
+            return [RpcResult(m, error=self.error) for m, _ in calls]
+        sender = calls[0][1][0]["from"]
+        pre = {sender: {"balance": "0x56bc75e2d63100000", "nonce": 5}}
+        post = {sender: {"balance": "0x56bc75e2d63000000", "nonce": 6}}
+        values = [
+            pre,
+            {"pre": pre, "post": post},
+            {"gasUsed": hex(self.gas)},
+            {"gas": self.struct_gas, "failed": False, "structLogs": [{"op": o} for o in self.ops]},
+        ]
+        return [RpcResult(m, value=v) for (m, _), v in zip(calls, values, strict=True)]
+
+
+CONTEXT = PredictedContext(
+    number=10,
+    timestamp=1_000,
+    gas_limit=30_000_000,
+    base_fee=7,
+    coinbase=b"\xc0" * 20,
+    prev_randao=b"\x01" * 32,
+    blob_base_fee=1,
+)
+
+
+async def _refusal(transport: ScriptedTraces) -> tuple[object, CanaryTruthReader]:
+    reader = CanaryTruthReader(cast(JsonRpcTransport, transport))
+    variant = mint().executable(template("1559", Level.L3), base_fee=7)
+    assert variant is not None
+    truth = await reader.executed(
+        variant.raw_tx, variant.sender, variant.balance, variant.nonce, 9, CONTEXT
+    )
+    return truth, reader
+
+
+@pytest.mark.parametrize(
+    ("transport", "reason"),
+    [
+        (ScriptedTraces(struct_gas=30_001), "inconsistent"),  # two tracers disagree on gas
+        (ScriptedTraces(ops=("PUSH1", "BLOBHASH")), "opcode:BLOBHASH"),
+        (ScriptedTraces(ops=("BLOCKHASH",)), "opcode:BLOCKHASH"),  # the context has no hashes
+        (ScriptedTraces(), "inconsistent"),  # the coinbase earned nothing, yet a tip was paid
+    ],
+)
+async def test_reader_refuses_what_it_cannot_vouch_for(
+    transport: ScriptedTraces, reason: str
+) -> None:
+    """A trace that is inconsistent or reads an unpinned value gives None, counted by reason."""
+    truth, reader = await _refusal(transport)
+    assert truth is None and reader.refused == {reason: 1}
+
+
+async def test_reader_without_debug_trace_call_stops_asking() -> None:
+    """A node lacking debug_traceCall gives None and is not asked again."""
+    transport = ScriptedTraces()
+    transport.error = MethodNotSupported("debug_traceCall", "method not found")
+    truth, reader = await _refusal(transport)
+    assert truth is None and not reader.supported and reader.refused == {"unsupported": 1}
