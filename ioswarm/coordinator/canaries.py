@@ -31,6 +31,7 @@ from ioswarm.core.canary import (
     VALID,
     WRONG_CHAIN_ID,
     CanaryTruth,
+    ExecutedCanaryTruth,
 )
 from ioswarm.core.hashing import keccak256
 from ioswarm.core.mempool import max_cost
@@ -57,7 +58,7 @@ from ioswarm.core.tx import (
 from ioswarm.core.validation import Check, check_l1, check_l2
 from ioswarm.errors import ValidationError
 
-__all__ = ["Canary", "CanaryMint"]
+__all__ = ["Canary", "CanaryMint", "ExecutableVariant"]
 
 # pyrlp's decoded form: bytes, or lists of it.
 _Rlp: TypeAlias = "bytes | list[_Rlp]"
@@ -84,6 +85,9 @@ _MAX_NONCE_GAP: Final = 3
 _DEFAULT_BALANCE: Final = 10**17
 _RECENT_HASHES: Final = 4096
 _ATTEMPTS: Final = 4
+# Types an executed canary can copy: their call object says all the tx does (blob and set-code
+# transactions carry blobs and authorizations a traced call would not).
+_EXECUTABLE: Final = (TX_LEGACY, TX_ACCESS_LIST, TX_DYNAMIC_FEE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,19 @@ class Canary:
     kind: str
     task: Task
     truth: CanaryTruth
+    executed: ExecutedCanaryTruth | None = None
+    """Kind ``executed``: the execution the answer must report (judge_executed_canary)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutableVariant:
+    """A valid signed variant of an L3 template, and the sender state it is valid against."""
+
+    raw_tx: bytes
+    tx_hash: bytes
+    sender: bytes
+    nonce: int
+    balance: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +172,53 @@ class CanaryMint:
             if canary.task.tx_hash not in self._recent:
                 self._recent.append(canary.task.tx_hash)
                 return canary
+        return None
+
+    def executable(self, template: Task, *, base_fee: int) -> ExecutableVariant | None:
+        """A VALID variant of an L3 ``template`` from a throwaway key, or None.
+
+        The variant copies the template's type, recipient, value, data, gas limit and fees and
+        gets a plausible nonce; ``balance`` covers value + gas x fee cap with a plausible surplus.
+        None when the template is not L3, its type cannot be traced as a call, its fee cap is
+        below ``base_fee``, or the honest L2 rules would not call the variant valid.
+        """
+        if template.level != Level.L3:
+            return None
+        try:
+            decoded = decode_tx(template.raw_tx)
+        except ValidationError:
+            return None
+        if decoded.tx_type not in _EXECUTABLE or decoded.max_fee < base_fee:
+            return None
+        parts = _fields(template.raw_tx, decoded.tx_type)
+        if parts is None:
+            return None
+        fields, sidecar = parts
+        eip155 = decoded.chain_id is not None
+        cost = decoded.value + decoded.gas_limit * decoded.max_fee
+        for _ in range(_ATTEMPTS):
+            key = self._rng.choice(self._keys)
+            nonce = _plausible_nonce(self._rng, template.nonce)
+            balance = cost + _plausible_surplus(self._rng, template, cost)
+            raw = _sign(
+                fields,
+                sidecar,
+                decoded.tx_type,
+                eip155,
+                self.chain_id,
+                nonce,
+                decoded.gas_limit,
+                key.secret,
+                high_s=False,
+            )
+            state = AccountSnapshot(key.address, balance, nonce, EMPTY_CODE_HASH)
+            check = self._honest_check(raw, Level.L2, state, template.block_gas_limit)
+            if not _agrees(check, CanaryTruth(valid=True, reject_reason="", sender=key.address)):
+                return None
+            tx_hash = decode_tx(raw).tx_hash
+            if tx_hash not in self._recent:
+                self._recent.append(tx_hash)
+                return ExecutableVariant(raw, tx_hash, key.address, nonce, balance)
         return None
 
     def _attempt(

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ioswarm.core.execshadow import ExecEffects, first_difference
 from ioswarm.core.models import Level, Verdict
 
 __all__ = [
+    "EXECUTED",
     "FOREIGN_KEY",
     "HIGH_S",
     "INSUFFICIENT_BALANCE",
@@ -25,7 +27,9 @@ __all__ = [
     "VALID",
     "WRONG_CHAIN_ID",
     "CanaryTruth",
+    "ExecutedCanaryTruth",
     "judge_canary",
+    "judge_executed_canary",
     "reason_class",
 ]
 
@@ -111,3 +115,29 @@ def judge_canary(truth: CanaryTruth, level: Level, verdict: Verdict) -> str:
     if truth.sender and verdict.sender != truth.sender:
         return "sender"
     return ""
+
+
+# A valid call from a throwaway key with fabricated sender state, executed at L3; its truth is
+# the node's trace of the same call under the batch's block context (ExecutedCanaryTruth).
+EXECUTED: Final = "executed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutedCanaryTruth:
+    """The exact answer to an executed canary: its sender and what executing it does."""
+
+    sender: bytes
+    effects: ExecEffects
+
+
+def judge_executed_canary(truth: ExecutedCanaryTruth, verdict: Verdict) -> str:
+    """ "" when the verdict is right, else the first wrong field: ``valid``, ``sender``, or an
+    :data:`~ioswarm.core.execshadow.FIELD_ORDER` field (``status`` when no execution was
+    reported at all: an answer without effects executed nothing)."""
+    if not verdict.valid or verdict.declined:
+        return "valid"
+    if verdict.sender != truth.sender:
+        return "sender"
+    if verdict.effects is None:
+        return "status"
+    return first_difference(verdict.effects, truth.effects) or ""
