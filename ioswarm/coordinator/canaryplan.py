@@ -26,6 +26,10 @@ from collections.abc import Callable
 from ioswarm.coordinator.canaries import Canary, CanaryMint
 from ioswarm.core.models import Level, Task
 
+EXECUTED_READY = 2
+"""Executed canaries kept ready per state height (each costs the node a few traced calls)."""
+EXECUTED_SHARE = 0.5
+"""Of the canaries an executing batch gets, the share that is executed (when one is ready)."""
 RECENT_TEMPLATES = 512
 """Recent real tasks per level that canaries are shaped after."""
 RESERVED_IDS = 256
@@ -55,6 +59,7 @@ class CanaryPlanner:
         self._ids: deque[int] = deque(maxlen=RESERVED_IDS)
         self._reserve_pct = pct
         self._due: dict[str, int] = {}
+        self._executed: dict[int, deque[Canary]] = {}
         self.made = 0
         self.skipped = 0
 
@@ -79,7 +84,7 @@ class CanaryPlanner:
         if due > 0 or not self._ids:
             return None
         first = tasks[0]
-        canary = self._mint_like(
+        canary = self._take_executed(first) or self._mint_like(
             first.level, first.block_height if first.level >= Level.L3 else None
         )
         if canary is None:
@@ -88,6 +93,30 @@ class CanaryPlanner:
         self._due[agent_id] = self._rng.randint(1, self._max_gap)
         self.made += 1
         return canary
+
+    # -- executed canaries (minted ahead, off the dispatch path: they need the node) --------
+
+    def take_id(self) -> int | None:
+        """A held-back id for a canary minted elsewhere (an executed one)."""
+        return self._ids.popleft() if self._ids else None
+
+    def wants_executed(self, height: int) -> bool:
+        """Whether another executed canary for batches at ``height`` would be used."""
+        return len(self._executed.get(height, ())) < EXECUTED_READY
+
+    def offer_executed(self, canary: Canary, head: int) -> None:
+        """Keep an executed canary for the next due batch at its state height; heights the
+        head has left behind are dropped (their batches are gone)."""
+        height = canary.task.block_height
+        self._executed.setdefault(height, deque()).append(canary)
+        for old in [h for h in self._executed if h < head - 1]:
+            del self._executed[old]
+
+    def _take_executed(self, first: Task) -> Canary | None:
+        if first.level != Level.L3 or self._rng.random() >= EXECUTED_SHARE:
+            return None
+        ready = self._executed.get(first.block_height)
+        return ready.popleft() if ready else None
 
     def _mint_like(self, level: Level, height: int | None) -> Canary | None:
         pool = self._templates.get(level)

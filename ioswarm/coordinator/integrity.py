@@ -8,24 +8,29 @@ answer of each kind that earns nothing, and builds the per-agent view of ``/swar
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ioswarm.coordinator.canaries import CanaryMint
+from ioswarm.coordinator.canaryexec import executed_canary
 from ioswarm.coordinator.canaryplan import CanaryPlanner
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.core.evidence import INCOMPLETE
+from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.integrity import THROTTLED_INFLIGHT, IntegrityBook
-from ioswarm.core.models import Task
+from ioswarm.core.models import Level, Task
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.core.shadow import ShadowCounts
+from ioswarm.errors import IoswarmError
+from ioswarm.node.canarytruth import CanaryTruthReader
 
 log = logging.getLogger("ioswarm.integrity")
 
 _EMPTY_CONDUCT: dict[str, Any] = {
-    "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}},
+    "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}, "matched_kinds": {}},
     "refused": {},
     "declined": 0,
     "decline_pct": 0.0,
@@ -51,13 +56,36 @@ class IntegrityDesk:
         self._metrics = metrics
         self._rng = rng
         self.planner: CanaryPlanner | None = None
+        self._mint: CanaryMint | None = None
+        self._reader: CanaryTruthReader | None = None
+        self._context: Callable[[int], PredictedContext | None] = lambda height: None
+        self._minting: asyncio.Task[None] | None = None
+        # The context each ready executed canary was traced under, by task id.
+        self._traced_under: dict[int, PredictedContext] = {}
         self._flagged: set[tuple[str, str]] = set()
+        self.executed_made = 0
 
-    def start(self, chain_id: int, base_fee: Callable[[int], int]) -> None:
-        """Canaries need the chain id to be signed for; without a share there are none."""
+    def start(
+        self,
+        chain_id: int,
+        base_fee: Callable[[int], int],
+        reader: CanaryTruthReader | None = None,
+        context: Callable[[int], PredictedContext | None] = lambda height: None,
+    ) -> None:
+        """Canaries need the chain id to be signed for; without a share there are none.
+        With a ``reader`` (L3 on a node that traces calls), executed L3 canaries are minted
+        too, under ``context(height)``: the block context batches at that height carry."""
         if self.canary_pct > 0 and self.planner is None:
-            mint = CanaryMint(chain_id, self._rng)
-            self.planner = CanaryPlanner(mint, self.canary_pct, self._rng, base_fee=base_fee)
+            self._mint = CanaryMint(chain_id, self._rng)
+            self.planner = CanaryPlanner(self._mint, self.canary_pct, self._rng, base_fee=base_fee)
+            self._reader = reader
+            self._context = context
+
+    async def stop(self) -> None:
+        task = self._minting
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     # -- canaries -----------------------------------------------------------------------------
 
@@ -73,9 +101,63 @@ class IntegrityDesk:
         canary = self.planner.for_batch(agent_id, tasks)
         if canary is None:
             return None
-        self.book.expect(canary.task.task_id, canary.kind, canary.truth)
+        if canary.executed is not None:
+            traced = self._traced_under.pop(canary.task.task_id, None)
+            if traced is None or traced != self._context(canary.task.block_height):
+                return None  # the batch's context is not the one the truth was traced under
+        self.book.expect(canary.task.task_id, canary.kind, canary.truth, canary.executed)
         self._metrics.canaries_created.labels(level=canary.task.level.name).inc()
         return canary.task
+
+    def prepare_executed(self, tasks: list[Task], head: int) -> None:
+        """Mint an executed canary off the dispatch path from one of this round's L3 tasks,
+        when batches at that height could use one (one at a time; the node traces it)."""
+        planner, reader, mint = self.planner, self._reader, self._mint
+        if planner is None or reader is None or mint is None or not reader.supported:
+            return
+        if self._minting is not None and not self._minting.done():
+            return
+        templates = [t for t in tasks if t.level == Level.L3]
+        if not templates:
+            return
+        template = self._rng.choice(templates)
+        context = self._context(template.block_height)
+        if context is None or not planner.wants_executed(template.block_height):
+            return
+        task_id = planner.take_id()
+        if task_id is None:
+            return
+        self._minting = asyncio.create_task(
+            self._mint_executed(mint, reader, planner, template, task_id, context, head),
+            name="ioswarm-canary-mint",
+        )
+
+    async def _mint_executed(
+        self,
+        mint: CanaryMint,
+        reader: CanaryTruthReader,
+        planner: CanaryPlanner,
+        template: Task,
+        task_id: int,
+        context: PredictedContext,
+        head: int,
+    ) -> None:
+        try:
+            canary = await executed_canary(
+                mint, reader, template, task_id, context, context.base_fee
+            )
+        except IoswarmError as exc:  # the node's trouble: no canary this round, said once
+            log.debug("executed canary not minted task_id=%d error=%s", task_id, exc)
+            return
+        except Exception:  # a bug here must not go silent, nor stop validation
+            log.exception("executed canary mint failed task_id=%d", task_id)
+            return
+        if canary is not None:
+            self._traced_under[task_id] = context
+            for old in [t for t in self._traced_under if t < task_id - 10_000]:
+                del self._traced_under[old]
+            planner.offer_executed(canary, head)
+            self.executed_made += 1
 
     # -- conduct ------------------------------------------------------------------------------
 

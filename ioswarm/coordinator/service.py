@@ -31,6 +31,7 @@ from ioswarm.core.models import (
     IncludedTx,
     Level,
     PendingTx,
+    Task,
     Verdict,
 )
 from ioswarm.core.ratelimit import TokenBucket
@@ -39,6 +40,7 @@ from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import MISSING_STATE, Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
+from ioswarm.node.canarytruth import CanaryTruthReader
 from ioswarm.node.execution import ExecutionReader, TxDiff
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.rewards.epochs import EpochManager
@@ -172,7 +174,15 @@ class Coordinator:
                 f"config expects {self.config.chain_id}",
             )
         self.chain_id = node_chain
-        self.integrity.start(node_chain, self._predicted_base_fee)
+        reader = None
+        if self.execution is not None and self.task_level >= Level.L3:
+            reader = CanaryTruthReader(self.execution.transport)
+        self.integrity.start(
+            node_chain,
+            self._predicted_base_fee,
+            reader,
+            context=lambda height: ctx[1] if (ctx := self.contexts.for_height(height)) else None,
+        )
 
     async def start(self) -> None:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
@@ -216,6 +226,7 @@ class Coordinator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.integrity.stop()
         if self.epochs is not None:
             # After the watcher stopped: the last tallies are saved and the ledger closed.
             await self.epochs.stop()
@@ -275,10 +286,13 @@ class Coordinator:
         if not levels:
             return 0
         made = 0
+        built: list[Task] = []
         for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1
                 self.integrity.on_task(task, self.tasks.next_id)
+                built.append(task)
+        self.integrity.prepare_executed(built, self.head.number)
         self.totals.tasks_created += made
         return made
 

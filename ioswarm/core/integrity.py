@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ioswarm.core.canary import CanaryTruth, judge_canary
+from ioswarm.core.canary import (
+    CanaryTruth,
+    ExecutedCanaryTruth,
+    judge_canary,
+    judge_executed_canary,
+)
 from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.models import Task, Verdict
 from ioswarm.core.shadow import Comparison, Outcome
@@ -44,6 +49,7 @@ class Conduct:
     canary_matched: int = 0
     canary_failed: int = 0
     canary_failed_kinds: dict[str, int] = field(default_factory=dict)
+    canary_matched_kinds: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     throttled: bool = False
     throttled_times: int = 0
@@ -61,6 +67,7 @@ class Conduct:
                 "matched": self.canary_matched,
                 "failed": self.canary_failed,
                 "failed_kinds": dict(sorted(self.canary_failed_kinds.items())),
+                "matched_kinds": dict(sorted(self.canary_matched_kinds.items())),
             },
             "refused": dict(sorted(self.refused.items())),
             "declined": self.declined,
@@ -75,7 +82,9 @@ class IntegrityBook:
 
     def __init__(self, decline_max_pct: float) -> None:
         self.decline_max_pct = decline_max_pct
-        self._canaries: OrderedDict[int, tuple[str, CanaryTruth]] = OrderedDict()
+        self._canaries: OrderedDict[int, tuple[str, CanaryTruth, ExecutedCanaryTruth | None]] = (
+            OrderedDict()
+        )
         self._conduct: dict[str, Conduct] = {}
         self.canaries_made: dict[str, int] = {}
 
@@ -90,9 +99,16 @@ class IntegrityBook:
 
     # -- canaries -----------------------------------------------------------------------------
 
-    def expect(self, task_id: int, kind: str, truth: CanaryTruth) -> None:
-        """Remember a canary's truth until an agent answers it."""
-        self._canaries[task_id] = (kind, truth)
+    def expect(
+        self,
+        task_id: int,
+        kind: str,
+        truth: CanaryTruth,
+        executed: ExecutedCanaryTruth | None = None,
+    ) -> None:
+        """Remember a canary's truth until an agent answers it; ``executed`` is the execution
+        an executed canary's answer must report."""
+        self._canaries[task_id] = (kind, truth, executed)
         self.canaries_made[kind] = self.canaries_made.get(kind, 0) + 1
         while len(self._canaries) > CANARY_MEMORY:
             self._canaries.popitem(last=False)
@@ -113,9 +129,14 @@ class IntegrityBook:
         entry = self._canaries.pop(task.task_id, None)
         if entry is None:
             return None
-        kind, truth = entry
+        kind, truth, executed = entry
         gap = missing_evidence(task, verdict)
-        wrong = INCOMPLETE if gap else judge_canary(truth, task.level, verdict)
+        if gap:
+            wrong = INCOMPLETE
+        elif executed is not None:
+            wrong = judge_executed_canary(executed, verdict)
+        else:
+            wrong = judge_canary(truth, task.level, verdict)
         c = self.conduct(agent_id)
         if wrong:
             c.canary_failed += 1
@@ -123,6 +144,7 @@ class IntegrityBook:
             note = f"canary={kind}" + (f" missing={gap}" if gap else "")
             return Comparison(agent_id, task.task_id, task.level, Outcome.MISMATCHED, wrong, note)
         c.canary_matched += 1
+        c.canary_matched_kinds[kind] = c.canary_matched_kinds.get(kind, 0) + 1
         return Comparison(agent_id, task.task_id, task.level, Outcome.MATCHED, "", kind)
 
     # -- declines, late results, refusals ---------------------------------------------------

@@ -172,6 +172,7 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
         },
         "adversaries": report,
     }
+    summary["canaries_made"] = dict(c.integrity.book.canaries_made)
     print(json.dumps(summary, indent=1, sort_keys=True))  # what each one got, when a check fails
 
     for agent_id, r in honest_paid.items():
@@ -187,6 +188,8 @@ async def test_adversaries_earn_nothing_while_honest_agents_are_paid_exactly(
         shadow = row["shadow"]
         assert shadow is not None and shadow["mismatched"] == 0, (agent_id, shadow)
     assert sum(row["canaries"]["matched"] for row in honest_rows.values()) > 0, honest_rows
+    # Executed L3 canaries (truth traced by the node) went out; none was failed by an honest agent.
+    assert summary["canaries_made"].get("executed", 0) > 0, summary["canaries_made"]
     # The adversaries did cheat, and were answered: what they sent and got back is counted.
     by_kind = {a["kind"]: a for a in report.values()}
     assert all(a["counters"]["sent"] for a in report.values()), report
