@@ -633,7 +633,12 @@ class Coordinator:
             and not self.integrity.book.is_canary(task_id)
         ):
             claim = Verdict(
-                task_id, valid=False, reject_reason=MISSING_STATE, sender=bytes(r.sender)
+                task_id,
+                valid=False,
+                reject_reason=MISSING_STATE,
+                sender=bytes(r.sender),
+                declined=True,
+                detail=r.exec_error[:200],
             )
             c = self.shadow.record(agent_id, task, claim, self.dispatcher.predicted(task_id))
             if c is not None:

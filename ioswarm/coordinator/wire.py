@@ -129,6 +129,7 @@ def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> 
         effects=effects_from_pb(msg, coinbase) if executed else None,
         context_reads=frozenset(msg.context_reads),
         declined=msg.declined,
+        detail=msg.exec_error[:200],
     )
 
 

@@ -20,6 +20,9 @@ excluded.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
+
 from ioswarm.core.models import Level, Task, Verdict
 
 INCOMPLETE = "incomplete"
@@ -57,3 +60,31 @@ def missing_evidence(task: Task, verdict: Verdict) -> str:
     if verdict.sender not in effects.nonces:
         return "state_changes"
     return ""
+
+
+_ACCOUNT = re.compile(r"account 0x([0-9a-f]{40})")
+_STORAGE = re.compile(r"storage 0x([0-9a-f]{40}) slot 0x([0-9a-f]{1,64})")
+_BLOCK_HASH = re.compile(r"block_hash (\d{1,20})")
+
+
+def false_missing_claim(task: Task, detail: str, sent_hashes: Collection[int]) -> str:
+    """Why a ``missing_state`` claim is false on its face, or ``""`` when it may be true.
+
+    An executing agent that lacks state names the key it lacked (``account 0x…``,
+    ``storage 0x… slot 0x…`` or ``block_hash N``). A claim that names nothing, or names a key
+    the task did carry (``sent_hashes``: the block numbers whose hashes its batch carried), is
+    false whatever the chain does later.
+    """
+    provided_accounts = {a.snapshot.address for a in task.accounts}
+    if m := _ACCOUNT.fullmatch(detail):
+        return "named account was sent" if bytes.fromhex(m[1]) in provided_accounts else ""
+    if m := _STORAGE.fullmatch(detail):
+        address, slot = bytes.fromhex(m[1]), bytes.fromhex(m[2].rjust(64, "0"))
+        sent = any(
+            a.snapshot.address == address and any(key == slot for key, _ in a.storage)
+            for a in task.accounts
+        )
+        return "named slot was sent" if sent else ""
+    if m := _BLOCK_HASH.fullmatch(detail):
+        return "named block hash was sent" if int(m[1]) in sent_hashes else ""
+    return "names no missing key"

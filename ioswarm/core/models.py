@@ -92,6 +92,8 @@ class Verdict:
     context_reads: frozenset[str] = frozenset()
     # The agent gave the task back unanswered (e.g. ``missing_state``): not an answer.
     declined: bool = False
+    # The agent's error text; for ``missing_state`` it names the key that was not sent.
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

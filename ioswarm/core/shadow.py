@@ -23,7 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ioswarm.core.evidence import INCOMPLETE, missing_evidence
+from ioswarm.core.evidence import INCOMPLETE, false_missing_claim, missing_evidence
 from ioswarm.core.execshadow import (
     ACCOUNT_FIELDS,
     PredictedContext,
@@ -182,6 +182,15 @@ class ShadowBook:
             return self._tally(
                 Comparison(agent_id, task.task_id, task.level, Outcome.MISMATCHED, INCOMPLETE, gap)
             )
+        if task.level >= Level.L3 and not verdict.valid and verdict.reject_reason == MISSING_STATE:
+            hashes = predicted.block_hashes if predicted is not None else {}
+            false = false_missing_claim(task, verdict.detail, hashes)
+            if false and task.level == Level.L3:
+                return self._tally(
+                    Comparison(
+                        agent_id, task.task_id, task.level, Outcome.MISMATCHED, MISSING_STATE, false
+                    )
+                )
         pending = _Pending(agent_id, task, verdict, self._head, predicted)
         truth = self._included.get(task.tx_hash)
         if truth is not None:

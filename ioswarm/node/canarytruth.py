@@ -72,6 +72,11 @@ _METHOD: Final = "debug_traceCall"
 # Types whose call object says everything the tx does (blob and set-code txs carry more).
 _TYPES: Final = frozenset({TX_LEGACY, TX_ACCESS_LIST, TX_DYNAMIC_FEE})
 _CALL_TRACER: Final = {"tracer": "callTracer", "tracerConfig": {"withLog": True}}
+# Initcode that returns NUMBER, TIMESTAMP, PREVRANDAO, GASLIMIT, BASEFEE and COINBASE as six
+# words: a traced creation shows, in its output, the context the node really executed under.
+_CONTEXT_PROBE: Final = bytes.fromhex("43600052426020524460405245606052486080524160a05260c06000f3")
+_PROBE_SENDER: Final = b"\x00" * 18 + b"\x01\x0c"
+_PROBE_GAS: Final = 200_000
 _STRUCT_LOGGER: Final = {
     "disableStack": True,
     "disableMemory": True,
@@ -105,6 +110,7 @@ class CanaryTruthReader:
         self.transport = transport
         self.max_gas = max_gas
         self.supported = True
+        self._context_checked = False
         self.refused: Counter[str] = Counter()
         """Why calls got no truth: ``unsupported``, ``tx_type``, ``gas_limit``, ``node_error``,
         ``opcode:<NAME>``, ``inconsistent``."""
@@ -158,6 +164,8 @@ class CanaryTruthReader:
             "blockOverrides": _block_overrides(context),
         }
         blk = block_param(block)
+        if not self._context_checked:
+            await self._check_overrides(blk, context)
         configs: list[Mapping[str, Any]] = [PRESTATE, PRESTATE_DIFF, _CALL_TRACER, _STRUCT_LOGGER]
         results = await self.transport.batch(
             [(_METHOD, [call, blk, {**cfg, **overrides}]) for cfg in configs]
@@ -174,6 +182,50 @@ class CanaryTruthReader:
         except NodeError as exc:
             log.debug("executed canary: node answer unusable error=%r", exc.detail)
             raise _Refused("node_error") from None
+
+    async def _check_overrides(self, blk: str, context: PredictedContext) -> None:
+        """Once: does the node execute under the block context we ask for? A node that
+        ignores an override would give truth an honest agent fails, so then no executed
+        canaries at all."""
+        call = {
+            "from": hexstr(_PROBE_SENDER),
+            "gas": hex(_PROBE_GAS),
+            "input": hexstr(_CONTEXT_PROBE),
+        }
+        options = {
+            **_CALL_TRACER,
+            "stateOverrides": {hexstr(_PROBE_SENDER): {"balance": hex(10**18)}},
+            "blockOverrides": _block_overrides(context),
+        }
+        try:
+            raw = await self.transport.call(_METHOD, [call, blk, options])
+            output = Obj(_METHOD, raw, "result").data("output")
+        except MethodNotSupported:
+            self.supported = False
+            raise _Refused("unsupported") from None
+        except NodeError as exc:
+            log.debug("context probe failed error=%r", exc.detail)
+            raise _Refused("node_error") from None
+        self._context_checked = True
+        expected = b"".join(
+            v.to_bytes(32, "big")
+            for v in (
+                context.number,
+                context.timestamp,
+                int.from_bytes(context.prev_randao, "big"),
+                context.gas_limit,
+                context.base_fee,
+                int.from_bytes(context.coinbase, "big"),
+            )
+        )
+        if output != expected:
+            self.supported = False
+            log.warning(
+                "node does not execute traced calls under the block context asked for; "
+                "no executed canaries url=%s",
+                self.transport.safe_url,
+            )
+            raise _Refused("unsupported")
 
 
 def _call_object(tx: DecodedTx, sender: bytes) -> dict[str, Any]:

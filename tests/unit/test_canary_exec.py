@@ -130,9 +130,26 @@ class ScriptedTraces:
 
     safe_url = "scripted"
 
-    def __init__(self, gas: int = 30_000, struct_gas: int = 30_000, ops: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        gas: int = 30_000,
+        struct_gas: int = 30_000,
+        ops: tuple[str, ...] = (),
+        ignores: str = "",
+    ):
         self.gas, self.struct_gas, self.ops = gas, struct_gas, ops
         self.error: NodeError | None = None
+        self.ignores = ignores  # a block override this node does not honour
+
+    async def call(self, method: str, params: Sequence[Any]) -> Any:
+        """The context probe: the six context words, as executed (or one override ignored)."""
+        if self.error is not None:
+            raise self.error
+        asked = params[2]["blockOverrides"]
+        words = [asked[k] for k in ("number", "time", "random", "gasLimit", "baseFee", "coinbase")]
+        if self.ignores:
+            words[["number", "time", "random"].index(self.ignores)] = "0x0"
+        return {"output": "0x" + "".join(hex(int(w, 16))[2:].rjust(64, "0") for w in words)}
 
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[RpcResult]:
         if self.error is not None:
@@ -185,6 +202,15 @@ async def test_reader_refuses_what_it_cannot_vouch_for(
     """A trace that is inconsistent or reads an unpinned value gives None, counted by reason."""
     truth, reader = await _refusal(transport)
     assert truth is None and reader.refused == {reason: 1}
+
+
+@pytest.mark.parametrize("ignored", ["number", "time", "random"])
+async def test_a_node_that_ignores_a_block_override_gives_no_executed_canaries(
+    ignored: str,
+) -> None:
+    """The once-only context probe finds a node executing under another context: none at all."""
+    truth, reader = await _refusal(ScriptedTraces(ignores=ignored))
+    assert truth is None and not reader.supported and reader.refused == {"unsupported": 1}
 
 
 async def test_reader_without_debug_trace_call_stops_asking() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.execshadow import AccountDiff, ExecEffects, PredictedContext, effects_from_diff
-from ioswarm.core.models import AccountSnapshot, IncludedTx, Level, Task, Verdict
+from ioswarm.core.models import AccountSnapshot, AccountState, IncludedTx, Level, Task, Verdict
 from ioswarm.core.shadow import MISSING_STATE, Outcome, ShadowBook
 from tests.unit.test_execshadow import ctx as execshadow_ctx
 
@@ -112,7 +114,8 @@ def judge_missing_state(
     level: Level, truth: IncludedTx, predicted: PredictedContext
 ) -> tuple[Outcome, str]:
     book = ShadowBook(expiry_blocks=5)
-    claim = Verdict(1, False, MISSING_STATE, sender=SENDER, declined=True)
+    named = f"storage 0x{TOKEN.hex()} slot 0x{SLOT2.hex()}"  # as the honest engine names it
+    claim = Verdict(1, False, MISSING_STATE, sender=SENDER, declined=True, detail=named)
     assert book.record("a", task(level, read_set=SENT), claim, predicted) is None
     [c] = book.on_block(2, [truth], ctx())
     return c.outcome, c.detail
@@ -140,3 +143,49 @@ def test_missing_state_claim_at_l4_is_the_agents_own_fault() -> None:
         Outcome.MISMATCHED,
         MISSING_STATE,
     )
+
+
+def l3_task_carrying_slot() -> Task:
+    return replace(
+        task(Level.L3, read_set=SENT),
+        accounts=(
+            AccountState(AccountSnapshot(SENDER, 10**18, 0)),
+            AccountState(AccountSnapshot(TOKEN, 0, 1), b"\x60", ((SLOT, b"\x00" * 32),)),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("detail", "why"),
+    [
+        ("", "names no missing key"),
+        ("I could not be bothered", "names no missing key"),
+        (f"account 0x{TOKEN.hex()}", "named account was sent"),
+        (f"storage 0x{TOKEN.hex()} slot 0x{SLOT.hex()}", "named slot was sent"),
+        ("block_hash 1", "named block hash was sent"),
+    ],
+)
+def test_a_missing_state_claim_naming_nothing_or_what_was_sent_is_wrong_at_once(
+    detail: str, why: str
+) -> None:
+    """A claim is checked against the task itself before the chain says anything."""
+    book = ShadowBook(expiry_blocks=5)
+    claim = Verdict(1, False, MISSING_STATE, sender=SENDER, declined=True, detail=detail)
+    c = book.record("a", l3_task_carrying_slot(), claim, ctx(block_hashes={1: b"\x11" * 32}))
+    assert c is not None and (c.outcome, c.detail, c.note) == (
+        Outcome.MISMATCHED,
+        MISSING_STATE,
+        why,
+    )
+
+
+def test_a_claim_naming_an_unsent_key_waits_for_the_chain() -> None:
+    """Naming a slot or a block hash the task did not carry may be true: judged at inclusion."""
+    book = ShadowBook(expiry_blocks=5)
+    for detail in (f"storage 0x{TOKEN.hex()} slot 0x{SLOT2.hex()}", "block_hash 0"):
+        claim = Verdict(1, False, MISSING_STATE, sender=SENDER, declined=True, detail=detail)
+        assert (
+            book.record("a", l3_task_carrying_slot(), claim, ctx(block_hashes={1: b"\x11" * 32}))
+            is None
+        )
+    assert book.pending == 2
