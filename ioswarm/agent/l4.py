@@ -21,7 +21,12 @@ from typing import Protocol
 from ioswarm.agent.evm import EvmEngine, PyEvmEngine
 from ioswarm.agent.l3 import L3Validator, _finish, _result, block_input, recover_or_reject
 from ioswarm.agent.validators import Validator
-from ioswarm.core.execution import MISSING_STATE, AccountInput, BlockInput
+from ioswarm.core.execution import (
+    MISSING_STATE,
+    STATE_HEIGHT_UNAVAILABLE,
+    AccountInput,
+    BlockInput,
+)
 from ioswarm.core.models import EMPTY_CODE_HASH, Level
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.state.store import StateStore, StateView
@@ -36,7 +41,6 @@ __all__ = [
     "l4_validator",
 ]
 
-STATE_HEIGHT_UNAVAILABLE = "state_height_unavailable"
 DEFAULT_BARRIER_WAIT_SEC = 2.0
 _NO_CODE = (b"", bytes(32), EMPTY_CODE_HASH)
 
@@ -88,15 +92,18 @@ class StoreStorage(Mapping[bytes, bytes]):
 class _WithSender(Mapping[bytes, AccountInput]):
     """Store accounts with the sender's nonce and balance taken from the task."""
 
-    __slots__ = ("_base", "_sender")
+    __slots__ = ("_address", "_base", "_sender")
 
-    def __init__(self, base: Mapping[bytes, AccountInput], sender: pb.AccountSnapshot) -> None:
+    def __init__(
+        self, base: Mapping[bytes, AccountInput], sender: pb.AccountSnapshot, address: bytes
+    ) -> None:
         self._base = base
         self._sender = sender
+        self._address = address  # the recovered sender: the task does not name it
 
     def __getitem__(self, address: bytes) -> AccountInput:
         account = self._base[address]
-        if address == bytes(self._sender.address):
+        if address == self._address:
             account = dataclasses.replace(
                 account,
                 balance=int.from_bytes(self._sender.balance, "big"),
@@ -236,10 +243,12 @@ class L4Validator:
             if local != task.state_height or view.loading:
                 return self._decline_height(declined, task.state_height, local, started)
             accounts: Mapping[bytes, AccountInput] = StoreAccounts(view)
-            if task.HasField("sender") and bytes(task.sender.address) == check.sender:
+            named = bytes(task.sender.address)
+            if task.HasField("sender") and (not named or named == check.sender):
                 # The sender as the tx will find it after its pending predecessors (their
-                # effects are not in any block yet): nonce and balance from the task.
-                accounts = _WithSender(accounts, task.sender)
+                # effects are not in any block yet): nonce and balance from the task, which
+                # carries the sender's snapshot without naming the sender.
+                accounts = _WithSender(accounts, task.sender, check.sender)
             execution = self._engine.execute(check.tx, check.sender, accounts, block)
         result = _result(task.task_id, execution)
         result.sender = check.sender

@@ -242,7 +242,7 @@ class Agent:
                     pb.BatchResult(
                         agent_id=self.config.agent_id,
                         batch_id=self._last_batch_id,
-                        results=chunk,
+                        results=_latest_per_task(chunk),
                         timestamp=int(time.time() * 1000),
                     ),
                     metadata=self._metadata,
@@ -301,3 +301,12 @@ class Agent:
                     resp.payout.total_agents,
                 )
             await asyncio.sleep(self.heartbeat_interval)
+
+
+def _latest_per_task(results: list[pb.TaskResult]) -> list[pb.TaskResult]:
+    """One result per task id, the latest: a task that timed out here and came back holds two,
+    and the coordinator refuses a batch naming a task twice."""
+    latest = {r.task_id: r for r in results}
+    if len(latest) == len(results):
+        return results
+    return list(latest.values())

@@ -33,6 +33,7 @@ _EMPTY_CONDUCT: dict[str, Any] = {
     "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}, "matched_kinds": {}},
     "refused": {},
     "declined": 0,
+    "declined_excused": 0,
     "decline_pct": 0.0,
     "late": 0,
     "throttled": False,
@@ -161,12 +162,25 @@ class IntegrityDesk:
 
     # -- conduct ------------------------------------------------------------------------------
 
-    def answered(self, agent_id: str, declined: bool, agents: Callable[[], Iterable[str]]) -> None:
+    def answered(
+        self,
+        agent_id: str,
+        declined: bool,
+        agents: Callable[[], Iterable[str]],
+        excused: bool = False,
+    ) -> None:
         """Count one answer or decline; apply a throttle that turns on or off (``agents``
         lists every registered agent, for the gauge; called only then)."""
-        state = self.book.note_answer(agent_id, declined)
-        if state is None:
-            return
+        state = self.book.note_answer(agent_id, declined, excused)
+        if state is not None:
+            self._apply(agent_id, state, agents)
+
+    def forgive(self, agent_id: str, agents: Callable[[], Iterable[str]]) -> None:
+        """Drop the agent's recent declines (excused after the fact), lifting a throttle."""
+        if self.book.forgive(agent_id):
+            self._apply(agent_id, False, agents)
+
+    def _apply(self, agent_id: str, state: bool, agents: Callable[[], Iterable[str]]) -> None:
         conduct = self.book.conduct(agent_id)
         self._scheduler.set_limit(agent_id, THROTTLED_INFLIGHT if state else None)
         if state:

@@ -24,6 +24,7 @@ from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
 from ioswarm.core.evidence import INCOMPLETE
 from ioswarm.core.execshadow import PredictedContext
+from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE
 from ioswarm.core.mempool import Planned
 from ioswarm.core.models import (
     AccountSnapshot,
@@ -37,7 +38,7 @@ from ioswarm.core.models import (
 from ioswarm.core.ratelimit import TokenBucket
 from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
-from ioswarm.core.shadow import MISSING_STATE, Comparison, Outcome, ShadowBook
+from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
 from ioswarm.errors import ConfigError, NodeError, RequestRefused
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.canarytruth import CanaryTruthReader
@@ -487,7 +488,12 @@ class Coordinator:
             rec.state.height = height
             return
         equal = ours == agent_hash
+        first = rec.state.checked == 0
         if rec.state.record(height, equal):
+            if equal and first:
+                # Its state is verified: declines from before (while it bootstrapped) are
+                # forgiven, and a throttle they caused is lifted.
+                self.integrity.forgive(rec.agent_id, self.registry.agent_ids)
             self.metrics.l4_state_checks.labels("equal" if equal else "different").inc()
             if not equal:
                 log.warning(
@@ -623,8 +629,18 @@ class Coordinator:
         against what was sent and what the chain touched, like any verdict."""
         self.totals.results_declined += 1
         self.metrics.results.labels(level="any", disposition="declined").inc()
-        self.integrity.answered(agent_id, True, self.registry.agent_ids)
         task = self.scheduler.task(task_id)
+        rec = self.registry.get(agent_id)
+        # An L4 agent whose state hash the coordinator has verified (and never found different)
+        # declines a height honestly: tasks waited past it. Excused from the throttle; still
+        # earns nothing.
+        excused = (
+            r.reject_reason == STATE_HEIGHT_UNAVAILABLE
+            and rec is not None
+            and rec.state.checked > 0
+            and rec.state.mismatched == 0
+        )
+        self.integrity.answered(agent_id, True, self.registry.agent_ids, excused)
         if (
             task is not None
             and task.level >= Level.L3

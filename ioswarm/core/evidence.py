@@ -67,14 +67,19 @@ _STORAGE = re.compile(r"storage 0x([0-9a-f]{40}) slot 0x([0-9a-f]{1,64})")
 _BLOCK_HASH = re.compile(r"block_hash (\d{1,20})")
 
 
-def false_missing_claim(task: Task, detail: str, sent_hashes: Collection[int]) -> str:
+def false_missing_claim(
+    task: Task, detail: str, sent_hashes: Collection[int], context_sent: bool = True
+) -> str:
     """Why a ``missing_state`` claim is false on its face, or ``""`` when it may be true.
 
     An executing agent that lacks state names the key it lacked (``account 0x…``,
     ``storage 0x… slot 0x…`` or ``block_hash N``). A claim that names nothing, or names a key
     the task did carry (``sent_hashes``: the block numbers whose hashes its batch carried), is
-    false whatever the chain does later.
+    false whatever the chain does later. ``block_context`` claims the batch carried no block
+    context (``context_sent``).
     """
+    if detail == "block_context":
+        return "the block context was sent" if context_sent else ""
     provided_accounts = {a.snapshot.address for a in task.accounts}
     if m := _ACCOUNT.fullmatch(detail):
         return "named account was sent" if bytes.fromhex(m[1]) in provided_accounts else ""

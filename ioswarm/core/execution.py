@@ -37,6 +37,8 @@ __all__ = [
 
 DEFAULT_FORK: Final = "prague"
 MISSING_STATE: Final = "missing_state"
+STATE_HEIGHT_UNAVAILABLE: Final = "state_height_unavailable"
+"""An L4 decline: the agent's own state is not at the height the task assumes."""
 
 # Block-context values an execution can observe through opcodes. CHAINID is left out: it cannot
 # differ between the block an agent assumed and the block the transaction lands in.

@@ -45,6 +45,7 @@ class Conduct:
     agent_id: str
     answers: int = 0
     declined: int = 0
+    excused: int = 0
     late: int = 0
     canary_matched: int = 0
     canary_failed: int = 0
@@ -71,6 +72,7 @@ class Conduct:
             },
             "refused": dict(sorted(self.refused.items())),
             "declined": self.declined,
+            "declined_excused": self.excused,
             "decline_pct": round(self.decline_pct, 2),
             "late": self.late,
             "throttled": self.throttled,
@@ -149,20 +151,38 @@ class IntegrityBook:
 
     # -- declines, late results, refusals ---------------------------------------------------
 
-    def note_answer(self, agent_id: str, declined: bool) -> bool | None:
-        """Count one answer; returns the new throttle state when it changed, else None."""
+    def note_answer(self, agent_id: str, declined: bool, excused: bool = False) -> bool | None:
+        """Count one answer; returns the new throttle state when it changed, else None.
+
+        An ``excused`` decline (one the coordinator can vouch for) earns nothing either but
+        does not count towards the throttle.
+        """
         c = self.conduct(agent_id)
-        c.recent.append(declined)
         if declined:
             c.declined += 1
+            if excused:
+                c.excused += 1
+                return None
         else:
             c.answers += 1
+        c.recent.append(declined)
         over = len(c.recent) >= DECLINE_MIN_SAMPLES and c.decline_pct > self.decline_max_pct
         if over == c.throttled:
             return None
         c.throttled = over
         c.throttled_times += 1 if over else 0
         return over
+
+    def forgive(self, agent_id: str) -> bool:
+        """Forget the agent's recent declines (they were excused after the fact, e.g. an L4
+        agent's while it bootstrapped); True when that lifts its throttle."""
+        c = self._conduct.get(agent_id)
+        if c is None:
+            return False
+        c.recent.clear()
+        lifted = c.throttled
+        c.throttled = False
+        return lifted
 
     def note_late(self, agent_id: str) -> None:
         self.conduct(agent_id).late += 1

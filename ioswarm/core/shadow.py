@@ -31,11 +31,11 @@ from ioswarm.core.execshadow import (
     describe_difference,
     judge_execution,
 )
+from ioswarm.core.execution import MISSING_STATE
 from ioswarm.core.models import IncludedTx, Level, Task, Verdict
 
 NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high", "nonce_mismatch"})
 BALANCE_REASONS = frozenset({"insufficient_balance"})
-MISSING_STATE = "missing_state"
 
 
 class Outcome(Enum):
@@ -183,8 +183,13 @@ class ShadowBook:
                 Comparison(agent_id, task.task_id, task.level, Outcome.MISMATCHED, INCOMPLETE, gap)
             )
         if task.level >= Level.L3 and not verdict.valid and verdict.reject_reason == MISSING_STATE:
+            if verdict.detail == "block_context" and predicted is None:
+                # The batch really carried no context: the coordinator's doing, not the agent's.
+                return self._tally(
+                    Comparison(agent_id, task.task_id, task.level, Outcome.EXCLUDED, MISSING_STATE)
+                )
             hashes = predicted.block_hashes if predicted is not None else {}
-            false = false_missing_claim(task, verdict.detail, hashes)
+            false = false_missing_claim(task, verdict.detail, hashes, predicted is not None)
             if false and task.level == Level.L3:
                 return self._tally(
                     Comparison(

@@ -8,8 +8,9 @@ import pytest
 
 from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.execshadow import AccountDiff, ExecEffects, PredictedContext, effects_from_diff
+from ioswarm.core.execution import MISSING_STATE
 from ioswarm.core.models import AccountSnapshot, AccountState, IncludedTx, Level, Task, Verdict
-from ioswarm.core.shadow import MISSING_STATE, Outcome, ShadowBook
+from ioswarm.core.shadow import Outcome, ShadowBook
 from tests.unit.test_execshadow import ctx as execshadow_ctx
 
 SENDER, TOKEN, COINBASE = b"\x01" * 20, b"\x02" * 20, b"\x03" * 20

@@ -55,6 +55,21 @@ def test_an_agent_that_mostly_declines_is_throttled_and_released_when_it_answers
     assert not honest.conduct("h").throttled
 
 
+def test_excused_declines_earn_nothing_but_do_not_throttle_and_forgiving_lifts_one() -> None:
+    """Declines the coordinator can vouch for are counted apart; forgiving clears the window."""
+    book = IntegrityBook(decline_max_pct=25)
+    for _ in range(50):
+        assert book.note_answer("l4", declined=True, excused=True) is None
+    c = book.conduct("l4")
+    assert (c.declined, c.excused, c.throttled, len(c.recent)) == (50, 50, False, 0)
+    for _ in range(DECLINE_MIN_SAMPLES):
+        book.note_answer("boot", declined=True)
+    assert book.conduct("boot").throttled
+    assert book.forgive("boot") is True
+    assert not book.conduct("boot").throttled and book.conduct("boot").decline_pct == 0.0
+    assert book.forgive("boot") is False and book.forgive("nobody") is False
+
+
 def test_refusals_and_late_results_are_counted() -> None:
     """Refused submissions count per status; late results per agent."""
     book = IntegrityBook(decline_max_pct=25)
