@@ -60,6 +60,10 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         for s in report["shadow"].values()
     )
     paid_right = all(a.get("claimable_equals_ledger", True) for a in report["per_agent"].values())
+    # An honest agent never fails a canary: its truth was checked with the honest rules.
+    canaries_right = all(
+        not (a.get("canaries") or {}).get("failed") for a in report["per_agent"].values()
+    )
     # An adversary with anything claimable means the coordinator paid for unchecked work.
     unpaid = all(int(a["claimable_wei"]) == 0 for a in report["adversaries"].values())
-    return 0 if ok and paid_right and unpaid and report["shadow"] else 1
+    return 0 if ok and paid_right and canaries_right and unpaid and report["shadow"] else 1

@@ -352,6 +352,7 @@ async def run_demo(
                     a["agent_id"]: {
                         "level": a["level"],
                         "results": a["results_accepted"],
+                        "canaries": a["canaries"],
                         **({"l4_state": a["l4_state"]} if a["l4_state"] else {}),
                         **rewards["agents"].get(a["agent_id"], {}),
                     }
@@ -449,7 +450,11 @@ def format_report(report: dict[str, Any]) -> str:
                 if a["claimable_equals_ledger"]
                 else "!= ledger " + a["ledger_claimable_wei"]
             )
-            lines.append(f"  {agent_id}: claimable {a['claimable_wei']} wei {same}")
+            canaries = a.get("canaries") or {}
+            lines.append(
+                f"  {agent_id}: claimable {a['claimable_wei']} wei {same}; canaries "
+                f"{canaries.get('matched', 0)} right, {canaries.get('failed', 0)} wrong"
+            )
     if report.get("adversaries"):
         lines.append("adversaries (each must end with nothing claimable):")
         lines.extend(f"  {line}" for line in adversary_lines(report["adversaries"]))
