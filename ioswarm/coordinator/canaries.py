@@ -175,14 +175,15 @@ class CanaryMint:
         return None
 
     def executable(self, template: Task, *, base_fee: int) -> ExecutableVariant | None:
-        """A VALID variant of an L3 ``template`` from a throwaway key, or None.
+        """A VALID variant of an L3 or L4 ``template`` from a throwaway key, or None.
 
         The variant copies the template's type, recipient, value, data, gas limit and fees and
         gets a plausible nonce; ``balance`` covers value + gas x fee cap with a plausible surplus.
-        None when the template is not L3, its type cannot be traced as a call, its fee cap is
-        below ``base_fee``, or the honest L2 rules would not call the variant valid.
+        None when the template does not execute (L1/L2), its type cannot be traced as a call,
+        its fee cap is below ``base_fee``, or the honest L2 rules would not call the variant
+        valid.
         """
-        if template.level != Level.L3:
+        if template.level < Level.L3:
             return None
         try:
             decoded = decode_tx(template.raw_tx)

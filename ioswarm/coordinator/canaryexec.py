@@ -1,4 +1,4 @@
-"""Executed L3 canaries: a valid variant of a real L3 task, with the node's trace as its truth.
+"""Executed canaries: a valid variant of a real L3/L4 task, with the node's trace as its truth.
 
 The mint signs a valid variant from a throwaway key and fabricates its sender's nonce and
 balance; the node traces that call on the state the template's batch was prefetched at (the
@@ -30,12 +30,16 @@ async def executed_canary(
     context: PredictedContext,
     base_fee: int,
 ) -> Canary | None:
-    """An executed canary shaped like the L3 ``template``, for a batch carrying ``context``.
+    """An executed canary shaped like the L3/L4 ``template``, for a batch carrying ``context``.
+
+    At L4 the agent executes on its own state at the template's height, which its verified
+    state hash says is the node's state there, overlaid with the task's sender snapshot (the
+    throwaway key's fabricated nonce and balance): what the node traced.
 
     ``base_fee`` is the one ``context`` carries (the mint refuses fee caps below it). None when
     the mint or the node cannot give one (see ``reader.refused`` for the node's reasons).
     """
-    if template.level != Level.L3 or context.number < 1:
+    if template.level < Level.L3 or context.number < 1:
         return None
     variant = mint.executable(template, base_fee=base_fee)
     if variant is None:
@@ -69,13 +73,14 @@ async def executed_canary(
         task_id=task_id,
         tx_hash=tx.tx_hash,
         raw_tx=variant.raw_tx,
-        level=Level.L3,
         sender=variant.sender,
         nonce=variant.nonce,
         sender_state=state,
         receiver_state=receiver,
         max_cost=max_cost(pending),
-        accounts=truth.accounts,
+        # L4 executes on the agent's own state at the task's height (the state the node
+        # traced), with the sender's nonce and balance from ``sender_state``: no state shipped.
+        accounts=truth.accounts if template.level == Level.L3 else (),
         read_set=truth.read_set,
     )
     return Canary(

@@ -59,7 +59,7 @@ class CanaryPlanner:
         self._ids: deque[int] = deque(maxlen=RESERVED_IDS)
         self._reserve_pct = pct
         self._due: dict[str, int] = {}
-        self._executed: dict[int, deque[Canary]] = {}
+        self._executed: dict[tuple[Level, int], deque[Canary]] = {}
         self.made = 0
         self.skipped = 0
 
@@ -100,22 +100,23 @@ class CanaryPlanner:
         """A held-back id for a canary minted elsewhere (an executed one)."""
         return self._ids.popleft() if self._ids else None
 
-    def wants_executed(self, height: int) -> bool:
-        """Whether another executed canary for batches at ``height`` would be used."""
-        return len(self._executed.get(height, ())) < EXECUTED_READY
+    def wants_executed(self, level: Level, height: int) -> bool:
+        """Whether another executed canary for batches of ``level`` at ``height`` would be
+        used."""
+        return len(self._executed.get((level, height), ())) < EXECUTED_READY
 
     def offer_executed(self, canary: Canary, head: int) -> None:
         """Keep an executed canary for the next due batch at its state height; heights the
         head has left behind are dropped (their batches are gone)."""
-        height = canary.task.block_height
-        self._executed.setdefault(height, deque()).append(canary)
-        for old in [h for h in self._executed if h < head - 1]:
+        key = (canary.task.level, canary.task.block_height)
+        self._executed.setdefault(key, deque()).append(canary)
+        for old in [k for k in self._executed if k[1] < head - 1]:
             del self._executed[old]
 
     def _take_executed(self, first: Task) -> Canary | None:
-        if first.level != Level.L3 or self._rng.random() >= EXECUTED_SHARE:
+        if first.level < Level.L3 or self._rng.random() >= EXECUTED_SHARE:
             return None
-        ready = self._executed.get(first.block_height)
+        ready = self._executed.get((first.level, first.block_height))
         return ready.popleft() if ready else None
 
     def _mint_like(self, level: Level, height: int | None) -> Canary | None:

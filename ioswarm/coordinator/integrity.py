@@ -111,19 +111,19 @@ class IntegrityDesk:
         return canary.task
 
     def prepare_executed(self, tasks: list[Task], head: int) -> None:
-        """Mint an executed canary off the dispatch path from one of this round's L3 tasks,
+        """Mint an executed canary off the dispatch path from one of this round's L3/L4 tasks,
         when batches at that height could use one (one at a time; the node traces it)."""
         planner, reader, mint = self.planner, self._reader, self._mint
         if planner is None or reader is None or mint is None or not reader.supported:
             return
         if self._minting is not None and not self._minting.done():
             return
-        templates = [t for t in tasks if t.level == Level.L3]
+        templates = [t for t in tasks if t.level >= Level.L3]
         if not templates:
             return
         template = self._rng.choice(templates)
         context = self._context(template.block_height)
-        if context is None or not planner.wants_executed(template.block_height):
+        if context is None or not planner.wants_executed(template.level, template.block_height):
             return
         task_id = planner.take_id()
         if task_id is None:

@@ -1,15 +1,19 @@
-"""Executed L3 canaries on a real anvil: the node's truth matches honest agents; fakes fail."""
+"""Executed L3/L4 canaries on a real anvil: the node's truth matches honest agents; fakes fail."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from eth_account import Account
 
 from ioswarm.agent.l3 import L3Validator
+from ioswarm.agent.l4 import L4Validator
+from ioswarm.agent.l4sync import StateFollower
 from ioswarm.coordinator.canaries import Canary, CanaryMint
 from ioswarm.coordinator.canaryexec import executed_canary
 from ioswarm.coordinator.wire import context_to_pb, task_to_pb, verdict_from_pb
@@ -24,6 +28,8 @@ from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.l3workload import CATEGORIES, ContractWorkload
 from ioswarm.sim.workload import TxKind
+from ioswarm.state.bootstrap import AnvilDumpSource
+from ioswarm.state.store import StateStore, Write
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +197,63 @@ async def test_fake_and_lazy_answers_fail_and_blockhash_without_window_is_refuse
         ctx_template = await _template(node, await wl.send("ctx_blockhash", sender=1), bare)
         assert await executed_canary(mint, reader, ctx_template, 8, bare, bare.base_fee) is None
         assert reader.refused["opcode:BLOCKHASH"] == 1
+
+
+class _StoreAt:
+    """What an L4 validator reads of its follower: a store, its height, the barrier."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    @property
+    def height(self) -> int:
+        return self.store.height
+
+    async def wait_for_height(self, target: int, timeout: float) -> bool:  # noqa: ASYNC109 - the follower's signature
+        return self.store.height >= target
+
+
+async def test_executed_canaries_at_l4_match_an_agent_on_its_own_state(
+    anvil_manual: AnvilProcess, tmp_path: Path
+) -> None:
+    """An L4 agent whose store holds the node's state executes an executed canary (sender
+    snapshot overlaid, no state shipped) exactly as the node traced it."""
+    anvil = anvil_manual
+    async with JsonRpcNode(anvil.url) as node:
+        wl = ContractWorkload(
+            node, anvil.private_keys[1], anvil.chain_id, accounts=2, seed=8, mine=anvil.mine
+        )
+        await wl.setup()
+        context = await _context(node)
+        height, entries = await AnvilDumpSource(node).dump()
+        assert height == context.number - 1  # the store holds exactly the traced state
+        sent = [
+            (category, await wl.send(category, kind, sender=i % 2))
+            for i, (category, kind) in enumerate(
+                [("storage_heavy", "eip1559"), ("cross_contract", "legacy"),
+                 ("erc20_transfer", "eip2930"), ("create2", "eip1559")]
+            )
+        ]  # fmt: skip
+        mint = CanaryMint(anvil.chain_id, random.Random(9))
+        reader = CanaryTruthReader(node.transport)
+        with StateStore(tmp_path / "l4", map_size=1 << 30) as store:
+            store.apply_diff(1, [Write.put(ns, key, value) for ns, key, value in entries])
+            validator = L4Validator(cast(StateFollower, _StoreAt(store)))
+            matched = 0
+            for task_id, (category, tx_hash) in enumerate(sent, start=200):
+                l3 = await _template(node, tx_hash, context)
+                template = replace(l3, level=Level.L4, state_height=1)
+                canary = await executed_canary(
+                    mint, reader, template, task_id, context, context.base_fee
+                )
+                assert canary is not None, (category, dict(reader.refused))
+                assert canary.task.level == Level.L4 and canary.task.accounts == ()
+                assert canary.task.sender_state is not None
+                batch = _batch(canary, context, anvil.chain_id)
+                answer = validator.validate(batch.tasks[0], batch)
+                assert not answer.declined, (category, answer.reject_reason, answer.exec_error)
+                assert canary.executed is not None
+                verdict = verdict_from_pb(answer, Level.L4, context.coinbase)
+                assert judge_executed_canary(canary.executed, verdict) == "", category
+                matched += 1
+        assert matched == len(sent)

@@ -106,7 +106,6 @@ def test_executable_variant_is_valid_for_its_fabricated_state(tx_type: str) -> N
         ("4844", Level.L3, 7),  # blobs are not part of a traced call
         ("7702", Level.L3, 7),  # nor are authorizations
         ("1559", Level.L2, 7),  # only executing templates
-        ("1559", Level.L4, 7),  # L4 agents read real state, not a fabricated one
         ("1559", Level.L3, 10**12),  # fee cap below the base fee: not valid
     ],
 )
