@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ioswarm.config import CoordinatorConfig
+from ioswarm.coordinator.admission import SubmissionGate
 from ioswarm.coordinator.chainwatch import BlockWatcher, Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
@@ -35,7 +36,6 @@ from ioswarm.core.models import (
     Task,
     Verdict,
 )
-from ioswarm.core.ratelimit import TokenBucket
 from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import Comparison, Outcome, ShadowBook
@@ -121,7 +121,13 @@ class Coordinator:
         self._mismatch_logs: dict[str, int] = {}
         self.head = Head()
         self.totals = Totals()
-        self._buckets: dict[str, TokenBucket] = {}
+        self.admission = SubmissionGate(
+            config.submit_rate_per_sec,
+            config.submit_burst,
+            config.max_inflight_per_agent,
+            self.scheduler.classify,
+            clock,
+        )
         self._level_metrics: dict[Level, tuple[Any, Any, Any]] = {}
         self.execution = execution
         self.epochs = epochs
@@ -254,7 +260,7 @@ class Coordinator:
         for agent_id in gone:
             self.registry.remove(agent_id)
             self.dispatcher.disconnect(agent_id)
-            self._buckets.pop(agent_id, None)
+            self.admission.forget(agent_id)
             self.metrics.evictions.inc()
             log.warning("agent evicted agent_id=%s reason=missed_heartbeats", agent_id)
         if gone:
@@ -527,53 +533,10 @@ class Coordinator:
         if agent_id in self.registry:
             self.integrity.book.note_refused(agent_id, status)
 
-    def _check_batch(
-        self, agent_id: str, batch: pb.BatchResult
-    ) -> tuple[list[int], list[Completion]]:
-        """Refuse the whole batch on any result that may not count: ids once each, every task
-        this agent's and not answered by it before."""
+    def _submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
         if agent_id not in self.registry:
             raise RequestRefused("FAILED_PRECONDITION", "agent is not registered")
-        bucket = self._buckets.get(agent_id)
-        if bucket is None:
-            bucket = TokenBucket(self.config.submit_rate_per_sec, self.config.submit_burst)
-            self._buckets[agent_id] = bucket
-        if not bucket.try_take(self._clock()):
-            raise RequestRefused(
-                "RESOURCE_EXHAUSTED",
-                f"SubmitResults rate limit {self.config.submit_rate_per_sec:g}/s "
-                f"burst {self.config.submit_burst}; retry in {bucket.retry_after():.2f}s",
-            )
-        if len(batch.results) > self.config.max_inflight_per_agent:
-            raise RequestRefused(
-                "INVALID_ARGUMENT",
-                f"{len(batch.results)} results in one batch; at most "
-                f"{self.config.max_inflight_per_agent} (maxInflightPerAgent)",
-            )
-        ids = [r.task_id for r in batch.results]  # one pass over the repeated field, not three
-        if len(set(ids)) != len(ids):
-            seen: set[int] = set()
-            for task_id in ids:
-                if task_id in seen:
-                    raise RequestRefused("INVALID_ARGUMENT", f"task {task_id} appears twice")
-                seen.add(task_id)
-        classify = self.scheduler.classify
-        kinds: list[Completion] = []
-        for task_id in ids:
-            kind = classify(agent_id, task_id)
-            if kind is Completion.UNKNOWN:
-                raise RequestRefused("NOT_FOUND", f"unknown task id {task_id}")
-            if kind is Completion.FOREIGN:
-                raise RequestRefused("PERMISSION_DENIED", f"task {task_id} was not assigned to you")
-            if kind is Completion.ANSWERED:
-                raise RequestRefused(
-                    "ALREADY_EXISTS", f"task {task_id} was already answered; results count once"
-                )
-            kinds.append(kind)
-        return ids, kinds
-
-    def _submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
-        ids, kinds = self._check_batch(agent_id, batch)
+        ids, kinds = self.admission.admit(agent_id, batch.results)
         accepted = 0
         agent_rec = self.registry.get(agent_id)
         wallet = agent_rec.wallet if agent_rec else ""
