@@ -13,7 +13,8 @@
     ├── ValidationError          a transaction could not be decoded or validated
     ├── SettlementError          an on-chain reward settlement failed
     ├── StoreError               a local store (LMDB, files) failed
-    └── SnapshotFormatError      an IOSWSNAP file is malformed
+    ├── SnapshotFormatError      an IOSWSNAP file is malformed
+    └── LoopFailed               a supervised loop crashed past its restart limit (fatal)
 
 Errors from libraries underneath (aiohttp, grpc, web3, lmdb) are translated into this tree in
 exactly one place per adapter with ``raise X(...) from exc``.
@@ -96,3 +97,15 @@ class StoreError(IoswarmError):
 
 class SnapshotFormatError(IoswarmError):
     """An IOSWSNAP snapshot is malformed."""
+
+
+class LoopFailed(IoswarmError):
+    """A supervised loop crashed more often than its restart policy allows; the process ends."""
+
+    def __init__(self, loop: str, crashes: int, window_sec: float, cause: BaseException) -> None:
+        super().__init__(
+            f"loop {loop} failed {crashes} times in {window_sec:g}s, giving up: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.loop = loop
+        self.cause = cause

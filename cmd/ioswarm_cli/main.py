@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ioswarm import __version__
-from ioswarm.errors import ConfigError, IoswarmError
+from ioswarm.errors import ConfigError, IoswarmError, LoopFailed
 from ioswarm_cli import (
     agent,
     coordinator,
@@ -25,6 +25,7 @@ COMMANDS = (coordinator, agent, keygen, workload, demo, rewards_cmds, snapshot, 
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a loop kept crashing; let the supervisor restart us
 EXIT_INTERRUPTED = 130
 
 
@@ -40,18 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(exc: IoswarmError) -> int:
+    """The process exit code for an error that ended a subcommand."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, LoopFailed):
+        return EXIT_SOFTWARE
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors print one line to stderr and return a non-zero code."""
     args = build_parser().parse_args(argv)
     try:
         code: int = asyncio.run(args.run(args, dict(os.environ)))
         return code
-    except ConfigError as exc:
-        print(f"ioswarm {args.command}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except IoswarmError as exc:
         print(f"ioswarm {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ioswarm.errors import StoreError
+from ioswarm.errors import ConfigError, StoreError
 
 log = logging.getLogger("ioswarm.api")
 
@@ -144,7 +144,15 @@ class ApiServer:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            address = f"{self._host}:{self._port}"
+            raise ConfigError(
+                "swarmApiPort", f"cannot bind {address}: {exc.strerror or exc}"
+            ) from exc
         # aiohttp exposes the bound sockets (needed for port 0) only on the private server.
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:

@@ -12,6 +12,7 @@ from ioswarm.api.server import ApiServer
 from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.coordinator.servicer import GrpcServer
+from ioswarm.coordinator.supervisor import RestartPolicy
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.execution import ExecutionReader
 from ioswarm.rewards.epochs import EpochManager
@@ -30,7 +31,9 @@ class CoordinatorApp:
         node: NodeClient | None = None,
         registry: CollectorRegistry | None = None,
         epochs: EpochManager | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
+        """``restart_policy`` (default :class:`RestartPolicy`) bounds crashed-loop restarts."""
         self.config = config
         self.registry = registry or CollectorRegistry()
         self._owns_node = node is None
@@ -53,6 +56,7 @@ class CoordinatorApp:
             execution=execution,
             epochs=self.epochs,
             state_sync=self.state_sync,
+            restart_policy=restart_policy,
         )
         self.grpc = GrpcServer(self.coordinator)
         self.api = ApiServer(
@@ -100,7 +104,9 @@ class CoordinatorApp:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM, then shut down in order."""
+        """Run until SIGINT/SIGTERM, then shut down in order; raises
+        :class:`~ioswarm.coordinator.supervisor.LoopFailed` (after shutting down) when a loop
+        crashed more often than the restart policy allows."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,5 +118,18 @@ class CoordinatorApp:
                 self.api_port,
                 self.config.node_rpc_url,
             )
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait(), name="ioswarm-signal")
+            failing = asyncio.create_task(self.coordinator.wait(), name="ioswarm-loops")
+            try:
+                done, _ = await asyncio.wait(
+                    {stopping, failing}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
+                failing.cancel()
+                await asyncio.gather(stopping, failing, return_exceptions=True)
+            if failing in done and not failing.cancelled():
+                # A loop was given up on: shut down in order, then raise LoopFailed so the
+                # process exits non-zero instead of serving agents it no longer feeds.
+                failing.result()
             log.info("coordinator shutting down")

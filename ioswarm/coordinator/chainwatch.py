@@ -60,6 +60,39 @@ class ErrorBackoff:
         return float(min(self.cap, self.base * (2 ** min(self.failures - 1, 10))))
 
 
+async def retry_node_errors(
+    loop: str,
+    what: str,
+    step: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    interval: float,
+    backoff: ErrorBackoff,
+    on_error: Callable[[str], None],
+) -> None:
+    """Run ``step`` every ``interval`` until ``stop``; after a node error, wait ``backoff``.
+
+    The one retrying loop of the node readers. A node going away is expected and waited out
+    here; any other exception is a bug and leaves the loop, so the loop supervisor logs it,
+    counts it and restarts the loop (or gives up on it).
+    """
+    while not stop.is_set():
+        try:
+            await step()
+            backoff.ok()
+            delay = interval
+        except NodeError as exc:
+            on_error(loop)
+            delay = backoff.failed()
+            # Unreachable was logged once by the transport; any other node error is news.
+            level = logging.DEBUG if isinstance(exc, NodeUnreachable) else logging.WARNING
+            log.log(level, "%s node error=%s retry_in=%.1fs", what, exc, delay)
+        except Exception:
+            on_error(loop)
+            raise
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
 class BlockWatcher:
     """Follows the chain head; hands every new block and its truth to ``on_block``."""
 
@@ -87,24 +120,16 @@ class BlockWatcher:
         self._backoff = ErrorBackoff(interval)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.step()
-                self._backoff.ok()
-                delay = self._interval
-            except NodeError as exc:
-                self._on_error("blocks")
-                delay = self._backoff.failed()
-                # Unreachable was logged once by the transport; any other node error is news.
-                level = logging.DEBUG if isinstance(exc, NodeUnreachable) else logging.WARNING
-                log.log(level, "block watcher node error=%s retry_in=%.1fs", exc, delay)
-            except Exception:
-                # A bug or an answer nobody foresaw must not stop shadow mode for good.
-                self._on_error("blocks")
-                delay = self._backoff.failed()
-                log.exception("block watcher step failed; retrying in %.1fs", delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        """Step until ``stop``; node errors are retried here, anything else ends the loop."""
+        await retry_node_errors(
+            "blocks",
+            "block watcher",
+            self.step,
+            stop,
+            self._interval,
+            self._backoff,
+            self._on_error,
+        )
 
     async def step(self) -> None:
         """Process every block between the last one seen and the node's latest (bounded)."""
@@ -214,23 +239,20 @@ class MempoolPoller:
         return tx_hash in self._dispatched
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.step()
-                self._backoff.ok()
-                delay = self._interval
-            except NodeError as exc:
-                self._on_error("mempool")
-                delay = self._backoff.failed()
-                # Unreachable was logged once by the transport; any other node error is news.
-                level = logging.DEBUG if isinstance(exc, NodeUnreachable) else logging.WARNING
-                log.log(level, "mempool poller node error=%s retry_in=%.1fs", exc, delay)
-            except Exception:
-                self._on_error("mempool")
-                delay = self._backoff.failed()
-                log.exception("mempool poll failed; retrying in %.1fs", delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        """Poll until ``stop``; node errors are retried here, anything else ends the loop."""
+        await retry_node_errors(
+            "mempool",
+            "mempool poller",
+            self.poll,
+            stop,
+            self._interval,
+            self._backoff,
+            self._on_error,
+        )
+
+    async def poll(self) -> None:
+        """One poll, its result dropped (the shape :func:`retry_node_errors` steps)."""
+        await self.step()
 
     async def step(self) -> int:
         """One poll; returns the number of tasks created."""

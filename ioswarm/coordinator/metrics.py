@@ -86,6 +86,12 @@ class CoordinatorMetrics:
         self.node_errors = Counter(
             "ioswarm_node_errors_total", "Failed node calls.", ["loop"], registry=registry
         )
+        self.loop_restarts = Counter(
+            "ioswarm_loop_restarts_total",
+            "Coordinator loops restarted after they crashed, by loop.",
+            ["loop"],
+            registry=registry,
+        )
         self.head_block = Gauge(
             "ioswarm_head_block", "Latest block seen by the block watcher.", registry=registry
         )

@@ -21,6 +21,7 @@ from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.prefetch import StatePrefetcher
+from ioswarm.coordinator.supervisor import LoopSupervisor, RestartPolicy
 from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
 from ioswarm.core.evidence import INCOMPLETE
@@ -80,9 +81,11 @@ class Coordinator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         canary_rng: random.Random | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         """``canary_rng`` draws canary keys and picks which tasks get a canary; it defaults to
-        one seeded from the OS (agents must not be able to guess either)."""
+        one seeded from the OS (agents must not be able to guess either). ``restart_policy``
+        says how often a crashed loop is restarted before the coordinator fails."""
         self.config = config
         self.node = node
         self.metrics = CoordinatorMetrics(registry or CollectorRegistry())
@@ -167,7 +170,19 @@ class Coordinator:
         )
         self._update_agent_gauge()  # every level shows 0 before the first registration
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = LoopSupervisor(
+            restart_policy,
+            on_restart=lambda name: self.metrics.loop_restarts.labels(loop=name).inc(),
+        )
+        # Factories, not coroutines: a crashed loop is restarted with a fresh one.
+        self.loops.add("dispatcher", self.dispatcher.run)
+        self.loops.add("blocks", lambda: self.watcher.run(self._stop))
+        self.loops.add("mempool", lambda: self.poller.run(self._stop))
+        self.loops.add("evictor", self._evict_loop)
+        if epochs is not None:
+            self.loops.add("settler", epochs.run)
+        for name in self.loops.states():
+            self.metrics.loop_restarts.labels(loop=name)  # exported as 0 from the start
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -204,20 +219,11 @@ class Coordinator:
             self.state_sync.chain_id = self.chain_id
             await self.state_sync.start()
         self._stop.clear()
-        loops = {
-            "dispatcher": self.dispatcher.run(),
-            "blocks": self.watcher.run(self._stop),
-            "mempool": self.poller.run(self._stop),
-            "evictor": self._evict_loop(),
-        }
         with contextlib.suppress(NodeError):
             # Know the head before serving, so status and gauges never show "no block yet".
             await self.watcher.step()
             self.metrics.head_block.set(self.head.number)
-        if self.epochs is not None:
-            loops["settler"] = self.epochs.run()
-        for name, coro in loops.items():
-            self._tasks.append(asyncio.create_task(coro, name=f"ioswarm-{name}"))
+        self.loops.start()
         log.info(
             "coordinator started chain_id=%d task_level=%s shadow=%s",
             self.chain_id,
@@ -229,16 +235,18 @@ class Coordinator:
         """Stop the loops; open streams end so agents reconnect to the next coordinator."""
         self._stop.set()
         self.dispatcher.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.loops.stop()
         await self.integrity.stop()
         if self.epochs is not None:
             # After the watcher stopped: the last tallies are saved and the ledger closed.
             await self.epochs.stop()
         if self.state_sync is not None:
             await self.state_sync.close()
+
+    async def wait(self) -> None:
+        """Return once stopped; raise :class:`~ioswarm.coordinator.supervisor.LoopFailed` as
+        soon as a loop crashed more often than the restart policy allows."""
+        await self.loops.wait()
 
     async def __aenter__(self) -> Coordinator:
         await self.start()
@@ -758,9 +766,11 @@ class Coordinator:
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        loops_ok = all(not t.done() for t in self._tasks) and bool(self._tasks)
+        """(ok, detail): ok while every loop runs; detail has each loop's state and restarts."""
+        loops_ok = self.loops.healthy
         return loops_ok, {
             "loops_running": loops_ok,
+            "loops": self.loops.states(),
             "head_block": self.head.number,
             "node_syncing": self.poller.syncing,
         }

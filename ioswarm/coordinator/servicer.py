@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -232,6 +233,17 @@ def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
         key = Path(key_file).read_bytes()
     except OSError as exc:
         raise ConfigError("tlsKeyFile", f"cannot read {key_file}: {exc.strerror}") from exc
+    try:
+        # gRPC would only log garbage PEM in several lines and fail the bind; check it here.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            cert_file, key_file, password=lambda: b""
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            "tlsCertFile",
+            f"{cert_file} and tlsKeyFile {key_file} are not a PEM certificate and its key: "
+            f"{exc.reason or exc}",
+        ) from exc
     return grpc.ssl_server_credentials([(key, cert)])
 
 
