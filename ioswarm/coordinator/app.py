@@ -111,6 +111,13 @@ class CoordinatorApp:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        try:
+            await self._serve(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         async with self:
             log.info(
                 "coordinator serving grpc_port=%d api_port=%d node=%s",
