@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -98,3 +99,31 @@ async def test_agent_process_exits_cleanly_on_sigterm(anvil_manual: AnvilProcess
         assert proc.returncode == 0, err.decode()[-2000:]
         assert SECRET not in err.decode() and agent_token(SECRET, "proc-1") not in err.decode()
         await eventually(lambda: app.coordinator.dispatcher.stream_count() == 0, 20)
+
+
+async def test_http_port_in_use_is_one_line_naming_swarm_api_port(
+    anvil_manual: AnvilProcess, tmp_path: Path
+) -> None:
+    """``ioswarm coordinator`` with swarmApiPort already taken exits 2 with one stderr line
+    naming the key and the address, and no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            f"masterSecret: {SECRET}\n"
+            f"nodeRpcUrl: {anvil_manual.url}\n"
+            "grpcHost: 127.0.0.1\n"
+            "grpcPort: 0\n"
+            "swarmApiHost: 127.0.0.1\n"
+            f"swarmApiPort: {port}\n"
+            f"dataDir: {tmp_path / 'data'}\n"
+            "logLevel: error\n"
+        )
+        code, _, err = await run_cli("coordinator", "--config", str(cfg))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "swarmApiPort" in lines[0] and f"127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in err
