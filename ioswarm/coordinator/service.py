@@ -759,10 +759,14 @@ class Coordinator:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         loops_ok = all(not t.done() for t in self._tasks) and bool(self._tasks)
+        settler = self.epochs.settler if self.epochs is not None else None
         return loops_ok, {
             "loops_running": loops_ok,
             "head_block": self.head.number,
             "node_syncing": self.poller.syncing,
+            # Settlement halted on a foreign chain is shown, not fatal: validation goes on.
+            "settlement_halted": settler.halt_reason if settler else None,
+            "settlement_halt_detail": settler.halted if settler else None,
         }
 
 
