@@ -238,7 +238,7 @@ def _call_from(doc: Mapping[str, Any]) -> SettlementCall:
     )
 
 
-def _fold(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
+def fold_settlement(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
     """The current settlement of an epoch from its events, oldest first."""
     s = Settlement(epoch, SettlementState.PLANNED)
     for ev in events:
@@ -389,7 +389,7 @@ class EpochLedger:
 
     def _settlement(self, txn: lmdb.Transaction, epoch: int) -> Settlement | None:
         events = self._events(txn, epoch)
-        return _fold(epoch, events) if events else None
+        return fold_settlement(epoch, events) if events else None
 
     def _get_json(self, txn: lmdb.Transaction, db: bytes, key: bytes) -> Any:
         raw = txn.get(key, db=self._dbs[db])
