@@ -253,3 +253,17 @@ async def test_pool_without_code_halts_settlement(
             assert await pool.nonce("pending") == 0
     finally:
         await w3.provider.disconnect()
+
+
+async def test_same_chain_id_other_genesis_halts_settlement(chain: Chain, tmp_path: Path) -> None:
+    """A node with the recorded chain id but another genesis block is refused as another chain."""
+    with EpochLedger(tmp_path / "l") as ledger:
+        ledger.record_chain_identity(31337, "0x" + "00" * 32)  # recorded for another genesis
+        plan(ledger, 1, {"a": (wallets(1)[0], 1)})
+        registry = CollectorRegistry()
+        settler = Settler(chain.pool, ledger, chain.signer, options=FAST, registry=registry)
+        assert not await settler.step()
+        assert settler.halt_reason == "genesis"
+        assert registry.get_sample_value("ioswarm_settlement_halted", {"reason": "genesis"}) == 1
+        assert state(ledger, 1).state is SettlementState.PLANNED
+        assert await chain.pool.settled_events() == []
