@@ -285,6 +285,13 @@ class CoordinatorConfig:
     reward_chain_id: int = _f(
         "rewardChainId", 0, "Chain id of the reward chain; 0 uses the node's.", check=_non_negative
     )
+    reward_confirmations: int = _f(
+        "rewardConfirmations",
+        12,
+        "Blocks on a settlement (its own included) before it is final; until then a reorg "
+        "that drops it re-sends the same transaction.",
+        check=_positive,
+    )
     diff_buffer_size: int = _f(
         "diffBufferSize",
         100,

@@ -766,13 +766,18 @@ class Coordinator:
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(ok, detail): ok while every loop runs; detail has each loop's state and restarts."""
+        """(ok, detail): ok while every loop runs; detail has each loop's state and restarts,
+        and whether settlement is halted (shown, not fatal: validation goes on)."""
         loops_ok = self.loops.healthy
+        settler = self.epochs.settler if self.epochs is not None else None
         return loops_ok, {
             "loops_running": loops_ok,
             "loops": self.loops.states(),
             "head_block": self.head.number,
             "node_syncing": self.poller.syncing,
+            # Settlement halted on a foreign chain is shown, not fatal: validation goes on.
+            "settlement_halted": settler.halt_reason if settler else None,
+            "settlement_halt_detail": settler.halted if settler else None,
         }
 
 

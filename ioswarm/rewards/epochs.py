@@ -194,7 +194,7 @@ class EpochManager:
             )
             signer = Account.from_key(config.reward_signer_key)
             pool = RewardPool(w3, config.reward_contract, signer)
-            opts = options or SettlerOptions()
+            opts = options or SettlerOptions(confirmations=config.reward_confirmations)
             if not opts.expected_chain_id:
                 chain = config.reward_chain_id or (0 if config.reward_rpc_url else config.chain_id)
                 opts = replace(opts, expected_chain_id=chain)
@@ -373,25 +373,36 @@ class EpochManager:
         sent: list[dict[str, Any]] = []
         for e in self.ledger.unsettled():
             s = self.ledger.settlement(e)
-            if s is not None and s.state is SettlementState.SENT:
+            if s is not None and s.state in (SettlementState.SENT, SettlementState.REORGED):
                 sent.append(
                     {
                         "epoch": e,
+                        "status": s.status,
                         "nonce": s.nonce,
                         "tx_hash": s.attempts[-1].tx_hash if s.attempts else None,
                         "attempts": len(s.attempts),
+                        "reorgs": s.reorgs,
                     }
                 )
             else:
                 queued.append(e)
+        settler = self.settler
+        head = settler.head if settler else None
         confirmed: list[dict[str, Any]] = []
         reverted: list[dict[str, Any]] = []
         for s in self.ledger.recent(RECENT_EPOCHS):
             if s.state is SettlementState.CONFIRMED:
                 value = s.call.value if s.call else 0
+                depth = None
+                if head is not None and s.block is not None:
+                    depth = max(head - s.block + 1, 0)
                 confirmed.append(
                     {
                         "epoch": s.epoch,
+                        "status": s.status,
+                        "final": s.final,
+                        "confirmations": depth,
+                        "reorgs": s.reorgs,
                         "tx_hash": s.tx_hash,
                         "block": s.block,
                         "deposit_iotx": wei_to_iotx(value),
@@ -402,7 +413,6 @@ class EpochManager:
                 reverted.append(
                     {"epoch": s.epoch, "tx_hash": s.tx_hash, "reason": s.reason, "retry": s.retry}
                 )
-        settler = self.settler
         return {
             "epoch": epoch,
             "epoch_blocks": self.epoch_blocks,
@@ -425,7 +435,10 @@ class EpochManager:
                 "signer": settler.signer_address if settler else None,
                 "rpc_up": settler.rpc_up if settler else None,
                 "halted": settler.halted if settler else None,
-                "last_error": settler.last_error if settler else "",
+                "halt_reason": settler.halt_reason if settler else None,
+                "last_error": (settler.halted or settler.last_error) if settler else "",
+                "confirmations_required": settler.options.confirmations if settler else None,
+                "head_block": head,
                 "queued": queued,
                 "sent": sent,
                 "confirmed": confirmed,

@@ -5,17 +5,28 @@ One LMDB environment (a directory, usually ``<dataDir>/rewards``) holds::
     epoch    epoch u64 BE                  -> the EpochPlan as JSON, written once
     event    epoch u64 BE | seq u32 BE     -> one settlement transition as JSON, append-only
     agent    blake2b-128(agent id) | epoch -> that agent's row of the epoch (history index)
-    pending  epoch u64 BE                  -> b"" while the epoch is not settled
+    pending  epoch u64 BE                  -> b"" while the epoch has something to send
+    included epoch u64 BE                  -> b"" while it is mined but not final yet
     meta     b"checkpoint"                 -> tallies of the epoch still open
              b"expected" / b"onchain"      -> wallet weights after every planned / confirmed epoch
+             b"chain"                      -> chain id and genesis hash, recorded at first use
     notice   agent id                      -> newest epoch announced to that agent
 
 Settlement state machine, one event per arrow::
 
     planned --sent(tx, nonce)--> sent --sent(same nonce, higher fee)--> sent   (replacement)
-    sent --> confirmed(block, gas) | reverted(reason, retry)
+    sent --> confirmed(block, hash, gas) | reverted(reason, retry)
+    confirmed --final(confirmations)--> confirmed, final        (deep enough: never re-sent)
+    confirmed --reorged(lost block)--> reorged                 (not final; the block is gone)
+    reorged --resent(same nonce, same bytes)--> sent | reorged --> confirmed (mined again)
     planned --> skipped (nothing to send) | reverted (the node refused it at estimation)
     reverted(retry) --sent(new nonce)--> sent;  reverted --requeued--> planned
+
+``confirmed`` means *included*: mined in a block the node calls canonical, with
+``head - block + 1`` confirmations. It is ``final`` once that reaches the settler's
+``confirmations``; only then is nothing about it looked at again. A reorg never takes a new
+nonce: the epoch's signed bytes are broadcast again, so at most one of its transactions can ever
+be mined.
 
 The current state of an epoch is the fold of its events (:class:`Settlement`); nothing is
 overwritten, so the history of every attempt stays readable.
@@ -37,7 +48,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +68,8 @@ _NOTICE = b"notice"
 _CHECKPOINT = b"checkpoint"
 _EXPECTED = b"expected"
 _ONCHAIN = b"onchain"
+_INCLUDED = b"included"
+_CHAIN = b"chain"
 
 _T = TypeVar("_T")
 
@@ -67,6 +80,8 @@ class SettlementState(StrEnum):
     CONFIRMED = "confirmed"
     REVERTED = "reverted"
     SKIPPED = "skipped"
+    REORGED = "reorged"
+    """Was mined, then its block left the canonical chain; its bytes are sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +130,35 @@ class Settlement:
     retry: bool = False
     """For ``reverted``: the revert is known to be safe to retry with a new nonce."""
     updated_at: float = 0.0
+    block_hash: str | None = None
+    """For ``confirmed``: the hash of the block it was mined in."""
+    final: bool = False
+    """For ``confirmed``: deep enough that a reorg is no longer expected."""
+    reorgs: int = 0
+    """How many times a mined transaction of this epoch left the canonical chain."""
 
     @property
     def terminal(self) -> bool:
-        """Nothing more will be sent for this epoch (unless an operator requeues it)."""
+        """Nothing to send for this epoch now (a confirmed one is still watched until final)."""
         if self.state is SettlementState.REVERTED:
             return not self.retry
         return self.state in (SettlementState.CONFIRMED, SettlementState.SKIPPED)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing will ever be sent or checked again (unless an operator requeues it)."""
+        if self.state is SettlementState.CONFIRMED:
+            return self.final
+        return self.terminal
+
+    @property
+    def status(self) -> str:
+        """The state as shown to people: sent, re-sent, included, final, reorged, ..."""
+        if self.state is SettlementState.CONFIRMED:
+            return "final" if self.final else "included"
+        if self.state is SettlementState.SENT and self.reorgs:
+            return "re-sent"
+        return self.state.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +238,33 @@ def _call_from(doc: Mapping[str, Any]) -> SettlementCall:
     )
 
 
-def _fold(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
+def fold_settlement(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
     """The current settlement of an epoch from its events, oldest first."""
     s = Settlement(epoch, SettlementState.PLANNED)
     for ev in events:
         kind = ev["state"]
         at = float(ev.get("at", 0.0))
         if kind in ("planned", "requeued"):
-            s = Settlement(epoch, SettlementState.PLANNED, bindings=s.bindings, updated_at=at)
+            s = Settlement(
+                epoch, SettlementState.PLANNED, bindings=s.bindings, reorgs=s.reorgs, updated_at=at
+            )
+        elif kind == "final":
+            s = replace(s, final=True, updated_at=at)
+        elif kind == "reorged":
+            s = replace(
+                s,
+                state=SettlementState.REORGED,
+                tx_hash=None,
+                block=None,
+                block_hash=None,
+                gas_used=None,
+                fee_wei=None,
+                reason=ev.get("reason", ""),
+                reorgs=s.reorgs + 1,
+                updated_at=at,
+            )
+        elif kind == "resent":
+            s = replace(s, state=SettlementState.SENT, reason="", updated_at=at)
         elif kind == "sent":
             attempt = TxAttempt(**ev["attempt"])
             if s.state is SettlementState.SENT and s.nonce == attempt.nonce:
@@ -223,6 +279,7 @@ def _fold(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
                 call=_call_from(ev["call"]),
                 attempts=attempts,
                 bindings=bindings,
+                reorgs=s.reorgs,
                 updated_at=at,
             )
         elif kind in ("confirmed", "reverted", "skipped"):
@@ -240,6 +297,8 @@ def _fold(epoch: int, events: Sequence[Mapping[str, Any]]) -> Settlement:
                 reason=ev.get("reason", ""),
                 retry=bool(ev.get("retry", False)),
                 updated_at=at,
+                block_hash=ev.get("block_hash"),
+                reorgs=s.reorgs,
             )
         else:
             raise StoreError(f"epoch {epoch}: unknown ledger event {kind!r}")
@@ -262,7 +321,7 @@ class EpochLedger:
             )
             self._dbs = {
                 name: self._env.open_db(name)
-                for name in (_EPOCH, _EVENT, _AGENT, _PENDING, _META, _NOTICE)
+                for name in (_EPOCH, _EVENT, _AGENT, _PENDING, _META, _NOTICE, _INCLUDED)
             }
 
     def close(self) -> None:
@@ -330,7 +389,7 @@ class EpochLedger:
 
     def _settlement(self, txn: lmdb.Transaction, epoch: int) -> Settlement | None:
         events = self._events(txn, epoch)
-        return _fold(epoch, events) if events else None
+        return fold_settlement(epoch, events) if events else None
 
     def _get_json(self, txn: lmdb.Transaction, db: bytes, key: bytes) -> Any:
         raw = txn.get(key, db=self._dbs[db])
@@ -359,6 +418,10 @@ class EpochLedger:
                 txn.delete(_u64(epoch), db=pending_db)
             else:
                 txn.put(_u64(epoch), b"", db=pending_db)
+            if new.state is SettlementState.CONFIRMED and not new.final:
+                txn.put(_u64(epoch), b"", db=self._dbs[_INCLUDED])
+            else:
+                txn.delete(_u64(epoch), db=self._dbs[_INCLUDED])
             if after is not None:
                 after(txn, new)
             return new
@@ -434,8 +497,10 @@ class EpochLedger:
         fee_wei: int | None,
         at: float,
         reason: str = "",
+        block_hash: str | None = None,
     ) -> Settlement:
-        """The settlement is mined and succeeded; the on-chain weights now match its call."""
+        """The settlement is mined and succeeded (included, not final yet); the on-chain
+        weights now match its call."""
 
         def after(txn: lmdb.Transaction, s: Settlement) -> None:
             if s.call is not None:
@@ -452,8 +517,45 @@ class EpochLedger:
             "gas_used": gas_used,
             "fee_wei": fee_wei,
             "reason": reason,
+            "block_hash": block_hash,
         }
-        return self._transition(epoch, doc, lambda s: s.state is SettlementState.SENT, after)
+        included_from = (SettlementState.SENT, SettlementState.REORGED)
+        return self._transition(epoch, doc, lambda s: s.state in included_from, after)
+
+    def record_final(self, epoch: int, confirmations: int, at: float) -> Settlement:
+        """The included settlement has ``confirmations`` blocks on it: final; synced."""
+        doc = {"state": "final", "at": at, "confirmations": confirmations}
+        return self._transition(
+            epoch, doc, lambda s: s.state is SettlementState.CONFIRMED and not s.final
+        )
+
+    def record_reorged(
+        self, epoch: int, reason: str, at: float, head: int | None = None
+    ) -> Settlement:
+        """The included, not final settlement left the canonical chain; synced.
+
+        Its nonce and signed transactions stay bound: only those bytes are ever sent again.
+        """
+
+        def allowed(s: Settlement) -> bool:
+            return s.state is SettlementState.CONFIRMED and not s.final and s.tx_hash is not None
+
+        current = self.settlement(epoch)
+        doc = {
+            "state": "reorged",
+            "at": at,
+            "reason": reason,
+            "head": head,
+            "lost_tx_hash": current.tx_hash if current else None,
+            "lost_block": current.block if current else None,
+            "lost_block_hash": current.block_hash if current else None,
+        }
+        return self._transition(epoch, doc, allowed)
+
+    def record_resent(self, epoch: int, tx_hash: str, at: float) -> Settlement:
+        """The reorged epoch's recorded transaction ``tx_hash`` was broadcast again; synced."""
+        doc = {"state": "resent", "at": at, "tx_hash": tx_hash}
+        return self._transition(epoch, doc, lambda s: s.state is SettlementState.REORGED)
 
     def record_reverted(
         self,
@@ -517,6 +619,30 @@ class EpochLedger:
             return [int.from_bytes(bytes(k), "big") for k in cur.iternext(values=False)]
 
         return self._read("unsettled", run)
+
+    def included(self) -> list[int]:
+        """Epochs mined but not final yet (watched for reorgs), oldest first."""
+
+        def run(txn: lmdb.Transaction) -> list[int]:
+            cur = txn.cursor(self._dbs[_INCLUDED])
+            return [int.from_bytes(bytes(k), "big") for k in cur.iternext(values=False)]
+
+        return self._read("included", run)
+
+    def chain_identity(self) -> tuple[int, str] | None:
+        """``(chain id, genesis hash)`` recorded at first use, or None."""
+        doc = self._read("chain", lambda t: self._get_json(t, _META, _CHAIN))
+        return None if doc is None else (int(doc["chain_id"]), str(doc["genesis"]))
+
+    def record_chain_identity(self, chain_id: int, genesis: str) -> None:
+        """Remember the chain settlements go to; written once, synced."""
+
+        def run(txn: lmdb.Transaction) -> None:
+            doc = _dumps({"chain_id": chain_id, "genesis": genesis})
+            if not txn.put(_CHAIN, doc, db=self._dbs[_META], overwrite=False):
+                raise StoreError("chain identity already recorded")
+
+        self._write("chain identity", run, durable=True)
 
     def latest_epoch(self) -> int | None:
         """The newest planned epoch."""

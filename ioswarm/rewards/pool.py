@@ -37,7 +37,13 @@ from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractConstructor, AsyncContractFunction
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.providers.async_base import AsyncBaseProvider
 from web3.types import FilterParams, Nonce, TxParams, TxReceipt, Wei
 
@@ -177,6 +183,8 @@ class TxOutcome:
     effective_gas_price: int
     receipt: PoolReceipt | None
     """Parsed events when it succeeded."""
+    block_hash: str = ""
+    """Hash of the block it was mined in (a reorg changes or removes it)."""
 
     @property
     def fee(self) -> int:
@@ -406,6 +414,7 @@ class RewardPool:
             gas_used=int(receipt["gasUsed"]),
             effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
             receipt=self._parse(receipt) if success else None,
+            block_hash=receipt["blockHash"].to_0x_hex() if receipt.get("blockHash") else "",
         )
 
     async def nonce(self, block: Literal["latest", "pending"] = "latest") -> int:
@@ -426,6 +435,26 @@ class RewardPool:
         """The chain id the RPC endpoint reports."""
         with self._errors("chain id"):
             return int(await self._w3.eth.chain_id)
+
+    async def block_number(self) -> int:
+        """The node's newest block number."""
+        with self._errors("block number"):
+            return int(await self._w3.eth.block_number)
+
+    async def block_hash(self, number: int) -> str | None:
+        """Hash of the canonical block ``number``; None when the node has no such block."""
+        with self._errors("block"):
+            try:
+                block = await self._w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+        raw = block.get("hash")
+        return None if raw is None else raw.to_0x_hex()
+
+    async def has_code(self) -> bool:
+        """Whether the pool address holds contract code on the node's chain."""
+        with self._errors("code"):
+            return len(await self._w3.eth.get_code(self.address)) > 0
 
     async def revert_reason(
         self,

@@ -17,6 +17,19 @@ Exactly-once rests on three rules:
    a receipt, the same call is signed again with the same nonce and gas and fees raised by at
    least 12.5 % (nodes want >= 10 %), recorded, then broadcast.
 
+4. **Final only after confirmations; a reorg re-sends the same bytes.** A mined settlement is
+   ``confirmed`` (included) and watched until its block has ``confirmations`` blocks on it
+   (then ``final``). If its receipt disappears, or its block hash is no longer the canonical
+   one at that height, it is recorded ``reorged`` and the epoch's recorded transaction (same
+   nonce, same hash) is broadcast again (``resent``). No new nonce is taken for a reorged
+   epoch, so the old inclusion and the re-send can never both be mined. Later epochs do not wait
+   for an earlier one's finality: their nonces already order them after it.
+5. **Same chain, or nothing.** Chain id and genesis hash are recorded in the ledger at first
+   use and checked before anything is read or sent, as is the pool's code. A node on another
+   chain (or without the pool) halts settlement: one ERROR line, ``halted``/``halt_reason``,
+   ``ioswarm_settlement_halted{reason}`` = 1; epochs keep being planned, nothing is sent, and
+   settlement resumes by itself once the node answers for the recorded chain again.
+
 Failure handling:
 
 - *Reward RPC unreachable* (any retryable :class:`SettlementError`): epochs stay queued, the
@@ -73,7 +86,15 @@ HOOK_BROADCAST = "broadcast"
 """The node has the transaction; its receipt has not been looked at."""
 HOOK_RECEIPT = "receipt"
 """A receipt was seen; the ledger does not know yet."""
-HOOK_POINTS = (HOOK_PLANNED, HOOK_SIGNED, HOOK_BROADCAST, HOOK_RECEIPT)
+HOOK_REORGED = "reorged"
+"""A reorg is recorded in the ledger; the transaction has not been broadcast again."""
+HOOK_POINTS = (HOOK_PLANNED, HOOK_SIGNED, HOOK_BROADCAST, HOOK_RECEIPT, HOOK_REORGED)
+
+HALT_CHAIN_ID = "chain_id"
+HALT_GENESIS = "genesis"
+HALT_NO_CODE = "no_code"
+HALT_REASONS = (HALT_CHAIN_ID, HALT_GENESIS, HALT_NO_CODE)
+"""The bounded ``reason`` label values of ``ioswarm_settlement_halted``."""
 
 OUT_OF_GAS = "out of gas"
 MIN_FEE_BUMP_PPM = 125_000
@@ -108,10 +129,18 @@ class SettlerOptions:
     """Use ``depositSettleAndClaim``: pay every weighted wallet in the same transaction."""
     expected_chain_id: int = 0
     """Refuse to settle unless the RPC reports this chain id (0: no check)."""
+    confirmations: int = 12
+    """Blocks on top of a settlement (its own included) before it is final."""
 
     def __post_init__(self) -> None:
         if self.fee_bump_ppm < MIN_FEE_BUMP_PPM:
             raise ValueError("fee_bump_ppm must be >= 125000 (12.5 %)")
+        if self.confirmations < 1:
+            raise ValueError("confirmations must be >= 1")
+
+
+class _Halted(Exception):
+    """Internal: the node is not the recorded chain; abandon this pass."""
 
 
 class SettlerMetrics:
@@ -131,7 +160,7 @@ class SettlerMetrics:
         )
         self.deposited = Counter(
             "ioswarm_reward_deposited_iotx_total",
-            "IOTX deposited into the reward pool by confirmed settlements.",
+            "IOTX deposited into the reward pool by final settlements.",
             registry=registry,
         )
         self.unsettled = Gauge(
@@ -149,7 +178,15 @@ class SettlerMetrics:
             "Newest epoch whose settlement is confirmed on chain.",
             registry=registry,
         )
+        self.halted = Gauge(
+            "ioswarm_settlement_halted",
+            "1 while settlement is halted because the node is not the recorded chain, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.rpc_up.set(1)
+        for reason in HALT_REASONS:
+            self.halted.labels(reason=reason).set(0)
 
 
 def _bump(value: int, ppm: int) -> int:
@@ -180,9 +217,12 @@ class Settler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reconciled = False
-        self._chain_checked = False
         self.halted: str | None = None
         """Why settling is refused (wrong chain); epochs keep queueing meanwhile."""
+        self.halt_reason: str | None = None
+        """The bounded reason of :attr:`halted`: one of :data:`HALT_REASONS`."""
+        self.head: int | None = None
+        """The newest block number seen while watching settlements for finality."""
         self.rpc_up = True
         self.last_error = ""
         self._broadcast: set[str] = set()  # hashes sent by this process
@@ -212,7 +252,10 @@ class Settler:
                 self._mark_up()
                 backoff = self.options.backoff_initial_sec
                 if not progressed:
-                    await self._nap(self.options.idle_check_sec, wakeable=True)
+                    idle = self.options.idle_check_sec
+                    if self._watching():
+                        idle = min(idle, self.options.poll_interval_sec)
+                    await self._nap(idle, wakeable=True)
             except (SettlementError, StoreError) as exc:
                 self._mark_down(exc)
                 await self._nap(backoff, wakeable=False)
@@ -229,37 +272,130 @@ class Settler:
 
         Returns whether anything was queued. Raises SettlementError while the RPC is down.
         """
-        if not self._chain_checked:
+        try:
             await self._check_chain()
-        if self.halted:
+            if not self._reconciled:
+                await self._reconcile()
+                self._reconciled = True
+            await self._watch_included()
+            queue = self._ledger.unsettled()
+            self.metrics.unsettled.set(len(queue))
+            for epoch in queue:
+                if self._stopping:
+                    break
+                await self._drive(epoch)
+        except _Halted:
+            self.metrics.unsettled.set(len(self._ledger.unsettled()))
             return False
-        if not self._reconciled:
-            await self._reconcile()
-            self._reconciled = True
-        queue = self._ledger.unsettled()
-        self.metrics.unsettled.set(len(queue))
-        for epoch in queue:
-            if self._stopping:
-                break
-            await self._drive(epoch)
         self.metrics.unsettled.set(len(self._ledger.unsettled()))
         return bool(queue)
+
+    def _watching(self) -> bool:
+        try:
+            return bool(self._ledger.included())
+        except StoreError:
+            return False
 
     # -- the state machine -----------------------------------------------------------------
 
     async def _check_chain(self) -> None:
-        expected = self.options.expected_chain_id
-        if expected:
-            actual = await self._pool.chain_id()
-            if actual != expected:
-                self.halted = f"reward RPC is on chain {actual}, expected {expected}"
-                log.error("settlement refused: %s; epochs keep queueing", self.halted)
-        self._chain_checked = True
+        """Raise _Halted unless the node is the recorded chain and the pool has code."""
+        actual = await self._pool.chain_id()
+        genesis = await self._pool.block_hash(0)
+        recorded = self._ledger.chain_identity()
+        expected = recorded[0] if recorded else self.options.expected_chain_id
+        if expected and actual != expected:
+            self._halt(HALT_CHAIN_ID, f"reward RPC is on chain {actual}, expected {expected}")
+        if recorded is not None and genesis != recorded[1]:
+            self._halt(
+                HALT_GENESIS,
+                f"reward RPC genesis is {genesis}, the ledger's chain has {recorded[1]}",
+            )
+        if not await self._pool.has_code():
+            self._halt(HALT_NO_CODE, f"no contract code at the reward pool {self._pool.address}")
+        if recorded is None:
+            if genesis is None:
+                raise SettlementError("reward RPC has no genesis block")
+            self._ledger.record_chain_identity(actual, genesis)
+            log.info("settlement chain recorded chain_id=%d genesis=%s", actual, genesis)
+        if self.halted is not None:
+            log.warning(
+                "settlement resumed: reward RPC is the recorded chain again (was: %s)", self.halted
+            )
+            self.halted = self.halt_reason = None
+            for reason in HALT_REASONS:
+                self.metrics.halted.labels(reason=reason).set(0)
+
+    def _halt(self, reason: str, detail: str) -> None:
+        if self.halted != detail:
+            log.error(
+                "SETTLEMENT HALTED reason=%s: %s; nothing is sent, epochs keep being planned",
+                reason,
+                detail,
+            )
+        self.halted, self.halt_reason = detail, reason
+        for r in HALT_REASONS:
+            self.metrics.halted.labels(reason=r).set(1 if r == reason else 0)
+        raise _Halted(detail)
+
+    async def _watch_included(self) -> None:
+        """Make included settlements final once deep enough; catch the reorged ones."""
+        epochs = self._ledger.included()
+        if not epochs:
+            return
+        head = await self._pool.block_number()
+        self.head = head
+        for epoch in epochs:
+            s = self._ledger.settlement(epoch)
+            if s is None or s.state is not SettlementState.CONFIRMED or s.final:
+                continue
+            lost = await self._lost(s)
+            if lost:
+                self._ledger.record_reorged(epoch, lost, self._clock(), head)
+                self.metrics.settlements.labels(outcome="reorged").inc()
+                log.error(
+                    "SETTLEMENT REORGED epoch=%d tx=%s block=%s: %s; re-sending the same "
+                    "transaction (nonce %s)",
+                    epoch,
+                    s.tx_hash,
+                    s.block,
+                    lost,
+                    s.nonce,
+                )
+                self._hook(HOOK_REORGED, epoch)
+                continue
+            confirmations = head - s.block + 1 if s.block is not None else 0
+            if s.block is None or confirmations >= self.options.confirmations:
+                self._ledger.record_final(epoch, confirmations, self._clock())
+                value = s.call.value if s.call else 0
+                self.metrics.settlements.labels(outcome="final").inc()
+                self.metrics.deposited.inc(wei_to_iotx(value))
+                log.info(
+                    "settlement final epoch=%d tx=%s block=%s confirmations=%d",
+                    epoch,
+                    s.tx_hash,
+                    s.block,
+                    confirmations,
+                )
+
+    async def _lost(self, s: Settlement) -> str:
+        """Why an included settlement is no longer on the canonical chain ("" while it is)."""
+        if s.tx_hash is None or s.block is None:
+            return ""  # confirmed without a receipt (nonce consumed): nothing to follow
+        outcome = await self._pool.outcome(s.tx_hash)
+        if outcome is None:
+            return "receipt gone"
+        if s.block_hash and outcome.block_hash and outcome.block_hash != s.block_hash:
+            return f"mined again in another block {outcome.block_number}"
+        canonical = await self._pool.block_hash(s.block)
+        if s.block_hash and canonical != s.block_hash:
+            return f"block {s.block} hash is now {canonical}"
+        return ""
 
     async def _reconcile(self) -> None:
         for epoch in self._ledger.unsettled():
             s = self._ledger.settlement(epoch)
-            if s is not None and s.state is SettlementState.SENT:
+            if s is not None and s.state in (SettlementState.SENT, SettlementState.REORGED):
                 resolved = await self._check_sent(epoch, s)
                 log.info(
                     "settlement reconciled epoch=%d nonce=%s resolved=%s",
@@ -273,7 +409,11 @@ class Settler:
             s = self._ledger.settlement(epoch)
             if s is None or s.terminal:
                 return
-            if s.state is SettlementState.SENT:
+            await self._check_chain()
+            if s.state is SettlementState.REORGED:
+                if not await self._check_sent(epoch, s):
+                    await self._resend(epoch, s)
+            elif s.state is SettlementState.SENT:
                 if await self._check_sent(epoch, s):
                     continue
                 await self._keep_alive(epoch, s)
@@ -413,6 +553,18 @@ class Settler:
         self._finished(epoch)
         return True
 
+    async def _resend(self, epoch: int, s: Settlement) -> None:
+        """Broadcast a reorged epoch's newest recorded transaction again (same nonce, hash)."""
+        newest = s.attempts[-1]
+        self._ledger.record_resent(epoch, newest.tx_hash, self._clock())
+        log.warning(
+            "settlement re-sent epoch=%d nonce=%d tx=%s after a reorg",
+            epoch,
+            newest.nonce,
+            newest.tx_hash,
+        )
+        await self._send(epoch, newest)
+
     async def _keep_alive(self, epoch: int, s: Settlement) -> None:
         """Rebroadcast after a restart; replace when stuck or refused as underpriced."""
         newest = s.attempts[-1]
@@ -427,7 +579,9 @@ class Settler:
             )
             await self._send(epoch, newest)
             return
-        stuck = self._clock() - newest.sent_at >= self.options.replace_after_sec
+        # A re-send after a reorg restarts the wait (updated_at is the resent event's time).
+        since = max(newest.sent_at, s.updated_at)
+        stuck = self._clock() - since >= self.options.replace_after_sec
         if stuck or epoch in self._needs_bump:
             await self._replace(epoch, s)
 
@@ -495,13 +649,13 @@ class Settler:
             outcome.gas_used,
             outcome.fee,
             self._clock(),
+            block_hash=outcome.block_hash or None,
         )
         value = s.call.value if s.call else 0
         self.metrics.settlements.labels(outcome="confirmed").inc()
-        self.metrics.deposited.inc(wei_to_iotx(value))
         self.metrics.last_confirmed.set(epoch)
         log.info(
-            "settlement confirmed epoch=%d tx=%s block=%d gas_used=%d deposit_wei=%d",
+            "settlement included epoch=%d tx=%s block=%d gas_used=%d deposit_wei=%d",
             epoch,
             outcome.tx_hash,
             outcome.block_number,

@@ -288,3 +288,43 @@ async def test_from_config_builds_ledger_and_settler(tmp_path: Path) -> None:
     m = EpochManager.from_config(parse_config({**base, "rewardContract": ""}), CollectorRegistry())
     assert m.settler is None and m.epoch_view()["settlement"]["enabled"] is False
     await m.stop()
+
+
+def test_included_reorged_resent_final_survive_a_reopen(tmp_path: Path) -> None:
+    """Inclusion, a reorg, the re-send and finality are durable; a final one is not watched."""
+    with EpochLedger(tmp_path / "l") as ledger:
+        ledger.plan(make_plan(1), at=1.0)
+        call = call_for(ledger, 1)
+        ledger.record_sent(1, call, attempt(7, "0xaa"), at=2.0)
+        ledger.record_confirmed(1, "0xaa", 12, 80_000, 1, at=3.0, block_hash="0xb1")
+        assert ledger.included() == [1] and ledger.unsettled() == []
+        with pytest.raises(StoreError):
+            ledger.record_resent(1, "0xaa", at=3.5)  # only a reorged epoch is re-sent
+        ledger.record_reorged(1, "receipt gone", at=4.0, head=11)
+    with EpochLedger(tmp_path / "l") as ledger:
+        s = ledger.settlement(1)
+        assert s is not None and s.state is SettlementState.REORGED and s.reorgs == 1
+        assert ledger.included() == [] and ledger.unsettled() == [1]
+        assert ledger.events(1)[-1]["lost_block_hash"] == "0xb1"
+        with pytest.raises(StoreError):
+            ledger.record_sent(1, call, attempt(8, "0xcc"), at=4.5)  # no new nonce after a reorg
+        ledger.record_resent(1, "0xaa", at=5.0)
+        ledger.record_confirmed(1, "0xaa", 13, 80_000, 1, at=6.0, block_hash="0xb2")
+        ledger.record_final(1, 12, at=7.0)
+        with pytest.raises(StoreError):
+            ledger.record_reorged(1, "too late", at=8.0)  # final is final
+    with EpochLedger(tmp_path / "l") as ledger:
+        s = ledger.settlement(1)
+        assert s is not None and s.status == "final" and s.block_hash == "0xb2"
+        assert s.bindings == 1 and ledger.included() == [] and ledger.unsettled() == []
+
+
+def test_chain_identity_is_recorded_once(tmp_path: Path) -> None:
+    """The ledger keeps the first chain id and genesis hash it is given, across reopens."""
+    with EpochLedger(tmp_path / "l") as ledger:
+        assert ledger.chain_identity() is None
+        ledger.record_chain_identity(4689, "0x" + "ab" * 32)
+        with pytest.raises(StoreError):
+            ledger.record_chain_identity(1, "0x" + "cd" * 32)
+    with EpochLedger(tmp_path / "l") as ledger:
+        assert ledger.chain_identity() == (4689, "0x" + "ab" * 32)
