@@ -26,6 +26,7 @@ Two deliberate exceptions to "everything read must be provided":
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
@@ -36,7 +37,7 @@ from eth.abc import (
     SignedTransactionAPI,
 )
 from eth.constants import CREATE_CONTRACT_ADDRESS
-from eth.exceptions import Revert
+from eth.exceptions import InsufficientFunds, Revert
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.cancun import CancunVM
 from eth.vm.forks.cancun.computation import CancunComputation
@@ -58,6 +59,7 @@ from ioswarm.agent.evmstate import (
 )
 from ioswarm.core.execution import (
     DEFAULT_FORK,
+    ENGINE_ERROR,
     MISSING_STATE,
     AccountChange,
     AccountInput,
@@ -69,6 +71,7 @@ from ioswarm.core.execution import (
     StorageChange,
 )
 from ioswarm.core.tx import (
+    GAS_PER_BLOB,
     MAX_INITCODE_SIZE,
     TX_ACCESS_LIST,
     TX_BLOB,
@@ -88,6 +91,8 @@ __all__ = [
     "execution_context",
     "provided_state",
 ]
+
+log = logging.getLogger("ioswarm.agent.evm")
 
 _DELEGATION_PREFIX: Final = b"\xef\x01\x00"  # EIP-7702 delegation designator
 _MAX_BLOCKHASH_DEPTH: Final = 256
@@ -390,6 +395,16 @@ def _precheck(state: Any, tx: Any) -> str:
     sender = tx.sender
     if state.get_nonce(sender) != tx.nonce:
         return "nonce_mismatch"
+    # The L2 rule (geth's buyGas): the balance covers value + gas x fee cap (+ blob gas x blob
+    # fee cap), not py-evm's gas x effective price, which runs txs a node would refuse.
+    fee_cap = (
+        tx.gas_price if tx.type_id is None or tx.type_id == TX_ACCESS_LIST else tx.max_fee_per_gas
+    )
+    cost = tx.value + tx.gas * fee_cap
+    if tx.type_id == TX_BLOB:
+        cost += len(tx.blob_versioned_hashes) * GAS_PER_BLOB * tx.max_fee_per_blob_gas
+    if state.get_balance(sender) < cost:
+        return "insufficient_balance"
     code = state.get_code(sender)
     if code and not code.startswith(_DELEGATION_PREFIX):  # EIP-3607, EIP-7702
         return "invalid_tx:sender_not_eoa"
@@ -500,6 +515,12 @@ class PyEvmEngine:
             return _missing(db) if db.missing else Execution(valid=False, reject_reason=exc.args[0])
         except EvmValidationError as exc:
             return Execution(valid=False, reject_reason=_reason_from_pyevm(str(exc)))
+        except InsufficientFunds:
+            # py-evm bought the gas, then could not move the value: a node refuses such a tx.
+            return Execution(valid=False, reject_reason="insufficient_balance")
+        except Exception as exc:  # a crafted tx must never stop an agent: declare, serve on
+            log.exception("engine error tx=0x%s", tx.tx_hash.hex())
+            return Execution(valid=False, reject_reason=ENGINE_ERROR, error=type(exc).__name__)
         if db.missing:
             # A read failed inside code that swallows every exception (EIP-7702
             # authorizations): the result cannot be trusted.

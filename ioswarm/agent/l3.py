@@ -166,7 +166,7 @@ def _result(task_id: int, execution: Execution) -> pb.TaskResult:
             valid=False,
             reject_reason=execution.reject_reason,
             exec_error=execution.error,
-            declined=execution.is_missing_state,
+            declined=execution.declined,
         )
     assert execution.status is not None  # every valid execution ran to a status
     return pb.TaskResult(

@@ -22,6 +22,7 @@ import grpc.aio
 from ioswarm import __version__
 from ioswarm.agent.validators import GatedValidator, Validator
 from ioswarm.config import AgentConfig
+from ioswarm.core.execution import ENGINE_ERROR
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
@@ -45,6 +46,7 @@ class AgentStats:
     tasks: int = 0
     submitted: int = 0
     submit_refusals: int = 0
+    validator_errors: int = 0
 
 
 class SessionTask(Protocol):
@@ -79,6 +81,7 @@ class Agent:
         self.stats = AgentStats()
         self._stopping = asyncio.Event()
         self._results: list[pb.TaskResult] = []
+        self._error_kinds: set[str] = set()
         self._results_ready = asyncio.Event()
         self._last_batch_id = ""
         self.heartbeat_interval = 10.0
@@ -216,7 +219,7 @@ class Agent:
             for task in batch.tasks:
                 if gate is not None:
                     await gate.ready(task)  # L4 sequence barrier: bounded wait for the state
-                self._results.append(self.validator.validate(task, batch))
+                self._results.append(self._answer(task, batch))
             self.stats.tasks += len(batch.tasks)
             self._results_ready.set()
             await asyncio.sleep(0)  # let submit and heartbeat run between batches
@@ -226,6 +229,29 @@ class Agent:
             grpc.aio.Metadata(),
             "task stream ended",
         )
+
+    def _answer(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult:
+        """The validator's answer; a validator that raises declines the task instead (logged
+        with its traceback the first time per kind, counted), and the agent serves on."""
+        try:
+            return self.validator.validate(task, batch)
+        except Exception as exc:  # one bad task must never stop the agent
+            kind = type(exc).__name__
+            self.stats.validator_errors += 1
+            if kind not in self._error_kinds:
+                self._error_kinds.add(kind)
+                log.exception(
+                    "validator failed; task declined agent_id=%s task_id=%d",
+                    self.config.agent_id,
+                    task.task_id,
+                )
+            return pb.TaskResult(
+                task_id=task.task_id,
+                valid=False,
+                declined=True,
+                reject_reason=ENGINE_ERROR,
+                exec_error=kind,
+            )
 
     async def _submitter(self, stub: pb_grpc.IOSwarmStub) -> None:
         while True:

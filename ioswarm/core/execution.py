@@ -24,6 +24,7 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 __all__ = [
     "CONTEXT_READS",
     "DEFAULT_FORK",
+    "ENGINE_ERROR",
     "MISSING_STATE",
     "AccountChange",
     "AccountInput",
@@ -37,6 +38,8 @@ __all__ = [
 
 DEFAULT_FORK: Final = "prague"
 MISSING_STATE: Final = "missing_state"
+ENGINE_ERROR: Final = "engine_error"
+"""The engine failed in a way it does not know as a rule: declared, never an answer."""
 STATE_HEIGHT_UNAVAILABLE: Final = "state_height_unavailable"
 """An L4 decline: the agent's own state is not at the height the task assumes."""
 
@@ -166,3 +169,8 @@ class Execution:
     def is_missing_state(self) -> bool:
         """Whether the execution stopped because the input lacked something it needed."""
         return self.reject_reason == MISSING_STATE
+
+    @property
+    def declined(self) -> bool:
+        """Not an answer: the input lacked something, or the engine itself failed."""
+        return self.reject_reason in (MISSING_STATE, ENGINE_ERROR)

@@ -12,6 +12,7 @@ from eth_hash.auto import keccak
 from eth_keys.datatypes import PrivateKey
 from eth_utils.address import to_checksum_address
 
+from ioswarm.agent import evm
 from ioswarm.agent.evm import PyEvmEngine
 from ioswarm.agent.l3 import L3Validator
 from ioswarm.core.execution import AccountChange, AccountInput, BlockInput, Execution, MissingKey
@@ -625,3 +626,56 @@ def test_l3_validator_falls_back_to_l2_for_lower_levels() -> None:
     assert result.valid and result.sender == SENDER
     assert result.status == pb.EXEC_STATUS_UNSPECIFIED
     assert L3Validator.level is Level.L3
+
+
+def _blob_tx(value: int) -> bytes:
+    """A blob tx from SENDER (block form, one blob, fee cap 10 gwei, blob fee cap 10)."""
+    fields = [CHAIN_ID, 0, TIP, 10 * GWEI, 21_000, ALICE, value, b"", [], 10, [b"\x01" * 32]]
+    signature = PrivateKey(KEY).sign_msg_hash(keccak(b"\x03" + rlp.encode(fields)))
+    return b"\x03" + rlp.encode([*fields, signature.v, signature.r, signature.s])
+
+
+@pytest.mark.parametrize(
+    "balance",
+    [
+        # Pays gas at the effective price and the blob gas, not the value: py-evm raised
+        # InsufficientFunds out of execute() here, which stopped the agent.
+        ETHER + 21_000 * (BASE_FEE + TIP),
+        ETHER + 21_000 * (BASE_FEE + TIP) + 131_072 * BLOCK.blob_base_fee - 1,
+        # Covers value + gas x fee cap but not the blob gas x blob fee cap (the L2 rule).
+        ETHER + 21_000 * 10 * GWEI + 131_072 * 10 - 1,
+    ],
+)
+def test_blob_tx_the_sender_cannot_fully_pay_is_rejected_not_raised(balance: int) -> None:
+    """The L2 balance rule, blob gas included, holds at L3: a rejection, never an exception."""
+    result = run(_blob_tx(ETHER), sender(balance), empty(ALICE), empty(COINBASE))
+    assert (result.valid, result.reject_reason) == (False, "insufficient_balance")
+    enough = run(_blob_tx(ETHER), sender(ETHER + 21_000 * 10 * GWEI + 131_072 * 10), empty(ALICE))
+    assert enough.valid
+
+
+def test_an_engine_failure_is_declared_and_declined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever py-evm raises becomes an engine_error decline; the validator serves on."""
+    real = evm.provided_state
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        state = real(*args, **kwargs)
+
+        def explode(tx: Any) -> Any:
+            raise ZeroDivisionError("a bug somewhere in the VM")
+
+        state.apply_transaction = explode
+        return state
+
+    monkeypatch.setattr(evm, "provided_state", broken)
+    raw = sign(ALICE, value=5, gas=21_000)
+    result = run(raw, sender(), empty(ALICE), empty(COINBASE))
+    assert (result.valid, result.reject_reason, result.error) == (
+        False,
+        "engine_error",
+        "ZeroDivisionError",
+    )
+    assert result.declined
+    task = _task(raw, sender(), empty(ALICE), empty(COINBASE))
+    answer = L3Validator().validate(task, _batch(task))
+    assert answer.declined and answer.reject_reason == "engine_error"
