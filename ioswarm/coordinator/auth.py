@@ -54,17 +54,23 @@ def _abort_handler(
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
+    # The body of a refused call is never parsed: an unauthenticated caller costs no more than
+    # reading its bytes (a body of a million empty results would cost far more to decode).
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
             streaming,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_unread,
             response_serializer=handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
         unary,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_unread,
         response_serializer=handler.response_serializer,
     )
+
+
+def _unread(data: bytes) -> None:
+    """The deserializer of a refused call: the bytes are dropped undecoded."""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs

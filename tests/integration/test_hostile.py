@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from ioswarm.coordinator import auth
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.coordinator.auth import AGENT_ID_KEY, TOKEN_KEY
 from ioswarm.core.models import Level
@@ -167,6 +168,35 @@ async def test_bad_credentials_are_unauthenticated(
         assert ok.accepted
     assert any("auth rejected" in r.getMessage() for r in logs.records)
     assert_no_secrets(logs, valid, WRONG_TOKEN)
+
+
+async def test_an_unauthenticated_body_is_never_decoded(
+    app: CoordinatorApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged call is refused from its headers: its body, here a million empty results and
+    then bytes that are no protobuf at all, is dropped unread."""
+    seen: list[int] = []
+    real = auth._unread
+
+    def counting(data: bytes) -> None:
+        seen.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(auth, "_unread", counting)
+    huge = pb.BatchResult(agent_id="agent-a", results=[pb.TaskResult()] * 1_000_000)
+    forged = metadata("agent-a", WRONG_TOKEN)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        for body in (huge.SerializeToString(), b"\xff" * 4096):
+            call = channel.unary_unary(
+                "/ioswarm.IOSwarm/SubmitResults",
+                request_serializer=lambda b: b,
+                response_deserializer=pb.SubmitResponse.FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(body, metadata=forged)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert seen == [len(huge.SerializeToString()), 4096]  # handed over as bytes, never parsed
+    assert rejected(app, "SubmitResults", "UNAUTHENTICATED") == 2
 
 
 @pytest.mark.parametrize("method", ["Register", "Heartbeat", "SubmitResults"])
