@@ -20,7 +20,7 @@ import rlp
 from ioswarm.core.hashing import keccak256
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
 from ioswarm.core.tx import DecodedTx
-from ioswarm.node.execution import AccountData, ExecutionReader
+from ioswarm.node.execution import AccountData, ExecutionReader, call_object
 
 log = logging.getLogger("ioswarm.prefetch")
 
@@ -33,34 +33,6 @@ STATE_CACHE_LIMIT = 50_000
 def created_address(sender: bytes, nonce: int) -> bytes:
     """Address of the contract a CREATE transaction from ``sender`` at ``nonce`` makes."""
     return keccak256(rlp.encode([sender, nonce]))[12:]
-
-
-def _hex(b: bytes) -> str:
-    return "0x" + b.hex()
-
-
-def call_object(tx: DecodedTx, sender: bytes) -> dict[str, object]:
-    """The call object that simulates ``tx`` (nonce included, so CREATE addresses match)."""
-    obj: dict[str, object] = {
-        "from": _hex(sender),
-        "gas": hex(tx.gas_limit),
-        "value": hex(tx.value),
-        "input": _hex(tx.data),
-        "nonce": hex(tx.nonce),
-    }
-    if tx.to is not None:
-        obj["to"] = _hex(tx.to)
-    if tx.max_fee_per_gas is not None:
-        obj["maxFeePerGas"] = hex(tx.max_fee_per_gas)
-        obj["maxPriorityFeePerGas"] = hex(tx.max_priority_fee_per_gas or 0)
-    elif tx.gas_price is not None:
-        obj["gasPrice"] = hex(tx.gas_price)
-    if tx.access_list:
-        obj["accessList"] = [
-            {"address": _hex(a), "storageKeys": [_hex(k) for k in keys]}
-            for a, keys in tx.access_list
-        ]
-    return obj
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from ioswarm.core.hashing import keccak256
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
 from ioswarm.core.tx import TX_ACCESS_LIST, TX_DYNAMIC_FEE, TX_LEGACY, DecodedTx, decode_tx
 from ioswarm.errors import MethodNotSupported, NodeError, ValidationError
-from ioswarm.node.execution import PRESTATE, PRESTATE_DIFF, _diff_map
+from ioswarm.node.execution import PRESTATE, PRESTATE_DIFF, _diff_map, call_object
 from ioswarm.node.fields import Obj, block_param, data, fixed, hexstr
 from ioswarm.node.rpc import JsonRpcTransport
 
@@ -156,7 +156,7 @@ class CanaryTruthReader:
             raise _Refused("gas_limit")
         if tx.nonce != sender_nonce or tx.max_fee < context.base_fee:
             raise _Refused("inconsistent")
-        call = _call_object(tx, sender)
+        call = call_object(tx, sender, chain_id=True)
         overrides = {
             "stateOverrides": {
                 hexstr(sender): {"balance": hex(sender_balance), "nonce": hex(sender_nonce)}
@@ -226,31 +226,6 @@ class CanaryTruthReader:
                 self.transport.safe_url,
             )
             raise _Refused("unsupported")
-
-
-def _call_object(tx: DecodedTx, sender: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "from": hexstr(sender),
-        "gas": hex(tx.gas_limit),
-        "value": hex(tx.value),
-        "input": hexstr(tx.data),
-        "nonce": hex(tx.nonce),
-    }
-    if tx.to is not None:
-        obj["to"] = hexstr(tx.to)
-    if tx.max_fee_per_gas is not None:
-        obj["maxFeePerGas"] = hex(tx.max_fee_per_gas)
-        obj["maxPriorityFeePerGas"] = hex(tx.max_priority_fee_per_gas or 0)
-    else:
-        obj["gasPrice"] = hex(tx.max_fee)
-    if tx.access_list:
-        obj["accessList"] = [
-            {"address": hexstr(a), "storageKeys": [hexstr(k.rjust(32, b"\x00")) for k in keys]}
-            for a, keys in tx.access_list
-        ]
-    if tx.chain_id is not None:
-        obj["chainId"] = hex(tx.chain_id)
-    return obj
 
 
 def _block_overrides(context: PredictedContext) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ioswarm.core.execshadow import AccountDiff
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot
+from ioswarm.core.tx import DecodedTx
 from ioswarm.errors import MethodNotSupported, NodeError
 from ioswarm.node.fields import (
     BlockId,
@@ -107,6 +108,33 @@ def _diff_map(method: str, where: str, raw: Any) -> dict[bytes, AccountDiff]:
         fixed(method, f"{where} key", k, 20): _account_diff(method, f"{where}.{k}", v)
         for k, v in raw.items()
     }
+
+
+def call_object(tx: DecodedTx, sender: bytes, *, chain_id: bool = False) -> dict[str, Any]:
+    """The JSON-RPC call object that simulates ``tx`` from ``sender`` (nonce included, so
+    CREATE addresses match; with ``chain_id``, the tx's chain id too)."""
+    obj: dict[str, Any] = {
+        "from": hexstr(sender),
+        "gas": hex(tx.gas_limit),
+        "value": hex(tx.value),
+        "input": hexstr(tx.data),
+        "nonce": hex(tx.nonce),
+    }
+    if tx.to is not None:
+        obj["to"] = hexstr(tx.to)
+    if tx.max_fee_per_gas is not None:
+        obj["maxFeePerGas"] = hex(tx.max_fee_per_gas)
+        obj["maxPriorityFeePerGas"] = hex(tx.max_priority_fee_per_gas or 0)
+    else:
+        obj["gasPrice"] = hex(tx.max_fee)
+    if tx.access_list:
+        obj["accessList"] = [
+            {"address": hexstr(a), "storageKeys": [hexstr(k.rjust(32, b"\x00")) for k in keys]}
+            for a, keys in tx.access_list
+        ]
+    if chain_id and tx.chain_id is not None:
+        obj["chainId"] = hex(tx.chain_id)
+    return obj
 
 
 class ExecutionReader:
