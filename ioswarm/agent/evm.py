@@ -27,6 +27,7 @@ Two deliberate exceptions to "everything read must be provided":
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
@@ -70,9 +71,17 @@ from ioswarm.core.execution import (
     MissingKey,
     StorageChange,
 )
+from ioswarm.core.rules import (
+    Reject,
+    TxTerms,
+    chain_id_reject,
+    nonce_reject,
+    sender_code_reject,
+    state_reject,
+    stateless_reject,
+)
 from ioswarm.core.tx import (
     GAS_PER_BLOB,
-    MAX_INITCODE_SIZE,
     TX_ACCESS_LIST,
     TX_BLOB,
     TX_DYNAMIC_FEE,
@@ -94,7 +103,6 @@ __all__ = [
 
 log = logging.getLogger("ioswarm.agent.evm")
 
-_DELEGATION_PREFIX: Final = b"\xef\x01\x00"  # EIP-7702 delegation designator
 _MAX_BLOCKHASH_DEPTH: Final = 256
 _CALL: Final = 0xF1
 _STATICCALL: Final = 0xFA
@@ -214,7 +222,7 @@ class _ExecutorHooks(_ExecutorBase):
     def validate_transaction(self, transaction: SignedTransactionAPI) -> None:
         state: Any = self.vm_state
         reason = _precheck(state, transaction)
-        if reason:
+        if reason is not None:
             raise TxRejected(reason)
         try:
             super().validate_transaction(transaction)
@@ -371,58 +379,70 @@ SUPPORTED_FORKS: Final = frozenset(_FORKS)
 # --- validity ------------------------------------------------------------------------------------
 
 
-def _precheck(state: Any, tx: Any) -> str:
-    """Rules py-evm 0.12 does not enforce, in the order of the L2 rules (stateless first)."""
+def _precheck(state: Any, tx: Any) -> Reject | None:
+    """The shared L2 rules (:mod:`ioswarm.core.rules`) py-evm 0.12 does not enforce or orders
+    differently, plus what only the block and the sender's code decide: the base fee and
+    EIP-3607 senders (with the EIP-7702 delegation exception)."""
+    context = state.execution_context
+    reason = chain_id_reject(tx.chain_id, context.chain_id)
+    if reason is not None:
+        return reason
     data = tx.data
-    if tx.chain_id is not None and tx.chain_id != state.execution_context.chain_id:
-        return "wrong_chain_id"
-    if tx.to == CREATE_CONTRACT_ADDRESS and len(data) > MAX_INITCODE_SIZE:  # EIP-3860
-        return "invalid_tx:initcode_too_large"
-    if tx.gas > state.gas_limit:
-        return "invalid_tx:gas_limit_exceeds_block"
-    base_fee = state.execution_context.base_fee_per_gas
-    if tx.type_id is None or tx.type_id == TX_ACCESS_LIST:
-        if tx.gas_price < base_fee:
-            return "fee_cap"
-    elif tx.max_priority_fee_per_gas > tx.max_fee_per_gas or tx.max_fee_per_gas < base_fee:
-        return "fee_cap"
+    legacy_fees = tx.type_id is None or tx.type_id == TX_ACCESS_LIST
+    blob_fee_cap = 0
+    if tx.type_id == TX_BLOB:
+        blob_fee_cap = len(tx.blob_versioned_hashes) * GAS_PER_BLOB * tx.max_fee_per_blob_gas
+    terms = TxTerms(
+        creates=tx.to == CREATE_CONTRACT_ADDRESS,
+        data_size=len(data),
+        gas_limit=tx.gas,
+        nonce=tx.nonce,
+        value=tx.value,
+        fee_cap=tx.gas_price if legacy_fees else tx.max_fee_per_gas,
+        tip_cap=None if legacy_fees else tx.max_priority_fee_per_gas,
+        blob_fee_cap=blob_fee_cap,
+    )
     required = tx.intrinsic_gas
     if state.prague_floor:
         zeros = data.count(0)
         required = max(required, 21_000 + 10 * (zeros + 4 * (len(data) - zeros)))
-    if tx.gas < required:
-        return "intrinsic_gas"
-    sender = tx.sender
-    if state.get_nonce(sender) != tx.nonce:
-        return "nonce_mismatch"
-    # The L2 rule (geth's buyGas): the balance covers value + gas x fee cap (+ blob gas x blob
-    # fee cap), not py-evm's gas x effective price, which runs txs a node would refuse.
-    fee_cap = (
-        tx.gas_price if tx.type_id is None or tx.type_id == TX_ACCESS_LIST else tx.max_fee_per_gas
+    reason = stateless_reject(
+        terms,
+        required_gas=required,
+        block_gas_limit=state.gas_limit,
+        base_fee=context.base_fee_per_gas,
     )
-    cost = tx.value + tx.gas * fee_cap
-    if tx.type_id == TX_BLOB:
-        cost += len(tx.blob_versioned_hashes) * GAS_PER_BLOB * tx.max_fee_per_blob_gas
-    if state.get_balance(sender) < cost:
-        return "insufficient_balance"
-    code = state.get_code(sender)
-    if code and not code.startswith(_DELEGATION_PREFIX):  # EIP-3607, EIP-7702
-        return "invalid_tx:sender_not_eoa"
-    return ""
+    if reason is not None:
+        return reason
+    sender = tx.sender
+    return state_reject(
+        terms, nonce=state.get_nonce(sender), balance=state.get_balance(sender)
+    ) or sender_code_reject(state.get_code(sender))
 
 
-def _reason_from_pyevm(message: str) -> str:
-    """Map a py-evm validation message to a short reject reason."""
+_NONCE_MESSAGE: Final = re.compile(r"expected (\d+), but got (\d+)")
+
+
+def _reason_from_pyevm(message: str) -> Reject:
+    """The rule a py-evm validation message names; ``invalid_tx`` when it names none of ours."""
     text = message.lower()
     if "nonce" in text:
-        return "nonce_mismatch"
+        found = _NONCE_MESSAGE.search(text)
+        if found is None:
+            return Reject.NONCE_MAX  # "Nonce must be less than 2**64 - 1" (EIP-2681)
+        return nonce_reject(int(found[2]), int(found[1])) or Reject.INVALID_TX
     if "afford" in text or "insufficient funds" in text or "enough balance" in text:
-        return "insufficient_balance"
-    if "base fee" in text or "fee per gas" in text:
-        return "fee_cap"
+        return Reject.INSUFFICIENT_BALANCE
+    if "blob base fee" in text:
+        return Reject.BLOB_FEE_CAP_BELOW_BASE_FEE
+    if "base fee" in text:
+        return Reject.FEE_CAP_BELOW_BASE_FEE
+    if "priority fee" in text:
+        return Reject.FEE_CAP_BELOW_TIP
     if "insufficient gas" in text:
-        return "intrinsic_gas"
-    return "invalid_tx:" + message[:80]
+        return Reject.INTRINSIC_GAS_TOO_HIGH
+    log.debug("py-evm refused tx: %s", message[:200])
+    return Reject.INVALID_TX
 
 
 # --- the engine ----------------------------------------------------------------------------------
@@ -496,14 +516,14 @@ class PyEvmEngine:
         """Execute ``tx`` from ``sender`` (already recovered) on ``accounts`` in ``block``."""
         fork = _FORKS.get(block.fork.lower() or DEFAULT_FORK)
         if fork is None:
-            return Execution(valid=False, reject_reason=f"unsupported_fork:{block.fork}")
+            return Execution(valid=False, reject_reason=Reject.UNSUPPORTED_FORK, error=block.fork)
         if not isinstance(tx, DecodedTx):
             try:
                 tx = decode_tx(tx)
             except ValidationError as exc:
                 return Execution(valid=False, reject_reason=exc.reason)
         if tx.tx_type not in fork.tx_types:
-            return Execution(valid=False, reject_reason="invalid_tx:unsupported_tx_type")
+            return Execution(valid=False, reject_reason=Reject.UNSUPPORTED_TX_TYPE)
 
         state = provided_state(accounts, block, self._execution_context(block))
         db = state.account_db
@@ -517,7 +537,7 @@ class PyEvmEngine:
             return Execution(valid=False, reject_reason=_reason_from_pyevm(str(exc)))
         except InsufficientFunds:
             # py-evm bought the gas, then could not move the value: a node refuses such a tx.
-            return Execution(valid=False, reject_reason="insufficient_balance")
+            return Execution(valid=False, reject_reason=Reject.INSUFFICIENT_BALANCE)
         except Exception as exc:  # a crafted tx must never stop an agent: declare, serve on
             log.exception("engine error tx=0x%s", tx.tx_hash.hex())
             return Execution(valid=False, reject_reason=ENGINE_ERROR, error=type(exc).__name__)

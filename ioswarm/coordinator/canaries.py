@@ -43,6 +43,7 @@ from ioswarm.core.models import (
     PendingTx,
     Task,
 )
+from ioswarm.core.rules import Reject
 from ioswarm.core.tx import (
     SECP256K1_N,
     TX_ACCESS_LIST,
@@ -73,12 +74,12 @@ _STATE_KINDS: Final = frozenset(
 _REASONS: Final = {
     FOREIGN_KEY: "",
     VALID: "",
-    HIGH_S: "high_s",
-    WRONG_CHAIN_ID: "wrong_chain_id",
-    NONCE_TOO_LOW: "nonce_too_low",
-    NONCE_TOO_HIGH: "nonce_too_high",
-    INSUFFICIENT_BALANCE: "insufficient_balance",
-    INTRINSIC_GAS_TOO_LOW: "intrinsic_gas_too_high",  # check_l2's name for the same rule
+    HIGH_S: Reject.HIGH_S,
+    WRONG_CHAIN_ID: Reject.WRONG_CHAIN_ID,
+    NONCE_TOO_LOW: Reject.NONCE_TOO_LOW,
+    NONCE_TOO_HIGH: Reject.NONCE_TOO_HIGH,
+    INSUFFICIENT_BALANCE: Reject.INSUFFICIENT_BALANCE,
+    INTRINSIC_GAS_TOO_LOW: Reject.INTRINSIC_GAS_TOO_HIGH,  # the gas limit is below it
 }
 _MAX_NONCE_GAP: Final = 3
 # The balance a fabricated sender holds when the template has no sender state to imitate.

@@ -30,7 +30,6 @@ __all__ = [
     "ExecutedCanaryTruth",
     "judge_canary",
     "judge_executed_canary",
-    "reason_class",
 ]
 
 # A valid tx from a throwaway key: its sender is known nowhere else (no node has seen it).
@@ -72,18 +71,6 @@ KINDS: Final[Mapping[Level, tuple[str, ...]]] = {
     Level.L4: (HIGH_S, WRONG_CHAIN_ID, NONCE_TOO_HIGH, INSUFFICIENT_BALANCE, INTRINSIC_GAS_TOO_LOW),
 }
 
-_INVALID_TX_PREFIX: Final = "invalid_tx:"
-# Executing agents (L3/L4) name some rules differently from the L2 checks.
-_CLASSES: Final[Mapping[str, str]] = {
-    "nonce_too_low": "nonce",
-    "nonce_too_high": "nonce",
-    "nonce_mismatch": "nonce",
-    "intrinsic_gas_too_high": "intrinsic_gas",
-    "intrinsic_gas": "intrinsic_gas",
-    "fee_cap_below_tip": "fee_cap",
-    "fee_cap": "fee_cap",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class CanaryTruth:
@@ -94,23 +81,13 @@ class CanaryTruth:
     sender: bytes  # what L1 recovers; b"" when it recovers nothing (high_s, wrong_chain_id)
 
 
-def reason_class(reason: str) -> str:
-    """The rule a reject reason names, so L3/L4 agent reasons compare with the L2 names."""
-    if reason.startswith(_INVALID_TX_PREFIX):
-        reason = reason[len(_INVALID_TX_PREFIX) :]
-    return _CLASSES.get(reason, reason)
-
-
 def judge_canary(truth: CanaryTruth, level: Level, verdict: Verdict) -> str:
     """ "" when the verdict is right, else the first wrong field: valid, reject_reason, sender."""
     if verdict.valid != truth.valid:
         return "valid"
-    if not truth.valid:
-        if level >= Level.L3:
-            if reason_class(verdict.reject_reason) != reason_class(truth.reject_reason):
-                return "reject_reason"
-        elif verdict.reject_reason != truth.reject_reason:
-            return "reject_reason"
+    # Every level names a rule the same way (ioswarm.core.rules), so the reason is exact.
+    if not truth.valid and verdict.reject_reason != truth.reject_reason:
+        return "reject_reason"
     # The recovered sender is the evidence of L1 work, so it is required wherever it exists.
     if truth.sender and verdict.sender != truth.sender:
         return "sender"

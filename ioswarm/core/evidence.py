@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from typing import Final
 
 from ioswarm.core.models import Level, Task, Verdict
+from ioswarm.core.rules import Reject
 
 INCOMPLETE = "incomplete"
 MIN_TX_GAS = 21_000
 ADDRESS_BYTES = 20
-STATE_REASONS = frozenset(
-    {"nonce_too_low", "nonce_too_high", "nonce_mismatch", "insufficient_balance"}
+STATE_REASONS: Final = frozenset(
+    {Reject.NONCE_TOO_LOW, Reject.NONCE_TOO_HIGH, Reject.INSUFFICIENT_BALANCE}
 )
 """Reject reasons decided by the sender's account state: reached only after recovery."""
 

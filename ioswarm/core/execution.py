@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, TypeAlias
 
+from ioswarm.core.rules import Reject
+
 __all__ = [
     "CONTEXT_READS",
     "DEFAULT_FORK",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 DEFAULT_FORK: Final = "prague"
-MISSING_STATE: Final = "missing_state"
+MISSING_STATE: Final = Reject.MISSING_STATE
 ENGINE_ERROR: Final = "engine_error"
 """The engine failed in a way it does not know as a rule: declared, never an answer."""
 STATE_HEIGHT_UNAVAILABLE: Final = "state_height_unavailable"

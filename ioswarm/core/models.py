@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 from ioswarm.core.execshadow import ExecEffects
 
@@ -21,6 +21,14 @@ class Level(IntEnum):
     @classmethod
     def parse(cls, text: str) -> Level:
         return cls[text.upper()]
+
+
+class Outcome(Enum):
+    """How shadow mode judged one verdict; the value is its name in tallies, metrics and logs."""
+
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"
+    EXCLUDED = "excluded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from ioswarm.core.evidence import INCOMPLETE
+from ioswarm.core.models import Outcome
+
 PPM = 1_000_000
 """Parts per million: the scale of percentages, multipliers and accuracies."""
 WEI_PER_IOTX = 10**18
@@ -148,22 +151,27 @@ class EpochTally:
     incomplete: int = 0
     """Mismatches because the answer lacked its level's evidence (also in ``mismatched``)."""
 
-    def add_comparison(self, outcome: str, *, canary: bool = False, detail: str = "") -> None:
-        """Count one verdict (``matched``, ``mismatched`` or ``excluded``); a canary's also
-        counts on its own, and an ``incomplete`` mismatch is noted."""
-        if outcome == "matched":
+    def add_comparison(
+        self, outcome: Outcome | str, *, canary: bool = False, detail: str = ""
+    ) -> None:
+        """Count one verdict; a canary's also counts on its own, and an ``incomplete``
+        mismatch is noted.
+
+        The string form of an :class:`Outcome` is still taken while callers move to the enum;
+        an unknown string raises ValueError.
+        """
+        outcome = Outcome(outcome)
+        if outcome is Outcome.MATCHED:
             self.matched += 1
             self.canary_matched += 1 if canary else 0
-        elif outcome == "mismatched":
+        elif outcome is Outcome.MISMATCHED:
             self.mismatched += 1
             self.canary_failed += 1 if canary else 0
-            self.incomplete += 1 if detail == "incomplete" else 0
-        elif outcome == "excluded":
+            self.incomplete += 1 if detail == INCOMPLETE else 0
+        else:
             if canary:
                 raise ValueError("a canary verdict is exact: never excluded")
             self.excluded += 1
-        else:
-            raise ValueError(f"unknown outcome {outcome!r}")
 
     @property
     def judged(self) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from enum import Enum
+from typing import Final
 
 from ioswarm.core.evidence import INCOMPLETE, false_missing_claim, missing_evidence
 from ioswarm.core.execshadow import (
@@ -32,16 +32,21 @@ from ioswarm.core.execshadow import (
     judge_execution,
 )
 from ioswarm.core.execution import MISSING_STATE
-from ioswarm.core.models import IncludedTx, Level, Task, Verdict
+from ioswarm.core.models import IncludedTx, Level, Outcome, Task, Verdict
+from ioswarm.core.rules import Reject
 
-NONCE_REASONS = frozenset({"nonce_too_low", "nonce_too_high", "nonce_mismatch"})
-BALANCE_REASONS = frozenset({"insufficient_balance"})
+__all__ = [
+    "BALANCE_REASONS",
+    "NONCE_REASONS",
+    "Comparison",
+    "Outcome",
+    "ShadowBook",
+    "ShadowCounts",
+    "judge_included",
+]
 
-
-class Outcome(Enum):
-    MATCHED = "matched"
-    MISMATCHED = "mismatched"
-    EXCLUDED = "excluded"
+NONCE_REASONS: Final = frozenset({Reject.NONCE_TOO_LOW, Reject.NONCE_TOO_HIGH})
+BALANCE_REASONS: Final = frozenset({Reject.INSUFFICIENT_BALANCE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Final, TypeAlias
 from coincurve import PublicKey
 
 from ioswarm.core.hashing import keccak256 as keccak
+from ioswarm.core.rules import MAX_INITCODE_SIZE, Reject, bad_field
 from ioswarm.errors import ValidationError
 
 __all__ = [
@@ -59,7 +60,6 @@ TX_CREATE_GAS: Final = 32_000
 TX_DATA_ZERO_GAS: Final = 4
 TX_DATA_NONZERO_GAS: Final = 16
 INITCODE_WORD_GAS: Final = 2  # EIP-3860
-MAX_INITCODE_SIZE: Final = 49_152  # EIP-3860: 2 * MAX_CODE_SIZE
 ACCESS_LIST_ADDRESS_GAS: Final = 2_400  # EIP-2930
 ACCESS_LIST_STORAGE_KEY_GAS: Final = 1_900  # EIP-2930
 PER_EMPTY_ACCOUNT_COST: Final = 25_000  # EIP-7702, charged per authorization tuple
@@ -79,7 +79,7 @@ AccessList: TypeAlias = tuple[tuple[bytes, tuple[bytes, ...]], ...]
 _Span: TypeAlias = tuple[int, int]
 _Item: TypeAlias = bytes | _Span
 
-_MALFORMED: Final = "malformed_rlp"
+_MALFORMED: Final = Reject.MALFORMED_RLP
 _RECOVERY_ID: Final = (b"\x00", b"\x01")
 
 
@@ -251,7 +251,7 @@ def _encode_uint(value: int) -> bytes:
 
 
 def _bad(name: str) -> ValidationError:
-    return ValidationError(f"bad_field:{name}")
+    return ValidationError(bad_field(name))
 
 
 def _uint(item: _Item, name: str, max_len: int = _UINT256_BYTES) -> int:
@@ -345,12 +345,12 @@ def decode_tx(data: bytes | bytearray | memoryview) -> DecodedTx:
     # Slices of the input become fields, so they must be plain bytes (not bytearray, HexBytes).
     raw = data if type(data) is bytes else bytes(data)
     if not raw:
-        raise ValidationError("empty_tx")
+        raise ValidationError(Reject.EMPTY_TX)
     tx_type = raw[0]
     if tx_type >= 0xC0:
         return _decode_legacy(raw)
     if tx_type not in _FIELD_COUNTS:
-        raise ValidationError("unknown_tx_type")
+        raise ValidationError(Reject.UNKNOWN_TX_TYPE)
 
     start, stop = _outer_list(raw, 1)
     fields, starts = _split(raw, start, stop)
@@ -366,7 +366,7 @@ def decode_tx(data: bytes | bytearray | memoryview) -> DecodedTx:
         elif len(fields) == 4:
             sidecar = fields[1:]
         else:
-            raise ValidationError("bad_field_count")
+            raise ValidationError(Reject.BAD_FIELD_COUNT)
         if not all(isinstance(part, tuple) for part in sidecar):
             raise _bad("blobs")
         body_start, (start, stop) = starts[0], fields[0]
@@ -374,7 +374,7 @@ def decode_tx(data: bytes | bytearray | memoryview) -> DecodedTx:
         fields, starts = _split(raw, start, stop)
 
     if len(fields) != _FIELD_COUNTS[tx_type]:
-        raise ValidationError("bad_field_count")
+        raise ValidationError(Reject.BAD_FIELD_COUNT)
     # Everything before the signature, reused verbatim from the input.
     unsigned = raw[start : starts[-3]]
     signing_hash = keccak(_TYPE_PREFIX[tx_type] + _list_prefix(len(unsigned)) + unsigned)
@@ -451,7 +451,7 @@ def _decode_legacy(raw: bytes) -> DecodedTx:
     start, stop = _outer_list(raw, 0)
     fields, starts = _split(raw, start, stop)
     if len(fields) != 9:
-        raise ValidationError("bad_field_count")
+        raise ValidationError(Reject.BAD_FIELD_COUNT)
     v = _uint(fields[6], "v")
     unsigned = raw[start : starts[6]]
     chain_id: int | None
@@ -464,7 +464,7 @@ def _decode_legacy(raw: bytes) -> DecodedTx:
         unsigned += _encode_uint(chain_id) + b"\x80\x80"
     else:
         # No chain id or parity can be read from such a v, so there is no signing payload.
-        raise ValidationError("bad_v")
+        raise ValidationError(Reject.BAD_V)
     return _new_tx(
         tx_type=TX_LEGACY,
         chain_id=chain_id,
@@ -489,17 +489,17 @@ def _decode_legacy(raw: bytes) -> DecodedTx:
 def recover_sender(tx: DecodedTx) -> bytes:
     """Recover the 20-byte sender address; raise ValidationError on an invalid signature."""
     if tx.y_parity > 1:
-        raise ValidationError("bad_v")
+        raise ValidationError(Reject.BAD_V)
     r, s = tx.r, tx.s
     if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
-        raise ValidationError("bad_signature")
+        raise ValidationError(Reject.BAD_SIGNATURE)
     if s > _HALF_N:  # EIP-2: only the low-s form of a signature is valid
-        raise ValidationError("high_s")
+        raise ValidationError(Reject.HIGH_S)
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big") + _RECOVERY_ID[tx.y_parity]
     try:
         public_key = PublicKey.from_signature_and_message(signature, tx.signing_hash, hasher=None)
     except ValueError as exc:  # r is not the x coordinate of a curve point
-        raise ValidationError("bad_signature") from exc
+        raise ValidationError(Reject.BAD_SIGNATURE) from exc
     return keccak(public_key.format(compressed=False)[1:])[12:]
 
 

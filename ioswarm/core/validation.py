@@ -2,9 +2,9 @@
 
 L1 needs only the raw signed transaction: it decodes it, checks the chain id and recovers the
 sender. L2 adds what the sender's account state and the block gas limit decide. Each check
-returns the first rule the transaction breaks as a short, stable reason string (shadow mode and
-the dashboard group by it); the order follows geth's transaction pool so that the reasons line up
-with what a node would say: stateless rules first, then the ones that need account state.
+returns the first rule the transaction breaks as a :class:`~ioswarm.core.rules.Reject` (shadow
+mode and the dashboard group by it). The rules themselves live in :mod:`ioswarm.core.rules`,
+shared with the executing agents' precheck, in geth's transaction pool order.
 """
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ioswarm.core.models import AccountSnapshot, Verdict
+from ioswarm.core.rules import (
+    Reject,
+    TxTerms,
+    chain_id_reject,
+    state_reject,
+    stateless_reject,
+)
 from ioswarm.core.tx import (
-    MAX_INITCODE_SIZE,
     TX_BLOB,
     DecodedTx,
     decode_tx,
@@ -23,7 +29,7 @@ from ioswarm.core.tx import (
 )
 from ioswarm.errors import ValidationError
 
-__all__ = ["Check", "check_l1", "check_l2"]
+__all__ = ["Check", "check_l1", "check_l2", "tx_terms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +37,7 @@ class Check:
     """The outcome of validating one transaction at L1 or L2."""
 
     valid: bool
-    reject_reason: str = ""
+    reject_reason: str = ""  # a Reject value; "bad_field:<name>" for a bad decoded field
     sender: bytes = b""  # empty when the signature could not be recovered
     gas_estimate: int = 0  # intrinsic gas; 0 when the transaction did not decode
     tx: DecodedTx | None = None  # None when the transaction did not decode
@@ -58,8 +64,9 @@ def check_l1(raw: bytes, chain_id: int) -> Check:
     # A pre-EIP-155 legacy transaction carries no chain id. It is replay-unprotected but still
     # valid on every chain (nodes may refuse it by policy, the protocol does not), so accept it.
     # The chain id is checked before recovery because it is far cheaper, as geth's signer does.
-    if tx.chain_id is not None and tx.chain_id != chain_id:
-        return Check(valid=False, reject_reason="wrong_chain_id", gas_estimate=gas, tx=tx)
+    wrong_chain = chain_id_reject(tx.chain_id, chain_id)
+    if wrong_chain is not None:
+        return Check(valid=False, reject_reason=wrong_chain, gas_estimate=gas, tx=tx)
     try:
         sender = recover_sender(tx)
     except ValidationError as exc:
@@ -79,10 +86,14 @@ def check_l2(
         return first
     tx = first.tx
     assert tx is not None  # a valid L1 check always carries the decoded transaction
-    reason = _stateless_reason(tx, first.gas_estimate, block_gas_limit) or _state_reason(
-        tx, first.sender, sender_state
-    )
-    if reason:
+    terms = tx_terms(tx)
+    # Prague: the gas limit must also cover the EIP-7623 calldata floor.
+    reason = stateless_reject(
+        terms,
+        required_gas=max(first.gas_estimate, floor_data_gas(tx)),
+        block_gas_limit=block_gas_limit,
+    ) or _state_reason(terms, first.sender, sender_state)
+    if reason is not None:
         return Check(
             valid=False,
             reject_reason=reason,
@@ -93,43 +104,32 @@ def check_l2(
     return first
 
 
-def _stateless_reason(tx: DecodedTx, intrinsic: int, block_gas_limit: int) -> str:
-    if tx.to is None and len(tx.data) > MAX_INITCODE_SIZE:  # EIP-3860
-        return "initcode_too_large"
-    if tx.gas_limit > block_gas_limit:
-        return "gas_limit_exceeds_block"
-    if (
-        tx.max_priority_fee_per_gas is not None
-        and tx.max_fee_per_gas is not None
-        and tx.max_priority_fee_per_gas > tx.max_fee_per_gas
-    ):
-        return "fee_cap_below_tip"
-    # Prague: the gas limit must also cover the EIP-7623 calldata floor.
-    if max(intrinsic, floor_data_gas(tx)) > tx.gas_limit:
-        return "intrinsic_gas_too_high"
-    return ""
+def tx_terms(tx: DecodedTx) -> TxTerms:
+    """What the shared rules (:mod:`ioswarm.core.rules`) read from a decoded transaction."""
+    blob_fee_cap = 0
+    if tx.tx_type == TX_BLOB:
+        assert tx.max_fee_per_blob_gas is not None  # every blob transaction carries one
+        blob_fee_cap = tx.blob_gas * tx.max_fee_per_blob_gas
+    return TxTerms(
+        creates=tx.to is None,
+        data_size=len(tx.data),
+        gas_limit=tx.gas_limit,
+        nonce=tx.nonce,
+        value=tx.value,
+        fee_cap=tx.max_fee,
+        tip_cap=tx.max_priority_fee_per_gas if tx.max_fee_per_gas is not None else None,
+        blob_fee_cap=blob_fee_cap,
+    )
 
 
-def _state_reason(tx: DecodedTx, sender: bytes, state: AccountSnapshot | None) -> str:
+def _state_reason(tx: TxTerms, sender: bytes, state: AccountSnapshot | None) -> Reject | None:
     if state is None:
-        return "missing_state"
+        return Reject.MISSING_STATE
     # The task never names the sender (recovering it is the L1 evidence), so a snapshot usually
     # carries no address; one that does must be the recovered sender's.
     if state.address and state.address != sender:
-        return "sender_mismatch"
-    if tx.nonce < state.nonce:
-        return "nonce_too_low"
-    if tx.nonce > state.nonce:
-        # A future nonce may wait in a node's queue, but it cannot be executed now, which is
-        # the question a validator answers.
-        return "nonce_too_high"
-    cost = tx.value + tx.gas_limit * tx.max_fee
-    if tx.tx_type == TX_BLOB:
-        assert tx.max_fee_per_blob_gas is not None  # every blob transaction carries one
-        cost += tx.blob_gas * tx.max_fee_per_blob_gas
-    if state.balance < cost:
-        return "insufficient_balance"
+        return Reject.SENDER_MISMATCH
     # EIP-3607 rejects senders with deployed code, but an EIP-7702 delegation designator
     # (0xef0100 || address) is allowed, and a code hash alone cannot tell the two apart. So
     # any code hash is accepted here; the node's verdict on such senders is left to L3.
-    return ""
+    return state_reject(tx, nonce=state.nonce, balance=state.balance)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
+from ioswarm.core.models import Outcome
 from ioswarm.core.rewards import (
     DEPARTED,
     PPM,
@@ -228,10 +229,17 @@ class EpochManager:
         self._tally(agent_id, wallet).tasks += 1
 
     def on_comparison(
-        self, agent_id: str, wallet: str, outcome: str, *, canary: bool = False, detail: str = ""
+        self,
+        agent_id: str,
+        wallet: str,
+        outcome: Outcome | str,
+        *,
+        canary: bool = False,
+        detail: str = "",
     ) -> None:
-        """A verdict on that agent: ``matched``, ``mismatched`` or ``excluded``; ``canary``
-        when the task was a canary (exact truth), ``detail`` the mismatched field."""
+        """A verdict on that agent; ``canary`` when the task was a canary (exact truth),
+        ``detail`` the mismatched field. An outcome's string value is still taken while
+        callers move to :class:`Outcome`; an unknown one raises ValueError."""
         self._tally(agent_id, wallet).add_comparison(outcome, canary=canary, detail=detail)
 
     def standing(self, agent_id: str) -> tuple[bool, str]:

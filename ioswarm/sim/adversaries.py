@@ -29,6 +29,7 @@ from ioswarm.agent.runtime import Agent
 from ioswarm.agent.validators import L1Validator, L2Validator, Validator
 from ioswarm.config import AgentConfig
 from ioswarm.core.models import Level
+from ioswarm.core.rules import Reject
 from ioswarm.core.tokens import agent_token
 from ioswarm.core.validation import check_l1
 from ioswarm.errors import ConfigError
@@ -78,24 +79,24 @@ KIND_LEVELS: dict[str, Level] = {
     "fake_executor": Level.L3,
 }
 
-# Every reason the real L1/L2/L3 checks give (ioswarm.core.tx, ioswarm.core.validation).
-REJECT_REASONS = (
-    "empty_tx",
-    "unknown_tx_type",
-    "bad_field_count",
-    "bad_v",
-    "bad_signature",
-    "high_s",
-    "wrong_chain_id",
-    "initcode_too_large",
-    "gas_limit_exceeds_block",
-    "fee_cap_below_tip",
-    "intrinsic_gas_too_high",
-    "missing_state",
-    "sender_mismatch",
-    "nonce_too_low",
-    "nonce_too_high",
-    "insufficient_balance",
+# Reasons the real L1/L2 checks give (ioswarm.core.rules); a random liar picks among them.
+REJECT_REASONS: tuple[Reject, ...] = (
+    Reject.EMPTY_TX,
+    Reject.UNKNOWN_TX_TYPE,
+    Reject.BAD_FIELD_COUNT,
+    Reject.BAD_V,
+    Reject.BAD_SIGNATURE,
+    Reject.HIGH_S,
+    Reject.WRONG_CHAIN_ID,
+    Reject.INITCODE_TOO_LARGE,
+    Reject.GAS_LIMIT_EXCEEDS_BLOCK,
+    Reject.FEE_CAP_BELOW_TIP,
+    Reject.INTRINSIC_GAS_TOO_HIGH,
+    Reject.MISSING_STATE,
+    Reject.SENDER_MISMATCH,
+    Reject.NONCE_TOO_LOW,
+    Reject.NONCE_TOO_HIGH,
+    Reject.INSUFFICIENT_BALANCE,
 )
 
 SUBMIT_SPACING_SEC = 0.12  # under the coordinator's default SubmitResults rate limit

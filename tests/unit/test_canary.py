@@ -23,7 +23,6 @@ from ioswarm.core.canary import (
     WRONG_CHAIN_ID,
     CanaryTruth,
     judge_canary,
-    reason_class,
 )
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import AccountSnapshot, AccountState, Level, Task, Verdict
@@ -209,17 +208,17 @@ def test_foreign_key_needs_the_recovered_sender(level: Level) -> None:
     assert judge_canary(truth, level, Verdict(3, valid=True, sender=truth.sender)) == ""
 
 
-def test_judge_reason_exact_at_l2_by_class_at_l3() -> None:
-    """An executing agent's reason name passes at L3/L4 by class but must be exact at L1/L2."""
+@pytest.mark.parametrize("level", list(Level))
+def test_judge_reason_exact_at_every_level(level: Level) -> None:
+    """Every level names a rule the same way, so a reject reason must be exact at each."""
     truth = CanaryTruth(valid=False, reject_reason="nonce_too_low", sender=FIRST_ADDRESS)
-    answer = Verdict(1, valid=False, reject_reason="nonce_mismatch", sender=FIRST_ADDRESS)
-    assert judge_canary(truth, Level.L2, answer) == "reject_reason"
-    assert judge_canary(truth, Level.L3, answer) == ""
-    assert judge_canary(truth, Level.L4, answer) == ""
-    other = Verdict(1, valid=False, reject_reason="insufficient_balance", sender=FIRST_ADDRESS)
-    assert judge_canary(truth, Level.L3, other) == "reject_reason"
+    right = Verdict(1, valid=False, reject_reason="nonce_too_low", sender=FIRST_ADDRESS)
+    assert judge_canary(truth, level, right) == ""
+    for wrong in ("nonce_too_high", "nonce_mismatch", "invalid_tx:nonce_too_low"):
+        answer = Verdict(1, valid=False, reject_reason=wrong, sender=FIRST_ADDRESS)
+        assert judge_canary(truth, level, answer) == "reject_reason"
     no_sender = Verdict(1, valid=False, reject_reason="nonce_too_low")
-    assert judge_canary(truth, Level.L2, no_sender) == "sender"
+    assert judge_canary(truth, level, no_sender) == "sender"
 
 
 def test_judge_ignores_sender_when_the_signature_does_not_recover() -> None:
@@ -230,20 +229,6 @@ def test_judge_ignores_sender_when_the_signature_does_not_recover() -> None:
     assert judge_canary(truth, Level.L1, Verdict(1, valid=False, reject_reason="bad_sig")) == (
         "reject_reason"
     )
-
-
-def test_reason_class_maps_agent_names_to_rules() -> None:
-    """L2 and L3/L4 names of one rule share a class; an invalid_tx: prefix is stripped."""
-    assert {reason_class(r) for r in ("nonce_too_low", "nonce_too_high", "nonce_mismatch")} == {
-        "nonce"
-    }
-    assert reason_class("intrinsic_gas_too_high") == reason_class("intrinsic_gas")
-    assert reason_class("intrinsic_gas") == "intrinsic_gas"
-    assert reason_class("fee_cap_below_tip") == reason_class("fee_cap") == "fee_cap"
-    assert reason_class("invalid_tx:gas_limit_exceeds_block") == "gas_limit_exceeds_block"
-    assert reason_class("invalid_tx:nonce_mismatch") == "nonce"
-    assert reason_class("insufficient_balance") == "insufficient_balance"
-    assert reason_class("high_s") == "high_s"
 
 
 @pytest.mark.parametrize(("level", "kind", "tx_type"), CASES)

@@ -264,12 +264,22 @@ def test_set_code_transaction_installs_a_delegation() -> None:
 @pytest.mark.parametrize(
     ("raw", "account", "reason"),
     [
-        (sign(ALICE, nonce=3), sender(nonce=2), "nonce_mismatch"),
+        (sign(ALICE, nonce=3), sender(nonce=2), "nonce_too_high"),
+        (sign(ALICE, nonce=1), sender(nonce=2), "nonce_too_low"),
         (sign(ALICE, value=ETHER), sender(balance=ETHER), "insufficient_balance"),
-        (sign(ALICE, gas=20_000), sender(), "intrinsic_gas"),
-        (sign(ALICE, maxFeePerGas=BASE_FEE // 2, maxPriorityFeePerGas=1), sender(), "fee_cap"),
-        (sign(ALICE, gas=40_000_000), sender(balance=10**30), "invalid_tx:gas_limit_exceeds_block"),
-        (sign(ALICE, data=b"\x01" * 100, gas=22_000), sender(), "intrinsic_gas"),  # EIP-7623
+        (sign(ALICE, gas=20_000), sender(), "intrinsic_gas_too_high"),
+        (
+            sign(ALICE, maxFeePerGas=BASE_FEE // 2, maxPriorityFeePerGas=1),
+            sender(),
+            "fee_cap_below_base_fee",
+        ),
+        (
+            sign(ALICE, maxFeePerGas=TIP, maxPriorityFeePerGas=TIP + 1),
+            sender(),
+            "fee_cap_below_tip",
+        ),
+        (sign(ALICE, gas=40_000_000), sender(balance=10**30), "gas_limit_exceeds_block"),
+        (sign(ALICE, data=b"\x01" * 100, gas=22_000), sender(), "intrinsic_gas_too_high"),  # 7623
         (sign(ALICE, chainId=1), sender(), "wrong_chain_id"),
     ],
 )
@@ -286,7 +296,7 @@ def test_invalid_transactions_are_rejected_with_a_reason(
 def test_sender_with_code_is_rejected() -> None:
     """EIP-3607: a sender with deployed (non-delegation) code cannot send transactions."""
     result = run(sign(ALICE), AccountInput(SENDER, ETHER, 0, code=b"\x00"), empty(ALICE))
-    assert result.reject_reason == "invalid_tx:sender_not_eoa"
+    assert result.reject_reason == "sender_not_eoa"
 
 
 def test_cancun_fork_executes_without_the_calldata_floor() -> None:
@@ -295,9 +305,11 @@ def test_cancun_fork_executes_without_the_calldata_floor() -> None:
     cancun = BlockInput(**{**_block_fields(), "fork": "cancun"})
     result = run(raw, sender(), empty(ALICE), empty(COINBASE), block=cancun)
     assert result.valid and result.gas_used == 21_000 + 16 * 100
-    assert run(raw, sender(), empty(ALICE), empty(COINBASE)).reject_reason == "intrinsic_gas"
+    prague = run(raw, sender(), empty(ALICE), empty(COINBASE))
+    assert prague.reject_reason == "intrinsic_gas_too_high"
     unknown = BlockInput(**{**_block_fields(), "fork": "frontier"})
-    assert run(raw, sender(), block=unknown).reject_reason == "unsupported_fork:frontier"
+    refused = run(raw, sender(), block=unknown)
+    assert (refused.reject_reason, refused.error) == ("unsupported_fork", "frontier")
 
 
 def _block_fields() -> dict[str, Any]:

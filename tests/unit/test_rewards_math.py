@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ioswarm.core.models import Outcome
 from ioswarm.core.rewards import (
     CANARY_FAILED,
     DEPARTED,
@@ -198,11 +199,11 @@ def test_failed_canaries_forfeit_the_epoch_even_at_high_accuracy() -> None:
     copier = tally("copier", W1, 100, 0)
     honest = tally("honest", W2, 100, 0)
     for _ in range(95):
-        copier.add_comparison("matched")
-        honest.add_comparison("matched")
+        copier.add_comparison(Outcome.MATCHED)
+        honest.add_comparison(Outcome.MATCHED)
     for _ in range(5):
-        copier.add_comparison("mismatched", canary=True)
-        honest.add_comparison("matched", canary=True)
+        copier.add_comparison(Outcome.MISMATCHED, canary=True)
+        honest.add_comparison(Outcome.MATCHED, canary=True)
     assert copier.accuracy_ppm == 950_000 and copier.canary_accuracy_ppm == 0
     by_id = {p.agent_id: p for p in compute_weights([copier, honest], {}, POLICY)}
     assert (by_id["copier"].weight, by_id["copier"].reason) == (0, CANARY_FAILED)
@@ -215,7 +216,7 @@ def test_an_epoch_without_a_canary_pays_nothing_when_canaries_are_required() -> 
     policy = RewardPolicy(min_tasks=1, min_canaries=1)
     unproven = tally("unproven", W1, 50, 50)
     proven = tally("proven", W2, 50, 49)
-    proven.add_comparison("matched", canary=True)
+    proven.add_comparison(Outcome.MATCHED, canary=True)
     by_id = {p.agent_id: p for p in compute_weights([unproven, proven], {}, policy)}
     assert (by_id["unproven"].weight, by_id["unproven"].reason) == (0, NO_CANARY)
     assert by_id["proven"].reason == ELIGIBLE and by_id["proven"].canary_matched == 1
@@ -225,21 +226,32 @@ def test_an_epoch_without_a_canary_pays_nothing_when_canaries_are_required() -> 
 def test_incomplete_answers_count_as_mismatches() -> None:
     """An incomplete answer is a mismatch and is noted as such."""
     t = EpochTally("a", W1)
-    t.add_comparison("mismatched", detail="incomplete")
-    t.add_comparison("mismatched", detail="valid")
+    t.add_comparison(Outcome.MISMATCHED, detail="incomplete")
+    t.add_comparison(Outcome.MISMATCHED, detail="valid")
     assert (t.mismatched, t.incomplete) == (2, 1)
     with pytest.raises(ValueError):
-        t.add_comparison("excluded", canary=True)
+        t.add_comparison(Outcome.EXCLUDED, canary=True)
 
 
-def test_tally_refuses_unknown_outcome() -> None:
-    """Only the three shadow outcomes are counted."""
+def test_tally_counts_each_outcome() -> None:
+    """Each shadow outcome lands in its own counter."""
+    t = EpochTally("a", W1)
+    for outcome in Outcome:
+        t.add_comparison(outcome)
+    assert (t.matched, t.mismatched, t.excluded) == (1, 1, 1)
+
+
+def test_tally_takes_an_outcome_string_and_refuses_an_unknown_one() -> None:
+    """An outcome's string value still counts (callers are moving to the enum); any other
+    string raises and counts nothing."""
     t = EpochTally("a", W1)
     for outcome in ("matched", "mismatched", "excluded"):
         t.add_comparison(outcome)
     assert (t.matched, t.mismatched, t.excluded) == (1, 1, 1)
-    with pytest.raises(ValueError):
-        t.add_comparison("pending")
+    for unknown in ("pending", "MATCHED", "nonce_mismatch", ""):
+        with pytest.raises(ValueError):
+            t.add_comparison(unknown)
+    assert (t.matched, t.mismatched, t.excluded) == (1, 1, 1)
 
 
 def test_normalize_wallet() -> None:
