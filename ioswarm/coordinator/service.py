@@ -1,4 +1,6 @@
-"""The coordinator: wires node, scheduler, registry, shadow book and servers, and owns the loops."""
+"""The coordinator: wires node, scheduler, registry, shadow book, agent gateway and views, and
+owns the loops (lifecycle). Agent RPC behaviour is in :mod:`ioswarm.coordinator.gateway`, the
+JSON views in :mod:`ioswarm.api.views`."""
 
 from __future__ import annotations
 
@@ -69,8 +71,6 @@ class Coordinator:
         self.config = config
         self.node = node
         self.metrics = CoordinatorMetrics(registry or CollectorRegistry())
-        self._clock = clock
-        self._wall = wall_clock
         started_at = wall_clock()
         self.chain_id = config.chain_id
         self.task_level = Level.parse(config.task_level)

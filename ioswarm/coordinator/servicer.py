@@ -1,4 +1,4 @@
-"""The grpc.aio servicer and server: gRPC in, Coordinator calls, precise statuses out."""
+"""The grpc.aio servicer and server: gRPC in, AgentGateway calls, precise statuses out."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def _safe(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
 
 
 class IOSwarmServicer:
-    """Maps each RPC to the coordinator; every refusal is a gRPC status with a clear message."""
+    """Maps each RPC to the coordinator's gateway; every refusal is a gRPC status with a clear
+    message."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._c = coordinator
