@@ -22,7 +22,7 @@ SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.snap\.gz$")
 
 
 class SwarmView(Protocol):
-    """What the API reads from a coordinator (all cheap, in-memory)."""
+    """What the API reads from a coordinator (all cheap, in-memory): its ``SwarmViews``."""
 
     def stats(self) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...

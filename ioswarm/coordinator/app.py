@@ -60,7 +60,7 @@ class CoordinatorApp:
         )
         self.grpc = GrpcServer(self.coordinator)
         self.api = ApiServer(
-            self.coordinator,
+            self.coordinator.views,
             self.registry,
             config.swarm_api_host,
             config.swarm_api_port,

@@ -1,4 +1,4 @@
-"""The grpc.aio servicer and server: gRPC in, Coordinator calls, precise statuses out."""
+"""The grpc.aio servicer and server: gRPC in, AgentGateway calls, precise statuses out."""
 
 from __future__ import annotations
 
@@ -51,10 +51,12 @@ def _safe(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
 
 
 class IOSwarmServicer:
-    """Maps each RPC to the coordinator; every refusal is a gRPC status with a clear message."""
+    """Maps each RPC to the coordinator's gateway; every refusal is a gRPC status with a clear
+    message."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._c = coordinator
+        self._gateway = coordinator.gateway
 
     async def _refuse(self, context: Ctx, method: str, status: str, message: str) -> None:
         self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
@@ -81,7 +83,7 @@ class IOSwarmServicer:
                 agent_id,
                 body_agent[:64] if isinstance(body_agent, str) else None,
             )
-            self._c.note_refused(agent_id, "PERMISSION_DENIED")
+            self._gateway.note_refused(agent_id, "PERMISSION_DENIED")
             await self._refuse(
                 context,
                 method,
@@ -93,7 +95,7 @@ class IOSwarmServicer:
     async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:  # noqa: N802
         agent_id = await self._check(request, context, "Register")
         try:
-            return self._c.register(request)
+            return self._gateway.register(request)
         except RequestRefused as exc:
             log.info("register refused agent_id=%s status=%s reason=%s", agent_id, exc.status, exc)
             await self._refuse(context, "Register", exc.status, str(exc))
@@ -104,7 +106,7 @@ class IOSwarmServicer:
     ) -> AsyncIterator[pb.TaskBatch]:
         agent_id = await self._check(request, context, "GetTasks")
         try:
-            stream = self._c.open_stream(agent_id, request)
+            stream = self._gateway.open_stream(agent_id, request)
         except RequestRefused as exc:
             await self._refuse(context, "GetTasks", exc.status, str(exc))
             return
@@ -116,13 +118,13 @@ class IOSwarmServicer:
                     break
                 yield batch
         finally:
-            self._c.close_stream(stream)
+            self._gateway.close_stream(stream)
             log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
 
     async def SubmitResults(self, request: pb.BatchResult, context: Ctx) -> pb.SubmitResponse:  # noqa: N802
         agent_id = await self._check(request, context, "SubmitResults")
         try:
-            return self._c.submit(agent_id, request)
+            return self._gateway.submit(agent_id, request)
         except RequestRefused as exc:
             log.info(
                 "results refused agent_id=%s batch_id=%s status=%s reason=%s",
@@ -136,7 +138,7 @@ class IOSwarmServicer:
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:  # noqa: N802
         agent_id = await self._check(request, context, "Heartbeat")
-        return self._c.heartbeat(agent_id, request)
+        return self._gateway.heartbeat(agent_id, request)
 
     async def StreamStateDiffs(  # noqa: N802
         self, request: pb.StreamStateDiffsRequest, context: Ctx

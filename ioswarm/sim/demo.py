@@ -153,10 +153,10 @@ def adversaries_report(
     """Per adversary: its verdicts, what the coordinator says about it, what it got paid.
 
     ``rewards`` is the ``agents`` part of :func:`rewards_report` (it must cover the adversaries'
-    wallets). The integrity keys of ``c.agents()`` rows are read with ``.get()``: a coordinator
-    without those defences reports None for them.
+    wallets). The integrity keys of ``c.views.agents()`` rows are read with ``.get()``: a
+    coordinator without those defences reports None for them.
     """
-    rows = {a["agent_id"]: a for a in c.agents()}
+    rows = {a["agent_id"]: a for a in c.views.agents()}
     out: dict[str, Any] = {}
     for adv in adversaries:
         row = rows.get(adv.agent_id, {})
@@ -169,7 +169,7 @@ def adversaries_report(
             "shadow": counts.as_dict() if counts else None,
             **{key: row.get(key) for key in INTEGRITY_KEYS},
             "counters": adv.counters,
-            "ledger_wei": str(c.rewards_view(adv.agent_id)["totals"].get("amount_wei", "0")),
+            "ledger_wei": str(c.views.rewards_view(adv.agent_id)["totals"].get("amount_wei", "0")),
             "claimable_wei": paid.get("claimable_wei", "0"),
         }
     return out
@@ -291,7 +291,7 @@ async def run_demo(
             while not wl_task.done():
                 await asyncio.wait({wl_task}, timeout=PROGRESS_EVERY_SEC)
                 now = time.monotonic()
-                stats = c.stats()
+                stats = c.views.stats()
                 rate = (c.totals.results_accepted - last_results) / max(now - t0, 1e-9)
                 last_results, t0 = c.totals.results_accepted, now
                 honest = ShadowCounts()
@@ -356,7 +356,7 @@ async def run_demo(
                         **({"l4_state": a["l4_state"]} if a["l4_state"] else {}),
                         **rewards["agents"].get(a["agent_id"], {}),
                     }
-                    for a in c.agents()
+                    for a in c.views.agents()
                     if a["agent_id"] in honest_wallets
                 },
                 "adversaries": adversaries_report(c, adversaries, rewards["agents"]),
@@ -391,7 +391,7 @@ async def rewards_report(
     paid = sum(s.call.value for s in settled if s.call)
     agents: dict[str, Any] = {}
     for agent_id, wallet in wallets.items():
-        totals = c.rewards_view(agent_id)["totals"]
+        totals = c.views.rewards_view(agent_id)["totals"]
         on_chain = await pool.claimable(wallet)
         agents[agent_id] = {
             "wallet": wallet,

@@ -24,7 +24,7 @@ async def test_shutdown_directive_stops_the_agent(anvil_manual: AnvilProcess) ->
     async with running_coordinator(anvil_manual.url, heartbeatIntervalSec=1) as app:
         a = start_agent(app.grpc_port, "directive-1", Level.L1)
         await eventually(lambda: app.coordinator.dispatcher.stream_count() == 1, 20)
-        assert app.coordinator.request_shutdown("directive-1")
+        assert app.coordinator.gateway.request_shutdown("directive-1")
         await eventually(a.task.done, 20, what="agent exits")
         assert a.task.exception() is None
         assert a.agent.exit_reason == "coordinator directive"

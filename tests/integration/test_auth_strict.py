@@ -295,7 +295,7 @@ async def test_duplicate_header_trick_cannot_redirect_the_victims_wallet(
             await s.Register(register_request("victim", WALLET_C), metadata=forged)
         assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
         assert_victim_untouched(app)
-        [row] = [a for a in c.agents() if a["agent_id"] == "victim"]
+        [row] = [a for a in c.views.agents() if a["agent_id"] == "victim"]
         assert (row["wallet"], row["pending_wallet"]) == (WALLET_A, None)
         beat = await s.Heartbeat(
             pb.HeartbeatRequest(agent_id="victim"), metadata=metadata("victim")
@@ -361,11 +361,11 @@ async def test_new_wallet_is_paid_from_the_next_epoch(
             first = c.epochs.open_epoch
             await work_once()
             await s.Register(register_request("worker", WALLET_B), metadata=md)
-            [row] = c.agents()
+            [row] = c.views.agents()
             assert (row["wallet"], row["pending_wallet"]) == (WALLET_A, WALLET_B)
             await work_once()  # after the change, still in the first epoch: paid to A
             assert await close_epoch() == first
-            [row] = c.agents()
+            [row] = c.views.agents()
             assert (row["wallet"], row["pending_wallet"]) == (WALLET_B, None)
             await work_once()
             assert await close_epoch() == first + 1

@@ -57,13 +57,13 @@ def snapshot(app: CoordinatorApp) -> Snapshot:
         if not s.name.endswith("_created")
     }
     return {
-        "stats": {k: v for k, v in c.stats().items() if k not in CLOCK_FIELDS},
-        "status": {k: v for k, v in c.status().items() if k not in CLOCK_FIELDS},
-        "shadow": c.shadow_view(),
+        "stats": {k: v for k, v in c.views.stats().items() if k not in CLOCK_FIELDS},
+        "status": {k: v for k, v in c.views.status().items() if k not in CLOCK_FIELDS},
+        "shadow": c.views.shadow_view(),
         # Refusals are counted per agent on purpose (``refused``, and ``earning`` names them);
         # everything else about the agent must stay as it was.
         "agents": [
-            {k: v for k, v in a.items() if k not in AGENT_REFUSAL_FIELDS} for a in c.agents()
+            {k: v for k, v in a.items() if k not in AGENT_REFUSAL_FIELDS} for a in c.views.agents()
         ],
         "totals": dataclasses.asdict(c.totals),
         "metrics": samples,
@@ -338,7 +338,7 @@ async def owner_answers(app: CoordinatorApp, s: pb_grpc.IOSwarmStub, task_id: in
     ok = await s.SubmitResults(results(task_id, agent_id="owner"), metadata=metadata("owner"))
     assert ok.accepted and ok.accepted_count == 1
     assert c.totals.results_accepted == accepted_before + 1
-    assert c.stats()["tasks_received"] == accepted_before + 1
+    assert c.views.stats()["tasks_received"] == accepted_before + 1
     assert c.scheduler.inflight("owner") == 0
 
 
@@ -384,7 +384,7 @@ async def test_resubmitting_an_answered_task_is_already_exists_and_not_credited(
         )
         assert str(task_id) in details
         assert snapshot(app) == before
-        [row] = [a for a in c.agents() if a["agent_id"] == "owner"]
+        [row] = [a for a in c.views.agents() if a["agent_id"] == "owner"]
         assert row["refused"] == {"ALREADY_EXISTS": 1} and "refused" in row["earning"]["reasons"]
     assert_no_secrets(logs, token("owner"))
 

@@ -148,7 +148,7 @@ async def test_stats_has_exactly_the_reference_keys_and_consistent_values(
     assert stats["shadow_accuracy"] == stats["epoch_accuracy"] == round(shadow.accuracy * 100, 4)
     assert stats["shadow_accuracy"] == 100.0  # honest agents validating plain transfers
     assert stats["epoch_tasks"] == stats["tasks_received"]
-    assert stats["current_epoch"] == c.stats()["current_epoch"]
+    assert stats["current_epoch"] == c.views.stats()["current_epoch"]
     assert stats["task_level"] == "L2"
     assert re.fullmatch(r"\d+h\d{1,2}m\d{1,2}s", stats["uptime"])
     datetime.strptime(stats["updated_at"], "%Y-%m-%dT%H:%M:%SZ")
@@ -163,7 +163,7 @@ async def test_swarm_views_agree_with_the_coordinator(
     total = c.shadow.totals()
 
     status = await get_json(http, "/swarm/status")
-    assert set(status) == set(c.status())
+    assert set(status) == set(c.views.status())
     assert status["chain_id"] == anvil.chain_id
     assert status["agents"] == status["streams"] == 2
     assert status["shadow_mode"] is True

@@ -181,7 +181,7 @@ async def test_heartbeat_state_hash_is_compared_per_height(
         async def beat(height: int, state_hash: bytes) -> dict[str, int]:
             req = pb.HeartbeatRequest(agent_id="l4", state_height=height, state_hash=state_hash)
             assert (await s.Heartbeat(req, metadata=metadata("l4"))).alive
-            (row,) = [a for a in app.coordinator.agents() if a["agent_id"] == "l4"]
+            (row,) = [a for a in app.coordinator.views.agents() if a["agent_id"] == "l4"]
             return dict(row["l4_state"])
 
         h4 = sync.hash_at(4)

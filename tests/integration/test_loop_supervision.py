@@ -81,14 +81,14 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         monkeypatch.setattr(c.dispatcher, "step", faults.wrap("dispatcher", c.dispatcher.step))
         monkeypatch.setattr(app.node, "block_number", faults.wrap("blocks", app.node.block_number))
         monkeypatch.setattr(c.poller, "step", faults.wrap("mempool", c.poller.step))
-        monkeypatch.setattr(c, "evict_stale", faults.wrap("evictor", c.evict_stale))
-        assert {name for name, v in c.health()[1]["loops"].items()} == set(LOOPS)
+        monkeypatch.setattr(c.gateway, "evict_stale", faults.wrap("evictor", c.gateway.evict_stale))
+        assert {name for name, v in c.views.health()[1]["loops"].items()} == set(LOOPS)
         for loop in LOOPS:
             if loop != "settler":
                 faults.armed.add(loop)
             await eventually(lambda loop=loop: faults.calls_after[loop] >= 1, 20, what=loop)
             assert restarts(app, loop) == 1
-            assert c.health()[1]["loops"][loop] == {"state": "running", "restarts": 1}
+            assert c.views.health()[1]["loops"][loop] == {"state": "running", "restarts": 1}
             logged = [
                 r
                 for r in caplog.records
@@ -97,7 +97,7 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
             assert len(logged) == 1, loop
             assert logged[0].exc_info is not None
             assert str(logged[0].exc_info[1]) == f"injected fault in {loop}"
-        ok, detail = c.health()
+        ok, detail = c.views.health()
         assert ok and detail["loops_running"] is True
         async with (
             aiohttp.ClientSession() as http,
@@ -139,7 +139,7 @@ async def test_a_loop_failing_past_the_limit_fails_the_coordinator(
         assert body["ok"] is False and body["loops_running"] is False
         assert body["loops"]["dispatcher"] == {"state": "failed", "restarts": FAST.max_restarts}
         assert body["loops"]["blocks"]["state"] == "running"
-    assert {s["state"] for s in c.health()[1]["loops"].values()} == {"failed", "stopped"}
+    assert {s["state"] for s in c.views.health()[1]["loops"].values()} == {"failed", "stopped"}
 
 
 async def test_serve_forever_shuts_down_and_raises_when_a_loop_is_given_up(
@@ -152,11 +152,11 @@ async def test_serve_forever_shuts_down_and_raises_when_a_loop_is_given_up(
     def broken() -> int:
         raise RuntimeError("evictor bug")
 
-    app.coordinator.evict_stale = broken  # type: ignore[method-assign]
+    app.coordinator.gateway.evict_stale = broken  # type: ignore[method-assign]
     with pytest.raises(LoopFailed) as failure:
         await asyncio.wait_for(app.serve_forever(), 60)
     assert failure.value.loop == "evictor"
-    assert {s["state"] for s in app.coordinator.health()[1]["loops"].values()} == {
+    assert {s["state"] for s in app.coordinator.views.health()[1]["loops"].values()} == {
         "failed",
         "stopped",
     }

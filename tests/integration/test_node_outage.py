@@ -61,7 +61,7 @@ async def test_node_outage_is_survived(
         during = [await wl.send_transfer() for _ in range(3)]  # straight to anvil, not via proxy
         await wl.wait_included(during)
         assert c.head.number == head_before  # the coordinator cannot see the chain move
-        ok, _ = c.health()
+        ok, _ = c.views.health()
         assert ok
 
         await proxy.start()  # same port again
