@@ -49,6 +49,11 @@ Failure handling:
 The delegate's cut is never sent anywhere: only the agents' share is deposited, the cut stays
 with the signer (the delegate's wallet).
 
+Parts: :class:`~ioswarm.rewards.finality.ChainGuard` (rule 5) and
+:class:`~ioswarm.rewards.finality.FinalityWatch` (rule 4),
+:class:`~ioswarm.rewards.sender.SettlementSender` (broadcast and replacement, rule 3) and
+:class:`~ioswarm.rewards.outcomes.OutcomeRecorder` (a receipt into a ledger state).
+
 Test hooks: ``hook(point, epoch)`` is called at :data:`HOOK_POINTS`; a fault-injection test
 passes a hook that kills the process there.
 """
@@ -59,14 +64,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ioswarm.core.rewards import PPM, EpochPlan, wei_to_iotx
+from ioswarm.core.rewards import EpochPlan
 from ioswarm.errors import IoswarmError, SettlementError, StoreError
+from ioswarm.rewards.finality import (
+    HALT_REASONS,
+    ChainGuard,
+    FinalityWatch,
+    SettlementHalted,
+)
 from ioswarm.rewards.ledger import (
     EpochLedger,
     Settlement,
@@ -74,7 +85,9 @@ from ioswarm.rewards.ledger import (
     SettlementState,
     TxAttempt,
 )
-from ioswarm.rewards.pool import Broadcast, RewardPool, TxOptions, TxOutcome
+from ioswarm.rewards.outcomes import OutcomeRecorder
+from ioswarm.rewards.pool import Broadcast, RewardPool, TxOptions
+from ioswarm.rewards.sender import SettlementSender
 
 log = logging.getLogger("ioswarm.rewards")
 
@@ -90,13 +103,6 @@ HOOK_REORGED = "reorged"
 """A reorg is recorded in the ledger; the transaction has not been broadcast again."""
 HOOK_POINTS = (HOOK_PLANNED, HOOK_SIGNED, HOOK_BROADCAST, HOOK_RECEIPT, HOOK_REORGED)
 
-HALT_CHAIN_ID = "chain_id"
-HALT_GENESIS = "genesis"
-HALT_NO_CODE = "no_code"
-HALT_REASONS = (HALT_CHAIN_ID, HALT_GENESIS, HALT_NO_CODE)
-"""The bounded ``reason`` label values of ``ioswarm_settlement_halted``."""
-
-OUT_OF_GAS = "out of gas"
 MIN_FEE_BUMP_PPM = 125_000
 """12.5 %: above the 10 % most nodes require for a replacement, with room for rounding."""
 
@@ -137,10 +143,6 @@ class SettlerOptions:
             raise ValueError("fee_bump_ppm must be >= 125000 (12.5 %)")
         if self.confirmations < 1:
             raise ValueError("confirmations must be >= 1")
-
-
-class _Halted(Exception):
-    """Internal: the node is not the recorded chain; abandon this pass."""
 
 
 class SettlerMetrics:
@@ -189,9 +191,21 @@ class SettlerMetrics:
             self.halted.labels(reason=reason).set(0)
 
 
-def _bump(value: int, ppm: int) -> int:
-    """``value`` raised by ``ppm``, rounded up, by at least 1 wei."""
-    return value + max(1, -(-value * ppm // PPM))
+def settlement_call(plan: EpochPlan, onchain: Iterable[str], *, pay_out: bool) -> SettlementCall:
+    """The call settling ``plan``: its weights, and 0 for every other ``onchain`` wallet."""
+    weights = {w.wallet: w.weight for w in plan.wallets}
+    # Zero every wallet still weighted on chain that this epoch does not pay (departed,
+    # or left over from an epoch that was never settled).
+    for wallet in onchain:
+        weights.setdefault(wallet, 0)
+    items = sorted(weights.items())
+    return SettlementCall(
+        function="depositSettleAndClaim" if pay_out else "depositAndSettle",
+        wallets=tuple(w for w, _ in items),
+        weights=tuple(n for _, n in items),
+        value=plan.deposit_wei,
+        claimants=tuple(w for w, n in items if n > 0) if pay_out else (),
+    )
 
 
 class Settler:
@@ -217,18 +231,54 @@ class Settler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reconciled = False
-        self.halted: str | None = None
-        """Why settling is refused (wrong chain); epochs keep queueing meanwhile."""
-        self.halt_reason: str | None = None
-        """The bounded reason of :attr:`halted`: one of :data:`HALT_REASONS`."""
-        self.head: int | None = None
-        """The newest block number seen while watching settlements for finality."""
+        self._guard = ChainGuard(
+            self._pool, ledger, self.metrics.halted, self.options.expected_chain_id
+        )
+        self._finality = FinalityWatch(
+            self._pool,
+            ledger,
+            clock,
+            confirmations=self.options.confirmations,
+            settlements=self.metrics.settlements,
+            deposited=self.metrics.deposited,
+            on_reorged=lambda epoch: self._hook(HOOK_REORGED, epoch),
+        )
         self.rpc_up = True
         self.last_error = ""
-        self._broadcast: set[str] = set()  # hashes sent by this process
-        self._needs_bump: set[int] = set()
+        self._sender = SettlementSender(
+            self._pool,
+            ledger,
+            clock,
+            replace_after_sec=self.options.replace_after_sec,
+            fee_bump_ppm=self.options.fee_bump_ppm,
+            max_fee_cap_wei=self.options.max_fee_cap_wei,
+            replacements=self.metrics.replacements,
+            on_broadcast=lambda epoch: self._hook(HOOK_BROADCAST, epoch),
+        )
+        self._outcomes = OutcomeRecorder(
+            self._pool,
+            ledger,
+            clock,
+            max_oog_retries=self.options.max_oog_retries,
+            settlements=self.metrics.settlements,
+            last_confirmed=self.metrics.last_confirmed,
+        )
         self._nonce_misses: dict[int, int] = {}
-        self._cap_warned: set[int] = set()
+
+    @property
+    def halted(self) -> str | None:
+        """Why settling is refused (wrong chain); epochs keep queueing meanwhile."""
+        return self._guard.halted
+
+    @property
+    def halt_reason(self) -> str | None:
+        """The bounded reason of :attr:`halted`: one of :data:`HALT_REASONS`."""
+        return self._guard.halt_reason
+
+    @property
+    def head(self) -> int | None:
+        """The newest block number seen while watching settlements for finality."""
+        return self._finality.head
 
     @property
     def signer_address(self) -> str:
@@ -273,18 +323,18 @@ class Settler:
         Returns whether anything was queued. Raises SettlementError while the RPC is down.
         """
         try:
-            await self._check_chain()
+            await self._guard.check()
             if not self._reconciled:
                 await self._reconcile()
                 self._reconciled = True
-            await self._watch_included()
+            await self._finality.watch()
             queue = self._ledger.unsettled()
             self.metrics.unsettled.set(len(queue))
             for epoch in queue:
                 if self._stopping:
                     break
                 await self._drive(epoch)
-        except _Halted:
+        except SettlementHalted:
             self.metrics.unsettled.set(len(self._ledger.unsettled()))
             return False
         self.metrics.unsettled.set(len(self._ledger.unsettled()))
@@ -292,105 +342,11 @@ class Settler:
 
     def _watching(self) -> bool:
         try:
-            return bool(self._ledger.included())
+            return self._finality.watching()
         except StoreError:
             return False
 
     # -- the state machine -----------------------------------------------------------------
-
-    async def _check_chain(self) -> None:
-        """Raise _Halted unless the node is the recorded chain and the pool has code."""
-        actual = await self._pool.chain_id()
-        genesis = await self._pool.block_hash(0)
-        recorded = self._ledger.chain_identity()
-        expected = recorded[0] if recorded else self.options.expected_chain_id
-        if expected and actual != expected:
-            self._halt(HALT_CHAIN_ID, f"reward RPC is on chain {actual}, expected {expected}")
-        if recorded is not None and genesis != recorded[1]:
-            self._halt(
-                HALT_GENESIS,
-                f"reward RPC genesis is {genesis}, the ledger's chain has {recorded[1]}",
-            )
-        if not await self._pool.has_code():
-            self._halt(HALT_NO_CODE, f"no contract code at the reward pool {self._pool.address}")
-        if recorded is None:
-            if genesis is None:
-                raise SettlementError("reward RPC has no genesis block")
-            self._ledger.record_chain_identity(actual, genesis)
-            log.info("settlement chain recorded chain_id=%d genesis=%s", actual, genesis)
-        if self.halted is not None:
-            log.warning(
-                "settlement resumed: reward RPC is the recorded chain again (was: %s)", self.halted
-            )
-            self.halted = self.halt_reason = None
-            for reason in HALT_REASONS:
-                self.metrics.halted.labels(reason=reason).set(0)
-
-    def _halt(self, reason: str, detail: str) -> None:
-        if self.halted != detail:
-            log.error(
-                "SETTLEMENT HALTED reason=%s: %s; nothing is sent, epochs keep being planned",
-                reason,
-                detail,
-            )
-        self.halted, self.halt_reason = detail, reason
-        for r in HALT_REASONS:
-            self.metrics.halted.labels(reason=r).set(1 if r == reason else 0)
-        raise _Halted(detail)
-
-    async def _watch_included(self) -> None:
-        """Make included settlements final once deep enough; catch the reorged ones."""
-        epochs = self._ledger.included()
-        if not epochs:
-            return
-        head = await self._pool.block_number()
-        self.head = head
-        for epoch in epochs:
-            s = self._ledger.settlement(epoch)
-            if s is None or s.state is not SettlementState.CONFIRMED or s.final:
-                continue
-            lost = await self._lost(s)
-            if lost:
-                self._ledger.record_reorged(epoch, lost, self._clock(), head)
-                self.metrics.settlements.labels(outcome="reorged").inc()
-                log.error(
-                    "SETTLEMENT REORGED epoch=%d tx=%s block=%s: %s; re-sending the same "
-                    "transaction (nonce %s)",
-                    epoch,
-                    s.tx_hash,
-                    s.block,
-                    lost,
-                    s.nonce,
-                )
-                self._hook(HOOK_REORGED, epoch)
-                continue
-            confirmations = head - s.block + 1 if s.block is not None else 0
-            if s.block is None or confirmations >= self.options.confirmations:
-                self._ledger.record_final(epoch, confirmations, self._clock())
-                value = s.call.value if s.call else 0
-                self.metrics.settlements.labels(outcome="final").inc()
-                self.metrics.deposited.inc(wei_to_iotx(value))
-                log.info(
-                    "settlement final epoch=%d tx=%s block=%s confirmations=%d",
-                    epoch,
-                    s.tx_hash,
-                    s.block,
-                    confirmations,
-                )
-
-    async def _lost(self, s: Settlement) -> str:
-        """Why an included settlement is no longer on the canonical chain ("" while it is)."""
-        if s.tx_hash is None or s.block is None:
-            return ""  # confirmed without a receipt (nonce consumed): nothing to follow
-        outcome = await self._pool.outcome(s.tx_hash)
-        if outcome is None:
-            return "receipt gone"
-        if s.block_hash and outcome.block_hash and outcome.block_hash != s.block_hash:
-            return f"mined again in another block {outcome.block_number}"
-        canonical = await self._pool.block_hash(s.block)
-        if s.block_hash and canonical != s.block_hash:
-            return f"block {s.block} hash is now {canonical}"
-        return ""
 
     async def _reconcile(self) -> None:
         for epoch in self._ledger.unsettled():
@@ -409,40 +365,24 @@ class Settler:
             s = self._ledger.settlement(epoch)
             if s is None or s.terminal:
                 return
-            await self._check_chain()
+            await self._guard.check()
             if s.state is SettlementState.REORGED:
                 if not await self._check_sent(epoch, s):
                     await self._resend(epoch, s)
             elif s.state is SettlementState.SENT:
                 if await self._check_sent(epoch, s):
                     continue
-                await self._keep_alive(epoch, s)
+                await self._sender.keep_alive(epoch, s)
                 await self._nap(self.options.poll_interval_sec, wakeable=False)
             else:
                 await self._bind(epoch, s)
-
-    def _call_for(self, plan: EpochPlan) -> SettlementCall:
-        weights = {w.wallet: w.weight for w in plan.wallets}
-        # Zero every wallet still weighted on chain that this epoch does not pay (departed,
-        # or left over from an epoch that was never settled).
-        for wallet in self._ledger.onchain_weights():
-            weights.setdefault(wallet, 0)
-        items = sorted(weights.items())
-        pay_out = self.options.pay_out
-        return SettlementCall(
-            function="depositSettleAndClaim" if pay_out else "depositAndSettle",
-            wallets=tuple(w for w, _ in items),
-            weights=tuple(n for _, n in items),
-            value=plan.deposit_wei,
-            claimants=tuple(w for w, n in items if n > 0) if pay_out else (),
-        )
 
     async def _bind(self, epoch: int, s: Settlement) -> None:
         """Bind an unbound epoch to a fresh nonce: sign, record (synced), broadcast."""
         plan = self._ledger.epoch(epoch)
         if plan is None:
             raise StoreError(f"epoch {epoch}: queued but its plan is missing")
-        call = self._call_for(plan)
+        call = settlement_call(plan, self._ledger.onchain_weights(), pay_out=self.options.pay_out)
         if not call.wallets and call.value == 0:
             self._ledger.record_skipped(
                 epoch, "no weights to change, nothing to deposit", self._clock()
@@ -452,9 +392,9 @@ class Settler:
             return
         self._hook(HOOK_PLANNED, epoch)
         nonce = await self._pool.nonce("pending")
-        max_fee, tip = await self._fees()
+        max_fee, tip = await self._sender.fees()
         # After out-of-gas reverts, double the headroom once per revert.
-        tries = min(self._out_of_gas_reverts(epoch), self.options.max_oog_retries)
+        tries = min(self._outcomes.out_of_gas_reverts(epoch), self.options.max_oog_retries)
         margin = (100 + self.options.gas_margin_pct) * 2**tries - 100
         try:
             signed = await self._pool.sign_settlement(
@@ -469,7 +409,7 @@ class Settler:
             if exc.retryable:
                 raise
             # Refused at estimation: nothing was sent and the nonce is still free.
-            self._alert_revert(epoch, str(exc), None, retry=False)
+            self._outcomes.alert_revert(epoch, str(exc), None, retry=False)
             self._ledger.record_reverted(epoch, str(exc), False, self._clock())
             return
         now = self._clock()
@@ -494,31 +434,12 @@ class Settler:
             attempt.max_fee_per_gas,
         )
         self._hook(HOOK_SIGNED, epoch)
-        if await self._send(epoch, attempt) is Broadcast.NONCE_USED:
+        if await self._sender.send(epoch, attempt) is Broadcast.NONCE_USED:
             # This transaction was never sent before, so it cannot be what used the nonce (a
             # stale "pending" count, or another sender with this key): it can never be mined.
             reason = f"nonce {attempt.nonce} already used by another transaction; not sent"
             log.warning("settlement rebinding epoch=%d: %s", epoch, reason)
             self._ledger.record_reverted(epoch, reason, True, self._clock())
-
-    def _out_of_gas_reverts(self, epoch: int) -> int:
-        return sum(
-            1
-            for e in self._ledger.events(epoch)
-            if e["state"] == "reverted" and str(e.get("reason", "")).startswith(OUT_OF_GAS)
-        )
-
-    async def _send(self, epoch: int, attempt: TxAttempt) -> Broadcast:
-        result = await self._pool.broadcast(bytes.fromhex(attempt.raw[2:]))
-        self._broadcast.add(attempt.tx_hash)
-        if result is Broadcast.UNDERPRICED:
-            self._needs_bump.add(epoch)
-        elif result is not Broadcast.ACCEPTED:
-            log.info(
-                "settlement broadcast epoch=%d tx=%s node=%s", epoch, attempt.tx_hash, result.value
-            )
-        self._hook(HOOK_BROADCAST, epoch)
-        return result
 
     async def _check_sent(self, epoch: int, s: Settlement) -> bool:
         """Look for a receipt of any of the epoch's transactions; True once it is final."""
@@ -528,9 +449,10 @@ class Settler:
                 continue
             self._hook(HOOK_RECEIPT, epoch)
             if outcome.success:
-                self._confirm(epoch, s, outcome)
+                self._outcomes.confirmed(epoch, s, outcome)
             else:
-                await self._reverted(epoch, s, attempt, outcome)
+                await self._outcomes.reverted(epoch, s, attempt, outcome)
+            self._finished(epoch)
             return True
         assert s.nonce is not None
         if await self._pool.nonce("latest") <= s.nonce:
@@ -563,165 +485,13 @@ class Settler:
             newest.nonce,
             newest.tx_hash,
         )
-        await self._send(epoch, newest)
-
-    async def _keep_alive(self, epoch: int, s: Settlement) -> None:
-        """Rebroadcast after a restart; replace when stuck or refused as underpriced."""
-        newest = s.attempts[-1]
-        if newest.tx_hash not in self._broadcast:
-            # First sight of this transaction in this process: a restart, or a crash between
-            # recording it and sending it. The recorded bytes are sent again (same hash).
-            log.info(
-                "settlement rebroadcast epoch=%d nonce=%d tx=%s",
-                epoch,
-                newest.nonce,
-                newest.tx_hash,
-            )
-            await self._send(epoch, newest)
-            return
-        # A re-send after a reorg restarts the wait (updated_at is the resent event's time).
-        since = max(newest.sent_at, s.updated_at)
-        stuck = self._clock() - since >= self.options.replace_after_sec
-        if stuck or epoch in self._needs_bump:
-            await self._replace(epoch, s)
-
-    async def _replace(self, epoch: int, s: Settlement) -> None:
-        old = s.attempts[-1]
-        assert s.call is not None and s.nonce is not None
-        max_fee, tip = await self._fees(capped=False)
-        ppm = self.options.fee_bump_ppm
-        new_tip = max(_bump(old.max_priority_fee_per_gas, ppm), tip)
-        new_max = max(_bump(old.max_fee_per_gas, ppm), max_fee, new_tip)
-        cap = self.options.max_fee_cap_wei
-        if cap is not None and new_max > cap:
-            if epoch not in self._cap_warned:
-                self._cap_warned.add(epoch)
-                log.warning(
-                    "settlement stuck epoch=%d nonce=%d tx=%s: a replacement would exceed "
-                    "max_fee_cap_wei=%d; waiting",
-                    epoch,
-                    s.nonce,
-                    old.tx_hash,
-                    cap,
-                )
-            return
-        signed = await self._pool.sign_settlement(
-            s.call.wallets,
-            s.call.weights,
-            s.call.value,
-            TxOptions(
-                nonce=s.nonce,
-                gas=old.gas,
-                max_fee_per_gas=new_max,
-                max_priority_fee_per_gas=new_tip,
-            ),
-            claimants=s.call.claimants if s.call.function == "depositSettleAndClaim" else None,
-        )
-        now = self._clock()
-        attempt = TxAttempt(
-            tx_hash=signed.tx_hash,
-            nonce=s.nonce,
-            gas=old.gas,
-            max_fee_per_gas=new_max,
-            max_priority_fee_per_gas=new_tip,
-            sent_at=now,
-            raw="0x" + signed.raw.hex(),
-        )
-        self._ledger.record_sent(epoch, s.call, attempt, now)
-        self._needs_bump.discard(epoch)
-        self.metrics.replacements.inc()
-        log.warning(
-            "settlement stuck, replaced epoch=%d nonce=%d old_tx=%s new_tx=%s max_fee=%d tip=%d",
-            epoch,
-            s.nonce,
-            old.tx_hash,
-            attempt.tx_hash,
-            new_max,
-            new_tip,
-        )
-        await self._send(epoch, attempt)
-
-    def _confirm(self, epoch: int, s: Settlement, outcome: TxOutcome) -> None:
-        self._ledger.record_confirmed(
-            epoch,
-            outcome.tx_hash,
-            outcome.block_number,
-            outcome.gas_used,
-            outcome.fee,
-            self._clock(),
-            block_hash=outcome.block_hash or None,
-        )
-        value = s.call.value if s.call else 0
-        self.metrics.settlements.labels(outcome="confirmed").inc()
-        self.metrics.last_confirmed.set(epoch)
-        log.info(
-            "settlement included epoch=%d tx=%s block=%d gas_used=%d deposit_wei=%d",
-            epoch,
-            outcome.tx_hash,
-            outcome.block_number,
-            outcome.gas_used,
-            value,
-        )
-        self._finished(epoch)
-
-    async def _reverted(
-        self, epoch: int, s: Settlement, attempt: TxAttempt, outcome: TxOutcome
-    ) -> None:
-        assert s.call is not None
-        gas = next((a.gas for a in s.attempts if a.tx_hash == outcome.tx_hash), attempt.gas)
-        out_of_gas = outcome.gas_used >= gas
-        if out_of_gas:
-            reason = f"{OUT_OF_GAS} (used {outcome.gas_used} of {gas})"
-        else:
-            replay = await self._pool.revert_reason(
-                s.call.wallets,
-                s.call.weights,
-                s.call.value,
-                outcome.block_number,
-                claimants=s.call.claimants if s.call.function == "depositSettleAndClaim" else None,
-            )
-            reason = replay or "reverted (the call succeeds when replayed on the block's state)"
-        retry = out_of_gas and self._out_of_gas_reverts(epoch) < self.options.max_oog_retries
-        self._alert_revert(epoch, reason, outcome.tx_hash, retry=retry)
-        self._ledger.record_reverted(
-            epoch,
-            reason,
-            retry,
-            self._clock(),
-            tx_hash=outcome.tx_hash,
-            block=outcome.block_number,
-            gas_used=outcome.gas_used,
-            fee_wei=outcome.fee,
-        )
-        self._finished(epoch)
-
-    def _alert_revert(self, epoch: int, reason: str, tx_hash: str | None, *, retry: bool) -> None:
-        self.metrics.settlements.labels(outcome="reverted").inc()
-        log.error(
-            "SETTLEMENT REVERTED epoch=%d tx=%s reason=%s retry=%s; %s",
-            epoch,
-            tx_hash or "-",
-            reason,
-            retry,
-            "retrying with a new nonce and more gas"
-            if retry
-            else "this epoch is NOT paid; fix the cause, then requeue it",
-        )
+        await self._sender.send(epoch, newest)
 
     def _finished(self, epoch: int) -> None:
-        self._needs_bump.discard(epoch)
+        self._sender.forget(epoch)
         self._nonce_misses.pop(epoch, None)
-        self._cap_warned.discard(epoch)
 
     # -- helpers ---------------------------------------------------------------------------
-
-    async def _fees(self, *, capped: bool = True) -> tuple[int, int]:
-        max_fee, tip = await self._pool.suggest_fees()
-        cap = self.options.max_fee_cap_wei
-        if capped and cap is not None:
-            max_fee = min(max_fee, cap)
-            tip = min(tip, max_fee)
-        return max_fee, tip
 
     async def _nap(self, seconds: float, *, wakeable: bool) -> None:
         """Sleep up to ``seconds``; stop() always ends it, wake() only when ``wakeable``."""
