@@ -24,8 +24,6 @@ from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm.core.models import Outcome
 from ioswarm.core.rewards import (
-    DEPARTED,
-    PPM,
     EpochTally,
     RewardPolicy,
     normalize_wallet,
@@ -34,7 +32,8 @@ from ioswarm.core.rewards import (
     weight_reason,
 )
 from ioswarm.errors import ConfigError, StoreError
-from ioswarm.rewards.ledger import AgentEpoch, EpochLedger, OpenEpoch, SettlementState
+from ioswarm.rewards import views
+from ioswarm.rewards.ledger import EpochLedger, OpenEpoch, SettlementState
 from ioswarm.rewards.pool import RewardPool
 from ioswarm.rewards.settler import Settler, SettlerOptions
 
@@ -47,7 +46,6 @@ LEDGER_DIR = "rewards"
 """The ledger's directory under ``dataDir``."""
 NOTICE_SCAN = 32
 """Newest epochs of an agent looked at for an unannounced payout (bounds heartbeat work)."""
-RECENT_EPOCHS = 20
 NO_RESULTS = "no_results"
 """Standing of an agent with nothing accepted in the open epoch."""
 STOP_TIMEOUT_SEC = 5.0
@@ -80,50 +78,6 @@ class PayoutNotice:
             "amount_wei": str(self.amount_wei),
             "tx_hash": self.tx_hash,
         }
-
-
-def _pct(ppm: int) -> float:
-    return round(ppm / (PPM // 100), 4)
-
-
-def _tally_view(t: EpochTally) -> dict[str, Any]:
-    return {
-        "agent_id": t.agent_id,
-        "wallet": t.wallet,
-        "tasks": t.tasks,
-        "matched": t.matched,
-        "mismatched": t.mismatched,
-        "excluded": t.excluded,
-        "accuracy_pct": _pct(t.accuracy_ppm),
-        "canary_matched": t.canary_matched,
-        "canary_failed": t.canary_failed,
-        "incomplete": t.incomplete,
-    }
-
-
-def _history_row(row: AgentEpoch) -> dict[str, Any]:
-    p = row.payout
-    return {
-        "epoch": row.epoch,
-        "amount_iotx": wei_to_iotx(p.amount_wei),
-        "amount_wei": str(p.amount_wei),
-        "tasks": p.tasks,
-        "matched": p.matched,
-        "mismatched": p.mismatched,
-        "excluded": p.excluded,
-        "accuracy_pct": _pct(p.accuracy_ppm),
-        "rank": p.rank,
-        "total_agents": row.total_agents,
-        "bonus_applied": p.bonus_applied,
-        "canary_matched": p.canary_matched,
-        "canary_failed": p.canary_failed,
-        "incomplete": p.incomplete,
-        "weight": str(p.weight),
-        "wallet": p.wallet,
-        "reason": p.reason,
-        "status": row.state.value,
-        "tx_hash": row.tx_hash,
-    }
 
 
 class EpochManager:
@@ -375,115 +329,26 @@ class EpochManager:
 
     def epoch_view(self) -> dict[str, Any]:
         """``GET /swarm/epoch``: the open epoch's tallies and where settlements stand."""
-        epoch = self.current_epoch()
-        end = (epoch + 1) * self.epoch_blocks - 1
-        queued: list[int] = []
-        sent: list[dict[str, Any]] = []
-        for e in self.ledger.unsettled():
-            s = self.ledger.settlement(e)
-            if s is not None and s.state in (SettlementState.SENT, SettlementState.REORGED):
-                sent.append(
-                    {
-                        "epoch": e,
-                        "status": s.status,
-                        "nonce": s.nonce,
-                        "tx_hash": s.attempts[-1].tx_hash if s.attempts else None,
-                        "attempts": len(s.attempts),
-                        "reorgs": s.reorgs,
-                    }
-                )
-            else:
-                queued.append(e)
-        settler = self.settler
-        head = settler.head if settler else None
-        confirmed: list[dict[str, Any]] = []
-        reverted: list[dict[str, Any]] = []
-        for s in self.ledger.recent(RECENT_EPOCHS):
-            if s.state is SettlementState.CONFIRMED:
-                value = s.call.value if s.call else 0
-                depth = None
-                if head is not None and s.block is not None:
-                    depth = max(head - s.block + 1, 0)
-                confirmed.append(
-                    {
-                        "epoch": s.epoch,
-                        "status": s.status,
-                        "final": s.final,
-                        "confirmations": depth,
-                        "reorgs": s.reorgs,
-                        "tx_hash": s.tx_hash,
-                        "block": s.block,
-                        "deposit_iotx": wei_to_iotx(value),
-                        "deposit_wei": str(value),
-                    }
-                )
-            elif s.state is SettlementState.REVERTED:
-                reverted.append(
-                    {"epoch": s.epoch, "tx_hash": s.tx_hash, "reason": s.reason, "retry": s.retry}
-                )
-        return {
-            "epoch": epoch,
-            "epoch_blocks": self.epoch_blocks,
-            "head_block": self._head,
-            "start_block": epoch * self.epoch_blocks,
-            "end_block": end,
-            "blocks_left": max(end - self._head, 0) if self._head >= 0 else self.epoch_blocks,
-            "reward_iotx": wei_to_iotx(self.epoch_reward_wei),
-            "reward_wei": str(self.epoch_reward_wei),
-            "min_accuracy_pct": _pct(self.policy.min_accuracy_ppm),
-            "agents": [
-                {
-                    **_tally_view(t),
-                    "weight_reason": weight_reason(t, normalize_wallet(t.wallet), self.policy),
-                }
-                for _, t in sorted(self._open.tallies.items())
-            ],
-            "settlement": {
-                "enabled": settler is not None,
-                "signer": settler.signer_address if settler else None,
-                "rpc_up": settler.rpc_up if settler else None,
-                "halted": settler.halted if settler else None,
-                "halt_reason": settler.halt_reason if settler else None,
-                "last_error": (settler.halted or settler.last_error) if settler else "",
-                "confirmations_required": settler.options.confirmations if settler else None,
-                "head_block": head,
-                "queued": queued,
-                "sent": sent,
-                "confirmed": confirmed,
-                "reverted": reverted,
-            },
-        }
+        return views.epoch_view(
+            self.ledger,
+            self.settler,
+            self.policy,
+            self._open.tallies,
+            epoch=self.current_epoch(),
+            epoch_blocks=self.epoch_blocks,
+            head_block=self._head,
+            epoch_reward_wei=self.epoch_reward_wei,
+        )
 
     def rewards_view(self, agent_id: str, limit: int = 100) -> dict[str, Any]:
         """``GET /api/rewards?agent=ID``: the agent's epochs (newest first) and totals."""
-        rows = [r for r in self.ledger.agent_history(agent_id) if r.payout.reason != DEPARTED]
-        paid = sum(r.payout.amount_wei for r in rows if r.state is SettlementState.CONFIRMED)
-        earned = sum(r.payout.amount_wei for r in rows)
-        pending = sum(
-            r.payout.amount_wei
-            for r in rows
-            if r.state in (SettlementState.PLANNED, SettlementState.SENT)
+        return views.rewards_view(
+            self.ledger,
+            agent_id,
+            self._open.tallies.get(agent_id),
+            current_epoch=self.current_epoch(),
+            limit=limit,
         )
-        tally = self._open.tallies.get(agent_id)
-        return {
-            "agent_id": agent_id,
-            "history": [_history_row(r) for r in rows[:limit]],
-            "totals": {
-                "epochs": len(rows),
-                "tasks": sum(r.payout.tasks for r in rows),
-                "matched": sum(r.payout.matched for r in rows),
-                "bonus_epochs": sum(1 for r in rows if r.payout.bonus_applied),
-                "amount_iotx": wei_to_iotx(earned),
-                "amount_wei": str(earned),
-                "paid_iotx": wei_to_iotx(paid),
-                "paid_wei": str(paid),
-                "pending_iotx": wei_to_iotx(pending),
-                "pending_wei": str(pending),
-            },
-            "current": None
-            if tally is None
-            else {"epoch": self.current_epoch(), **_tally_view(tally)},
-        }
 
     # -- lifecycle -------------------------------------------------------------------------
 
