@@ -33,7 +33,8 @@ from ioswarm.rewards.pool import RewardPool
 from ioswarm.rewards.settler import SettlerOptions
 from ioswarm.sim.adversaries import Adversary, TappedHonestAgent, build_adversaries
 from ioswarm.sim.anvil import AnvilProcess
-from ioswarm.sim.l3workload import CATEGORIES, Category, ContractWorkload
+from ioswarm.sim.l3calls import CATEGORIES, Category
+from ioswarm.sim.l3workload import ContractWorkload
 from ioswarm.sim.workload import Workload
 
 log = logging.getLogger("ioswarm.demo")

@@ -13,28 +13,30 @@ without estimation and land with status 0. Nonces are tracked locally per accoun
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_typing import Hash32
 
 from ioswarm.errors import IoswarmError, NodeError
 from ioswarm.node.adapter import NodeClient
 from ioswarm.sim.artifacts import (
     WorkloadArtifact,
-    create2_address,
-    create2_salt,
     load_artifact,
-    mapping_slot,
     word,
+)
+from ioswarm.sim.l3calls import (
+    CATEGORIES,
+    CONTEXT_CATEGORIES,
+    SEED_CELLS,
+    Call,
+    CallBuilder,
+    Category,
 )
 from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, new_account, pending_nonce
 from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
@@ -42,36 +44,11 @@ from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
 log = logging.getLogger("ioswarm.sim")
 _K = TypeVar("_K", bound=str)
 
-Category = Literal[
-    "erc20_transfer",
-    "erc20_transfer_from",
-    "storage_heavy",
-    "cross_contract",
-    "create",
-    "create2",
-    "precompile_ecrecover",
-    "precompile_sha256",
-    "precompile_modexp",
-    "precompile_identity",
-    "revert_reason",
-    "revert_custom",
-    "out_of_gas",
-    "transient",
-    "ctx_selfbalance",
-    "ctx_blockhash",
-    "ctx_timestamp",
-    "ctx_coinbase",
-    "ctx_basefee",
-    "ctx_prevrandao",
-    "ctx_gaslimit",
-]
-CATEGORIES: tuple[Category, ...] = get_args(Category)
 FAILING_CATEGORIES: frozenset[Category] = frozenset(
     {"revert_reason", "revert_custom", "out_of_gas"}
 )
 """Categories whose transactions are included with status 0."""
 
-CONTEXT_CATEGORIES: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.startswith("ctx_"))
 DEFAULT_WEIGHTS: Mapping[Category, float] = MappingProxyType(
     {
         **dict.fromkeys(CATEGORIES, 1.0),
@@ -101,44 +78,7 @@ DEPLOYED: tuple[str, ...] = (
 )
 """Contracts :meth:`ContractWorkload.setup` deploys, in deployment order."""
 
-# Gas limits with room for an access list; the out-of-gas limit is far below what burn() needs.
-_GAS: Mapping[Category, int] = MappingProxyType(
-    {
-        **dict.fromkeys(CATEGORIES, 90_000),
-        **dict.fromkeys(CONTEXT_CATEGORIES, 70_000),
-        "erc20_transfer_from": 110_000,
-        "storage_heavy": 600_000,
-        "cross_contract": 200_000,
-        "create": 300_000,
-        "create2": 300_000,
-        "precompile_modexp": 100_000,
-        "out_of_gas": 60_000,
-        "transient": 200_000,
-    }
-)
-# Context category -> (ContextReader function, the state variable it writes).
-CONTEXT_READERS: Mapping[Category, tuple[str, str]] = MappingProxyType(
-    {
-        "ctx_selfbalance": ("storeSelfBalance", "selfBalance"),
-        "ctx_blockhash": ("storeBlockhash", "parentHash"),
-        "ctx_timestamp": ("storeTimestamp", "timestamp"),
-        "ctx_coinbase": ("storeCoinbase", "coinbase"),
-        "ctx_basefee": ("storeBasefee", "basefee"),
-        "ctx_prevrandao": ("storePrevrandao", "prevrandao"),
-        "ctx_gaslimit": ("storeGaslimit", "gaslimit"),
-    }
-)
-# Precompile categories that send random bytes -> (PrecompileCaller function, its result slot).
-PRECOMPILE_CALLS: Mapping[Category, tuple[str, str]] = MappingProxyType(
-    {
-        "precompile_sha256": ("hashSha256", "lastSha256"),
-        "precompile_identity": ("identity", "lastIdentity"),
-    }
-)
 TRANSFER_GAS = 21_000
-BURN_ROUNDS = 100_000
-SEED_CELLS = 32
-CHURN_WRITES = 8
 MINT_AMOUNT = 10**30
 ALLOWANCE = 10**40  # finite, so every transferFrom also rewrites the allowance slot
 CONTEXT_READER_BALANCE = 10**9
@@ -174,18 +114,6 @@ class ContractCounters:
 
     def as_dict(self) -> dict[str, Any]:
         return {"setup": self.setup, "sent": dict(self.sent), "errors": dict(self.errors)}
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    to: bytes | None
-    data: bytes
-    gas: int
-    value: int = 0
-    access: Mapping[bytes, tuple[int, ...]] = field(default_factory=dict)
-    """EIP-2930 access list: address -> storage slots the call touches."""
-    created: bytes | None = None
-    """The CREATE2 address the call deploys to."""
 
 
 class ContractWorkload:
@@ -237,21 +165,9 @@ class ContractWorkload:
         self._accounts = [new_account(self._rng) for _ in range(accounts)]
         self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
         self._fee_oracle = FeeOracle(node, tip_wei)
-        self._create2_count = 0
-        self._builders: dict[Category, Callable[[int], _Call]] = {
-            "erc20_transfer": self._erc20_transfer,
-            "erc20_transfer_from": self._erc20_transfer_from,
-            "storage_heavy": self._storage_heavy,
-            "cross_contract": self._cross_contract,
-            "create": self._create,
-            "create2": self._create2,
-            **{c: functools.partial(self._precompile, c) for c in CATEGORIES if "precompile" in c},
-            "revert_reason": functools.partial(self._revert, "failWithReason"),
-            "revert_custom": functools.partial(self._revert, "failWithCustomError"),
-            "out_of_gas": self._out_of_gas,
-            "transient": self._transient,
-            **{c: functools.partial(self._context, c) for c in CONTEXT_READERS},
-        }
+        self._calls = CallBuilder(
+            self.artifact, self._rng, self._accounts, self.address_of, fresh_recipients
+        )
 
     @property
     def addresses(self) -> list[bytes]:
@@ -280,9 +196,9 @@ class ContractWorkload:
         funder = _addr(self._funder)
         nonce = await pending_nonce(self.node, self._funder.address)
         fees = await self._fee_oracle.current(refresh=True)
-        sends: list[tuple[LocalAccount, int, _Call]] = []
+        sends: list[tuple[LocalAccount, int, Call]] = []
         for addr in self.addresses:
-            sends.append((self._funder, nonce, _Call(addr, b"", TRANSFER_GAS, self.fund_wei)))
+            sends.append((self._funder, nonce, Call(addr, b"", TRANSFER_GAS, self.fund_wei)))
             nonce += 1
         planned: dict[str, bytes] = {}
         for name in DEPLOYED:
@@ -290,7 +206,7 @@ class ContractWorkload:
             value = CONTEXT_READER_BALANCE if name == "ContextReader" else 0
             initcode = self.artifact[name].initcode(*args)
             gas = await self._estimate(funder, None, initcode, value)
-            sends.append((self._funder, nonce, _Call(None, initcode, gas, value)))
+            sends.append((self._funder, nonce, Call(None, initcode, gas, value)))
             planned[name] = contract_address(funder, nonce)
             nonce += 1
         await self._send_setup(sends, fees, "deploy")
@@ -306,7 +222,7 @@ class ContractWorkload:
         sends = []
         for to, data in inits:
             gas = await self._estimate(funder, to, data, 0)
-            sends.append((self._funder, nonce, _Call(to, data, gas)))
+            sends.append((self._funder, nonce, Call(to, data, gas)))
             nonce += 1
         # Each account lets the next one spend its tokens: erc20_transfer_from sends as that one.
         for i, acct in enumerate(self._accounts):
@@ -314,7 +230,7 @@ class ContractWorkload:
             data = token.encode_call("approve", spender, ALLOWANCE)
             gas = await self._estimate(_addr(acct), planned["WorkloadToken"], data, 0)
             sends.append(
-                (acct, await self._nonce_book.alloc(i), _Call(planned["WorkloadToken"], data, gas))
+                (acct, await self._nonce_book.alloc(i), Call(planned["WorkloadToken"], data, gas))
             )
         await self._send_setup(sends, fees, "initialise")
         self.deployed = planned
@@ -326,7 +242,7 @@ class ContractWorkload:
         )
 
     async def _send_setup(
-        self, sends: list[tuple[LocalAccount, int, _Call]], fees: Fees, step: str
+        self, sends: list[tuple[LocalAccount, int, Call]], fees: Fees, step: str
     ) -> None:
         hashes = []
         for acct, nonce, call in sends:
@@ -376,7 +292,7 @@ class ContractWorkload:
         if kind not in TX_KINDS:
             raise ValueError(f"kind must be one of {', '.join(TX_KINDS)}")
         i = self._pick_sender(sender)
-        call = self._builders[category](i)
+        call = self._calls.build(category, i)
         try:
             nonce = await self._nonce_book.alloc(i)
             tx = self._tx(kind, nonce, call, await self._fee_oracle.current())
@@ -471,139 +387,6 @@ class ContractWorkload:
                 streak = 0
         return self.counters
 
-    # ------------------------------------------------------------------------ categories
-
-    def _erc20_transfer(self, i: int) -> _Call:
-        token = self.artifact["WorkloadToken"]
-        sender, to = self.addresses[i], self._recipient(i)
-        amount = self._rng.randrange(1, 10**18)
-        balances = token.slot("balanceOf")
-        return self._call(
-            "WorkloadToken",
-            token.encode_call("transfer", to, amount),
-            "erc20_transfer",
-            [mapping_slot(sender, balances), mapping_slot(to, balances)],
-        )
-
-    def _erc20_transfer_from(self, i: int) -> _Call:
-        token = self.artifact["WorkloadToken"]
-        # Account i-1 approved account i during setup.
-        owner, spender = self.addresses[i - 1], self.addresses[i]
-        to = self._recipient(i)
-        amount = self._rng.randrange(1, 10**18)
-        balances = token.slot("balanceOf")
-        allowance = mapping_slot(spender, mapping_slot(owner, token.slot("allowance")))
-        return self._call(
-            "WorkloadToken",
-            token.encode_call("transferFrom", owner, to, amount),
-            "erc20_transfer_from",
-            [mapping_slot(owner, balances), mapping_slot(to, balances), allowance],
-        )
-
-    def _storage_heavy(self, i: int) -> _Call:
-        c = self.artifact["StorageHeavy"]
-        # Bases across and beyond the seeded cells: some writes overwrite, others are fresh.
-        base = self._rng.randrange(2 * SEED_CELLS)
-        cells = c.slot("cells")
-        entries = c.var("entries")
-        entry = mapping_slot(self.addresses[i], entries.slot)
-        keys = [c.slot("rounds"), c.slot("history")]
-        keys += [mapping_slot(base + k, cells) for k in range(CHURN_WRITES + 1)]
-        keys += [entry + k for k in range(((entries.value_size or 32) + 31) // 32)]
-        keys.append(mapping_slot(self.addresses[i], c.slot("trails")))
-        return self._call(
-            "StorageHeavy", c.encode_call("churn", base, CHURN_WRITES), "storage_heavy", keys
-        )
-
-    def _cross_contract(self, i: int) -> _Call:
-        client, vault = self.artifact["VaultClient"], self.artifact["Vault"]
-        amount = self._rng.randrange(1, 10**6)
-        return _Call(
-            self.address_of("VaultClient"),
-            client.encode_call("forward", amount),
-            _GAS["cross_contract"],
-            access={
-                self.address_of("VaultClient"): tuple(v.slot for v in client.storage),
-                self.address_of("Vault"): (
-                    vault.slot("total"),
-                    vault.slot("updates"),
-                    mapping_slot(self.addresses[i], vault.slot("deposits")),
-                ),
-            },
-        )
-
-    def _create(self, i: int) -> _Call:
-        c = self.artifact["Factory"]
-        data = c.encode_call("create", self._rng.randrange(1, 2**64))
-        return self._call("Factory", data, "create", [v.slot for v in c.storage])
-
-    def _create2(self, i: int) -> _Call:
-        c = self.artifact["Factory"]
-        factory = self.address_of("Factory")
-        salt = create2_salt(self.addresses[i], self._create2_count)
-        self._create2_count += 1
-        value = self._rng.randrange(1, 2**64)
-        child = create2_address(factory, salt, self.artifact["Child"].initcode(value))
-        return _Call(
-            factory,
-            c.encode_call("create2", salt, value),
-            _GAS["create2"],
-            access={
-                factory: tuple(v.slot for v in c.storage),
-                child: (self.artifact["Child"].slot("value"),),
-            },
-            created=child,
-        )
-
-    def _precompile(self, category: Category, i: int) -> _Call:
-        c, rng = self.artifact["PrecompileCaller"], self._rng
-        args: tuple[Any, ...]
-        if category == "precompile_ecrecover":
-            digest = rng.randbytes(32)
-            sig = self._accounts[i].unsafe_sign_hash(Hash32(digest))
-            function, label, args = (
-                "recover",
-                "lastSigner",
-                (digest, sig.v, word(sig.r), word(sig.s)),
-            )
-        elif category == "precompile_modexp":
-            modulus = rng.getrandbits(256) | (1 << 255) | 1
-            args = (rng.getrandbits(256), rng.getrandbits(256), modulus)
-            function, label = "modexp", "lastModexp"
-        else:
-            function, label = PRECOMPILE_CALLS[category]
-            args = (rng.randbytes(rng.randrange(1, 200)),)
-        # Precompiles are always warm (EIP-2929): listing them would only cost gas.
-        keys = [c.slot(label), c.slot("calls")]
-        return self._call("PrecompileCaller", c.encode_call(function, *args), category, keys)
-
-    def _revert(self, function: str, i: int) -> _Call:
-        c = self.artifact["Reverter"]
-        category: Category = "revert_reason" if function == "failWithReason" else "revert_custom"
-        return self._call("Reverter", c.encode_call(function), category, [c.slot("attempts")])
-
-    def _out_of_gas(self, i: int) -> _Call:
-        c = self.artifact["GasBurner"]
-        sink = c.slot("sink")
-        keys = [c.slot("burned"), *(mapping_slot(k, sink) for k in range(4))]
-        return self._call("GasBurner", c.encode_call("burn", BURN_ROUNDS), "out_of_gas", keys)
-
-    def _transient(self, i: int) -> _Call:
-        c = self.artifact["TransientLock"]
-        data = c.encode_call("bump", self._rng.randrange(1, 2**32))
-        return self._call("TransientLock", data, "transient", [v.slot for v in c.storage])
-
-    def _context(self, category: Category, i: int) -> _Call:
-        c = self.artifact["ContextReader"]
-        function, label = CONTEXT_READERS[category]
-        value = self._rng.randrange(1, 1000) if category == "ctx_selfbalance" else 0
-        call = self._call("ContextReader", c.encode_call(function), category, [c.slot(label)])
-        return dataclasses.replace(call, value=value)
-
-    def _call(self, contract: str, data: bytes, category: Category, keys: Iterable[int]) -> _Call:
-        to = self.address_of(contract)
-        return _Call(to, data, _GAS[category], access={to: tuple(dict.fromkeys(keys))})
-
     # ------------------------------------------------------------------------ internals
 
     def _pick_sender(self, sender: int | None) -> int:
@@ -617,14 +400,7 @@ class ContractWorkload:
             raise ValueError(f"sender must be an account index in 0..{len(self._accounts) - 1}")
         return sender
 
-    def _recipient(self, sender: int) -> bytes:
-        if self.fresh_recipients:
-            # Payments to many distinct addresses: the recipient is nobody else's sender.
-            return self._rng.randbytes(20)
-        others = [a for j, a in enumerate(self.addresses) if j != sender]
-        return self._rng.choice(others)
-
-    def _tx(self, kind: TxKind, nonce: int, call: _Call, fees: Fees) -> dict[str, Any]:
+    def _tx(self, kind: TxKind, nonce: int, call: Call, fees: Fees) -> dict[str, Any]:
         tx: dict[str, Any] = {
             "chainId": self.chain_id,
             "nonce": nonce,

@@ -26,7 +26,8 @@ from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.node.canarytruth import CanaryTruthReader
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.sim.anvil import AnvilProcess
-from ioswarm.sim.l3workload import CATEGORIES, ContractWorkload
+from ioswarm.sim.l3calls import CATEGORIES
+from ioswarm.sim.l3workload import ContractWorkload
 from ioswarm.sim.workload import TxKind
 from ioswarm.state.bootstrap import AnvilDumpSource
 from ioswarm.state.store import StateStore, Write

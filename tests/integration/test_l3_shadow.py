@@ -14,7 +14,8 @@ from ioswarm.core.tokens import agent_token
 from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.sim.anvil import AnvilProcess
-from ioswarm.sim.l3workload import CATEGORIES, ContractWorkload
+from ioswarm.sim.l3calls import CATEGORIES
+from ioswarm.sim.l3workload import ContractWorkload
 from tests.helpers import eventually
 from tests.integration.swarm import SECRET, WALLET, RunningAgent, running_coordinator
 

@@ -14,13 +14,8 @@ from ioswarm.errors import NodeError
 from ioswarm.node import JsonRpcNode
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.artifacts import mapping_slot, word
-from ioswarm.sim.l3workload import (
-    CATEGORIES,
-    CONTEXT_READERS,
-    Category,
-    ContractWorkload,
-    expected_status,
-)
+from ioswarm.sim.l3calls import CATEGORIES, CONTEXT_READERS, Category
+from ioswarm.sim.l3workload import ContractWorkload, expected_status
 from ioswarm.sim.workload import TX_KINDS, TxKind
 from tests.helpers import eventually
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ioswarm.sim.artifacts import ARTIFACT_PATH, create2_address, load_artifact
-from ioswarm.sim.l3workload import CATEGORIES, DEFAULT_WEIGHTS, DEPLOYED
+from ioswarm.sim.l3calls import CATEGORIES
+from ioswarm.sim.l3workload import DEFAULT_WEIGHTS, DEPLOYED
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "contracts" / "workload" / "build.py"
