@@ -501,7 +501,9 @@ class StateStore:
         self._write(lambda txn: txn.put(_META_LOADING, height.to_bytes(8, "big"), db=self._meta))
         with self._unflushed_commits():
             try:
-                return self._load(batches, height, commit_entries, commit_bytes)
+                # Built inside the block: the environment (and its handles) was just reopened.
+                writer = BulkWriter(self.path, self._write, self._dbs, self._meta)
+                return writer.load(batches, height, commit_entries, commit_bytes)
             except BaseException:
                 self.clear()
                 raise
@@ -552,92 +554,6 @@ class StateStore:
             self._env.close()
             self._open(size, sync=False)
 
-    def _load(
-        self,
-        batches: Iterable[EntryBatch],
-        height: int,
-        commit_entries: int,
-        commit_bytes: int,
-    ) -> bytes:
-        pending: dict[str, tuple[list[bytes], list[bytes]]] = {}
-        n = size = 0
-        # LMDB writes and commits (whose flush waits on the disk) run in a writer thread, one
-        # batch in flight, while this thread parses and groups the next batch.
-        with SpanHasher() as hasher, ThreadPoolExecutor(1, "state-load") as writer:
-            in_flight: Future[None] | None = None
-            for batch in batches:
-                self._check_batch(batch)
-                if batch.spans:
-                    hasher.add(batch.spans)
-                else:
-                    ns = repeat(batch.namespace)
-                    hasher.add_records(list(map(encode_record, ns, batch.keys, batch.values)))
-                keys, values = pending.setdefault(batch.namespace, ([], []))
-                keys += batch.keys
-                values += batch.values
-                n += len(batch.keys)
-                size += sum(map(len, batch.keys)) + sum(map(len, batch.values))
-                if n >= commit_entries or size >= commit_bytes:
-                    if in_flight is not None:
-                        in_flight.result()
-                    in_flight = writer.submit(self._commit_pending, pending)
-                    pending = {}
-                    n = size = 0
-            if in_flight is not None:
-                in_flight.result()
-            digest = hasher.digest()
-
-        def finish(txn: Any) -> None:
-            txn.put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
-            txn.put(_META_HASH, digest, db=self._meta)
-            txn.delete(_META_LOADING, db=self._meta)
-
-        self._commit_pending(pending, finish)
-        return digest
-
-    def _check_batch(self, batch: EntryBatch) -> None:
-        """Whole-batch layout checks, in C (map/set) unless the reader already vouched."""
-        ns = batch.namespace
-        want = _KEY_LEN.get(ns)
-        if want is None:
-            raise StoreError(f"state store {self.path}: unknown namespace {ns!r} in bulk load")
-        if batch.key_len != want and set(map(len, batch.keys)) != {want}:
-            raise StoreError(f"state store {self.path}: bulk load has a {ns} key of wrong length")
-        vlen = _VALUE_LEN.get(ns)
-        if vlen is not None and batch.value_len != vlen and set(map(len, batch.values)) != {vlen}:
-            raise StoreError(f"state store {self.path}: bulk load has a {ns} value of wrong length")
-        if ns == STORAGE and ZERO_WORD in batch.values:
-            raise StoreError(f"state store {self.path}: bulk load holds a zero Storage value")
-
-    def _commit_pending(
-        self,
-        pending: dict[str, tuple[list[bytes], list[bytes]]],
-        then: Callable[[Any], None] | None = None,
-    ) -> None:
-        """Write one load batch in one transaction: appending if sorted, else inserting."""
-
-        def run(txn: Any, append: bool) -> None:
-            for ns, (keys, values) in pending.items():
-                cursor = txn.cursor(db=self._dbs[ns])
-                items = zip(keys, values, strict=True)
-                if append:
-                    # Sorted input (every export is) appends: no search, pages packed full.
-                    # LMDB refuses a key not above the last one, which covers any disorder.
-                    _, added = cursor.putmulti(items, append=True)
-                    if added != len(keys):
-                        raise _OutOfOrder
-                else:
-                    _, added = cursor.putmulti(items, overwrite=False)
-                    if added != len(keys):
-                        raise StoreError(f"state store {self.path}: bulk load repeats a {ns} key")
-            if then is not None:
-                then(txn)
-
-        try:
-            self._write(partial(run, append=True))
-        except _OutOfOrder:
-            self._write(partial(run, append=False))
-
     def clear(self) -> None:
         """Remove every entry, the height and the hash (resync from a snapshot)."""
 
@@ -685,6 +601,109 @@ class StateStore:
             raise _MapFull() from exc
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"state store {self.path}: {action} failed: {exc}") from exc
+
+
+class BulkWriter:
+    """Writes a bulk load's batches into an empty store's databases, hashing as they go."""
+
+    def __init__(
+        self,
+        path: Path,
+        write: Callable[[Callable[[Any], None]], None],
+        dbs: dict[str, Any],
+        meta: Any,
+    ) -> None:
+        self.path = path
+        self._write = write
+        self._dbs = dbs
+        self._meta = meta
+
+    def load(
+        self,
+        batches: Iterable[EntryBatch],
+        height: int,
+        commit_entries: int,
+        commit_bytes: int,
+    ) -> bytes:
+        """Write every batch (commits by count or size); the last commit sets height and hash."""
+        pending: dict[str, tuple[list[bytes], list[bytes]]] = {}
+        n = size = 0
+        # LMDB writes and commits (whose flush waits on the disk) run in a writer thread, one
+        # batch in flight, while this thread parses and groups the next batch.
+        with SpanHasher() as hasher, ThreadPoolExecutor(1, "state-load") as writer:
+            in_flight: Future[None] | None = None
+            for batch in batches:
+                self.check_batch(batch)
+                if batch.spans:
+                    hasher.add(batch.spans)
+                else:
+                    ns = repeat(batch.namespace)
+                    hasher.add_records(list(map(encode_record, ns, batch.keys, batch.values)))
+                keys, values = pending.setdefault(batch.namespace, ([], []))
+                keys += batch.keys
+                values += batch.values
+                n += len(batch.keys)
+                size += sum(map(len, batch.keys)) + sum(map(len, batch.values))
+                if n >= commit_entries or size >= commit_bytes:
+                    if in_flight is not None:
+                        in_flight.result()
+                    in_flight = writer.submit(self._commit_pending, pending)
+                    pending = {}
+                    n = size = 0
+            if in_flight is not None:
+                in_flight.result()
+            digest = hasher.digest()
+
+        def finish(txn: Any) -> None:
+            txn.put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
+            txn.put(_META_HASH, digest, db=self._meta)
+            txn.delete(_META_LOADING, db=self._meta)
+
+        self._commit_pending(pending, finish)
+        return digest
+
+    def check_batch(self, batch: EntryBatch) -> None:
+        """Whole-batch layout checks, in C (map/set) unless the reader already vouched."""
+        ns = batch.namespace
+        want = _KEY_LEN.get(ns)
+        if want is None:
+            raise StoreError(f"state store {self.path}: unknown namespace {ns!r} in bulk load")
+        if batch.key_len != want and set(map(len, batch.keys)) != {want}:
+            raise StoreError(f"state store {self.path}: bulk load has a {ns} key of wrong length")
+        vlen = _VALUE_LEN.get(ns)
+        if vlen is not None and batch.value_len != vlen and set(map(len, batch.values)) != {vlen}:
+            raise StoreError(f"state store {self.path}: bulk load has a {ns} value of wrong length")
+        if ns == STORAGE and ZERO_WORD in batch.values:
+            raise StoreError(f"state store {self.path}: bulk load holds a zero Storage value")
+
+    def _commit_pending(
+        self,
+        pending: dict[str, tuple[list[bytes], list[bytes]]],
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Write one load batch in one transaction: appending if sorted, else inserting."""
+
+        def run(txn: Any, append: bool) -> None:
+            for ns, (keys, values) in pending.items():
+                cursor = txn.cursor(db=self._dbs[ns])
+                items = zip(keys, values, strict=True)
+                if append:
+                    # Sorted input (every export is) appends: no search, pages packed full.
+                    # LMDB refuses a key not above the last one, which covers any disorder.
+                    _, added = cursor.putmulti(items, append=True)
+                    if added != len(keys):
+                        raise _OutOfOrder
+                else:
+                    _, added = cursor.putmulti(items, overwrite=False)
+                    if added != len(keys):
+                        raise StoreError(f"state store {self.path}: bulk load repeats a {ns} key")
+            if then is not None:
+                then(txn)
+
+        try:
+            self._write(partial(run, append=True))
+        except _OutOfOrder:
+            self._write(partial(run, append=False))
 
 
 class _OutOfOrder(Exception):
