@@ -202,7 +202,126 @@ class SettledEvent:
     agent_count: int
 
 
-class RewardPool:
+class PoolReader:
+    """What anyone can read of one deployed AgentRewardPool and its chain; no signer needed.
+
+    :class:`RewardPool` adds the signer and everything that sends a transaction.
+    """
+
+    def __init__(
+        self,
+        w3: AsyncWeb3[AsyncBaseProvider],
+        address: str,
+        *,
+        artifact: PoolArtifact | None = None,
+    ) -> None:
+        self._w3 = w3
+        self._artifact = artifact or load_artifact()
+        self._contract: AsyncContract = w3.eth.contract(
+            address=to_checksum_address(address), abi=self._artifact.abi
+        )
+        self._error_types = _error_types(self._artifact.abi)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """The pool contract's address."""
+        return self._contract.address
+
+    async def chain_id(self) -> int:
+        """The chain id the RPC endpoint reports."""
+        with self._errors("chain id"):
+            return int(await self._w3.eth.chain_id)
+
+    async def block_number(self) -> int:
+        """The node's newest block number."""
+        with self._errors("block number"):
+            return int(await self._w3.eth.block_number)
+
+    async def block_hash(self, number: int) -> str | None:
+        """Hash of the canonical block ``number``; None when the node has no such block."""
+        with self._errors("block"):
+            try:
+                block = await self._w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+        raw = block.get("hash")
+        return None if raw is None else raw.to_0x_hex()
+
+    async def has_code(self) -> bool:
+        """Whether the pool address holds contract code on the node's chain."""
+        with self._errors("code"):
+            return len(await self._w3.eth.get_code(self.address)) > 0
+
+    async def settled_events(
+        self, from_block: int = 0, to_block: int | Literal["latest"] = "latest"
+    ) -> list[SettledEvent]:
+        """Every ``Settled`` event of the pool in the block range, oldest first."""
+        query: FilterParams = {
+            "address": self.address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [_SETTLED_TOPIC],  # type: ignore[list-item]
+        }
+        with self._errors("logs"):
+            logs = await self._w3.eth.get_logs(query)
+        out = []
+        for entry in logs:
+            amount, count = abi_decode(["uint256", "uint256"], bytes(entry["data"]))
+            out.append(
+                SettledEvent(
+                    tx_hash=entry["transactionHash"].to_0x_hex(),
+                    block_number=int(entry["blockNumber"]),
+                    amount=int(amount),
+                    agent_count=int(count),
+                )
+            )
+        return out
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def claimable(self, agent: str) -> int:
+        """Whole wei ``agent`` can claim now."""
+        return int(await self._call("claimable", to_checksum_address(agent)))
+
+    async def accrued_scaled(self, agent: str) -> int:
+        """What ``agent`` is owed in wei * PRECISION, sub-wei fraction included."""
+        return int(await self._call("accruedScaled", to_checksum_address(agent)))
+
+    async def agent(self, agent: str) -> AgentPosition:
+        """``agents(address)``."""
+        weight, snapshot, pending = await self._call("agents", to_checksum_address(agent))
+        return AgentPosition(int(weight), int(snapshot), int(pending))
+
+    async def total_weight(self) -> int:
+        """Sum of all agents' weights."""
+        return int(await self._call("totalWeight"))
+
+    async def cumulative_reward_per_weight(self) -> int:
+        """Reward per unit of weight ever distributed, scaled by PRECISION."""
+        return int(await self._call("cumulativeRewardPerWeight"))
+
+    async def undistributed_scaled(self) -> int:
+        """Held deposits plus division remainders not yet distributed, in wei * PRECISION."""
+        return int(await self._call("undistributedScaled"))
+
+    async def coordinator(self) -> ChecksumAddress:
+        """The address allowed to settle."""
+        return to_checksum_address(await self._call("coordinator"))
+
+    async def balance(self) -> int:
+        """The pool's balance in wei."""
+        with self._errors("balance"):
+            return int(await self._w3.eth.get_balance(self.address))
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        with self._errors(name):
+            return await self._contract.functions[name](*args).call()
+
+    def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return _translated(action, self._error_types)
+
+
+class RewardPool(PoolReader):
     """One deployed AgentRewardPool, used by one signer.
 
     The coordinator's signer calls :meth:`deposit_and_settle` and
@@ -220,21 +339,11 @@ class RewardPool:
         poll_interval: float = 0.05,
         gas_margin_pct: int = 20,
     ) -> None:
-        self._w3 = w3
+        super().__init__(w3, address, artifact=artifact)
         self._signer = signer
-        self._artifact = artifact or load_artifact()
-        self._contract: AsyncContract = w3.eth.contract(
-            address=to_checksum_address(address), abi=self._artifact.abi
-        )
         self._receipt_timeout = receipt_timeout
         self._poll_interval = poll_interval
         self._gas_margin_pct = gas_margin_pct
-        self._error_types = _error_types(self._artifact.abi)
-
-    @property
-    def address(self) -> ChecksumAddress:
-        """The pool contract's address."""
-        return self._contract.address
 
     @property
     def signer_address(self) -> ChecksumAddress:
@@ -431,31 +540,6 @@ class RewardPool:
         base = int(block.get("baseFeePerGas", 0))
         return 2 * base + tip, tip
 
-    async def chain_id(self) -> int:
-        """The chain id the RPC endpoint reports."""
-        with self._errors("chain id"):
-            return int(await self._w3.eth.chain_id)
-
-    async def block_number(self) -> int:
-        """The node's newest block number."""
-        with self._errors("block number"):
-            return int(await self._w3.eth.block_number)
-
-    async def block_hash(self, number: int) -> str | None:
-        """Hash of the canonical block ``number``; None when the node has no such block."""
-        with self._errors("block"):
-            try:
-                block = await self._w3.eth.get_block(number)
-            except BlockNotFound:
-                return None
-        raw = block.get("hash")
-        return None if raw is None else raw.to_0x_hex()
-
-    async def has_code(self) -> bool:
-        """Whether the pool address holds contract code on the node's chain."""
-        with self._errors("code"):
-            return len(await self._w3.eth.get_code(self.address)) > 0
-
     async def revert_reason(
         self,
         agents: Sequence[str],
@@ -480,72 +564,7 @@ class RewardPool:
                 return _revert_reason(exc, self._error_types)
         return None
 
-    async def settled_events(
-        self, from_block: int = 0, to_block: int | Literal["latest"] = "latest"
-    ) -> list[SettledEvent]:
-        """Every ``Settled`` event of the pool in the block range, oldest first."""
-        query: FilterParams = {
-            "address": self.address,
-            "fromBlock": from_block,
-            "toBlock": to_block,
-            "topics": [_SETTLED_TOPIC],  # type: ignore[list-item]
-        }
-        with self._errors("logs"):
-            logs = await self._w3.eth.get_logs(query)
-        out = []
-        for entry in logs:
-            amount, count = abi_decode(["uint256", "uint256"], bytes(entry["data"]))
-            out.append(
-                SettledEvent(
-                    tx_hash=entry["transactionHash"].to_0x_hex(),
-                    block_number=int(entry["blockNumber"]),
-                    amount=int(amount),
-                    agent_count=int(count),
-                )
-            )
-        return out
-
-    # -- reads -----------------------------------------------------------------------------
-
-    async def claimable(self, agent: str) -> int:
-        """Whole wei ``agent`` can claim now."""
-        return int(await self._call("claimable", to_checksum_address(agent)))
-
-    async def accrued_scaled(self, agent: str) -> int:
-        """What ``agent`` is owed in wei * PRECISION, sub-wei fraction included."""
-        return int(await self._call("accruedScaled", to_checksum_address(agent)))
-
-    async def agent(self, agent: str) -> AgentPosition:
-        """``agents(address)``."""
-        weight, snapshot, pending = await self._call("agents", to_checksum_address(agent))
-        return AgentPosition(int(weight), int(snapshot), int(pending))
-
-    async def total_weight(self) -> int:
-        """Sum of all agents' weights."""
-        return int(await self._call("totalWeight"))
-
-    async def cumulative_reward_per_weight(self) -> int:
-        """Reward per unit of weight ever distributed, scaled by PRECISION."""
-        return int(await self._call("cumulativeRewardPerWeight"))
-
-    async def undistributed_scaled(self) -> int:
-        """Held deposits plus division remainders not yet distributed, in wei * PRECISION."""
-        return int(await self._call("undistributedScaled"))
-
-    async def coordinator(self) -> ChecksumAddress:
-        """The address allowed to settle."""
-        return to_checksum_address(await self._call("coordinator"))
-
-    async def balance(self) -> int:
-        """The pool's balance in wei."""
-        with self._errors("balance"):
-            return int(await self._w3.eth.get_balance(self.address))
-
     # -- plumbing --------------------------------------------------------------------------
-
-    async def _call(self, name: str, *args: Any) -> Any:
-        with self._errors(name):
-            return await self._contract.functions[name](*args).call()
 
     async def _send(
         self,
@@ -591,9 +610,6 @@ class RewardPool:
             claimed=tuple(claimed),
             failed=tuple(failed),
         )
-
-    def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
-        return _translated(action, self._error_types)
 
 
 async def _mine(
