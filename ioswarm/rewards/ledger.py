@@ -39,15 +39,15 @@ broadcast, so a restart always knows the nonce and hashes it might have used. Ta
 checkpoints and announcement marks are not synced: losing the last few of them to a power cut
 costs a few blocks of tallies or a repeated payout notice, never a double payment.
 
-Every lmdb error is translated into :class:`~ioswarm.errors.StoreError` in :meth:`_txn`.
+Every lmdb error is translated into :class:`~ioswarm.errors.StoreError` in
+:class:`~ioswarm.rewards.ledgerdb.LedgerDb`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +57,7 @@ import lmdb
 
 from ioswarm.core.rewards import EpochPlan, EpochTally, Payout, WalletWeight
 from ioswarm.errors import StoreError
+from ioswarm.rewards.ledgerdb import LedgerDb
 
 DEFAULT_MAP_SIZE = 256 << 20
 _EPOCH = b"epoch"
@@ -313,24 +314,13 @@ class EpochLedger:
 
     def __init__(self, path: str | Path, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
         self.path = Path(path)
-        self._closed = False
-        with self._translated("cannot open"):
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(
-                str(self.path), map_size=map_size, max_dbs=8, sync=False, metasync=False
-            )
-            self._dbs = {
-                name: self._env.open_db(name)
-                for name in (_EPOCH, _EVENT, _AGENT, _PENDING, _META, _NOTICE, _INCLUDED)
-            }
+        names = (_EPOCH, _EVENT, _AGENT, _PENDING, _META, _NOTICE, _INCLUDED)
+        self._db = LedgerDb(self.path, names, map_size=map_size)
+        self._dbs = self._db.dbs
 
     def close(self) -> None:
         """Flush and close; further use raises StoreError."""
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(lmdb.Error):
-                self._env.sync(True)
-            self._env.close()
+        self._db.close()
 
     def __enter__(self) -> EpochLedger:
         return self
@@ -339,36 +329,6 @@ class EpochLedger:
         self.close()
 
     # -- plumbing --------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        """The one place where lmdb (and file system) errors become StoreError."""
-        if self._closed:
-            raise StoreError(f"epoch ledger {self.path}: closed")
-        try:
-            yield
-        except (lmdb.Error, OSError) as exc:
-            raise StoreError(f"epoch ledger {self.path}: {what}: {exc}") from exc
-
-    def _read(self, what: str, fn: Callable[[lmdb.Transaction], _T]) -> _T:
-        with self._translated(what), self._env.begin() as txn:
-            return fn(txn)
-
-    def _write(self, what: str, fn: Callable[[lmdb.Transaction], _T], *, durable: bool) -> _T:
-        with self._translated(what):
-            for attempt in range(2):
-                try:
-                    with self._env.begin(write=True) as txn:
-                        result = fn(txn)
-                    break
-                except lmdb.MapFullError:
-                    if attempt:
-                        raise
-                    # Grow once; the aborted transaction is simply run again.
-                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
-            if durable:
-                self._env.sync(True)
-            return result
 
     def _events(self, txn: lmdb.Transaction, epoch: int) -> list[dict[str, Any]]:
         prefix = _u64(epoch)
@@ -390,10 +350,6 @@ class EpochLedger:
     def _settlement(self, txn: lmdb.Transaction, epoch: int) -> Settlement | None:
         events = self._events(txn, epoch)
         return fold_settlement(epoch, events) if events else None
-
-    def _get_json(self, txn: lmdb.Transaction, db: bytes, key: bytes) -> Any:
-        raw = txn.get(key, db=self._dbs[db])
-        return None if raw is None else json.loads(bytes(raw))
 
     def _transition(
         self,
@@ -426,7 +382,7 @@ class EpochLedger:
                 after(txn, new)
             return new
 
-        return self._write(f"epoch {epoch} {doc['state']}", run, durable=True)
+        return self._db.write(f"epoch {epoch} {doc['state']}", run, durable=True)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -446,14 +402,14 @@ class EpochLedger:
             for p in plan.payouts:
                 row = {"payout": asdict(p), "total_agents": total}
                 txn.put(_agent_prefix(p.agent_id) + key, _dumps(row), db=self._dbs[_AGENT])
-            expected = dict(self._get_json(txn, _META, _EXPECTED) or {})
+            expected = dict(self._db.get_json(txn, _META, _EXPECTED) or {})
             _apply(expected, plan.wallets)
             txn.put(_EXPECTED, _dumps(expected), db=self._dbs[_META])
             if next_open is not None:
                 txn.put(_CHECKPOINT, _dumps(_open_doc(next_open)), db=self._dbs[_META])
             return True
 
-        return self._write(f"plan epoch {plan.epoch}", run, durable=True)
+        return self._db.write(f"plan epoch {plan.epoch}", run, durable=True)
 
     def save_checkpoint(self, open_epoch: OpenEpoch) -> None:
         """Remember the open epoch's tallies (not synced; see the module doc)."""
@@ -461,11 +417,11 @@ class EpochLedger:
         def run(txn: lmdb.Transaction) -> None:
             txn.put(_CHECKPOINT, _dumps(_open_doc(open_epoch)), db=self._dbs[_META])
 
-        self._write("checkpoint", run, durable=False)
+        self._db.write("checkpoint", run, durable=False)
 
     def load_checkpoint(self) -> OpenEpoch | None:
         """The open epoch's tallies as last saved."""
-        doc = self._read("checkpoint", lambda txn: self._get_json(txn, _META, _CHECKPOINT))
+        doc = self._db.read("checkpoint", lambda txn: self._db.get_json(txn, _META, _CHECKPOINT))
         if doc is None:
             return None
         tallies = {t["agent_id"]: EpochTally(**t) for t in doc["tallies"]}
@@ -504,7 +460,7 @@ class EpochLedger:
 
         def after(txn: lmdb.Transaction, s: Settlement) -> None:
             if s.call is not None:
-                onchain = dict(self._get_json(txn, _META, _ONCHAIN) or {})
+                onchain = dict(self._db.get_json(txn, _META, _ONCHAIN) or {})
                 pairs = zip(s.call.wallets, s.call.weights, strict=True)
                 _apply(onchain, [WalletWeight(w, n) for w, n in pairs])
                 txn.put(_ONCHAIN, _dumps(onchain), db=self._dbs[_META])
@@ -595,21 +551,21 @@ class EpochLedger:
 
     def epoch(self, epoch: int) -> EpochPlan | None:
         """The plan of ``epoch``."""
-        doc = self._read("epoch", lambda txn: self._get_json(txn, _EPOCH, _u64(epoch)))
+        doc = self._db.read("epoch", lambda txn: self._db.get_json(txn, _EPOCH, _u64(epoch)))
         return None if doc is None else _plan_from(doc)
 
     def planned_at(self, epoch: int) -> float | None:
         """Wall-clock time the epoch was closed."""
-        doc = self._read("epoch", lambda txn: self._get_json(txn, _EPOCH, _u64(epoch)))
+        doc = self._db.read("epoch", lambda txn: self._db.get_json(txn, _EPOCH, _u64(epoch)))
         return None if doc is None else float(doc["planned_at"])
 
     def settlement(self, epoch: int) -> Settlement | None:
         """The current settlement state of ``epoch``."""
-        return self._read("settlement", lambda txn: self._settlement(txn, epoch))
+        return self._db.read("settlement", lambda txn: self._settlement(txn, epoch))
 
     def events(self, epoch: int) -> list[dict[str, Any]]:
         """The raw transitions of ``epoch``, oldest first."""
-        return self._read("events", lambda txn: self._events(txn, epoch))
+        return self._db.read("events", lambda txn: self._events(txn, epoch))
 
     def unsettled(self) -> list[int]:
         """Epochs still to be settled, oldest first."""
@@ -618,7 +574,7 @@ class EpochLedger:
             cur = txn.cursor(self._dbs[_PENDING])
             return [int.from_bytes(bytes(k), "big") for k in cur.iternext(values=False)]
 
-        return self._read("unsettled", run)
+        return self._db.read("unsettled", run)
 
     def included(self) -> list[int]:
         """Epochs mined but not final yet (watched for reorgs), oldest first."""
@@ -627,11 +583,11 @@ class EpochLedger:
             cur = txn.cursor(self._dbs[_INCLUDED])
             return [int.from_bytes(bytes(k), "big") for k in cur.iternext(values=False)]
 
-        return self._read("included", run)
+        return self._db.read("included", run)
 
     def chain_identity(self) -> tuple[int, str] | None:
         """``(chain id, genesis hash)`` recorded at first use, or None."""
-        doc = self._read("chain", lambda t: self._get_json(t, _META, _CHAIN))
+        doc = self._db.read("chain", lambda t: self._db.get_json(t, _META, _CHAIN))
         return None if doc is None else (int(doc["chain_id"]), str(doc["genesis"]))
 
     def record_chain_identity(self, chain_id: int, genesis: str) -> None:
@@ -642,7 +598,7 @@ class EpochLedger:
             if not txn.put(_CHAIN, doc, db=self._dbs[_META], overwrite=False):
                 raise StoreError("chain identity already recorded")
 
-        self._write("chain identity", run, durable=True)
+        self._db.write("chain identity", run, durable=True)
 
     def latest_epoch(self) -> int | None:
         """The newest planned epoch."""
@@ -651,7 +607,7 @@ class EpochLedger:
             cur = txn.cursor(self._dbs[_EPOCH])
             return int.from_bytes(bytes(cur.key()), "big") if cur.last() else None
 
-        return self._read("latest epoch", run)
+        return self._db.read("latest epoch", run)
 
     def recent(self, limit: int) -> list[Settlement]:
         """The settlements of the newest ``limit`` epochs, newest first."""
@@ -669,7 +625,7 @@ class EpochLedger:
                     out.append(s)
             return out
 
-        return self._read("recent", run)
+        return self._db.read("recent", run)
 
     def agent_history(self, agent_id: str, limit: int | None = None) -> list[AgentEpoch]:
         """The agent's epochs, newest first, with each epoch's settlement state."""
@@ -702,19 +658,21 @@ class EpochLedger:
                     break
             return out
 
-        return self._read("agent history", run)
+        return self._db.read("agent history", run)
 
     def expected_weights(self) -> dict[str, int]:
         """Wallet -> weight on chain once every planned epoch is settled (non-zero only)."""
-        return dict(self._read("weights", lambda t: self._get_json(t, _META, _EXPECTED)) or {})
+        return dict(
+            self._db.read("weights", lambda t: self._db.get_json(t, _META, _EXPECTED)) or {}
+        )
 
     def onchain_weights(self) -> dict[str, int]:
         """Wallet -> weight on chain after the confirmed settlements (non-zero only)."""
-        return dict(self._read("weights", lambda t: self._get_json(t, _META, _ONCHAIN)) or {})
+        return dict(self._db.read("weights", lambda t: self._db.get_json(t, _META, _ONCHAIN)) or {})
 
     def last_announced(self, agent_id: str) -> int:
         """Newest epoch whose payout the agent has heard about; -1 for none."""
-        raw = self._read("notice", lambda t: t.get(agent_id.encode(), db=self._dbs[_NOTICE]))
+        raw = self._db.read("notice", lambda t: t.get(agent_id.encode(), db=self._dbs[_NOTICE]))
         return -1 if raw is None else int(bytes(raw))
 
     def mark_announced(self, agent_id: str, epoch: int) -> None:
@@ -723,7 +681,7 @@ class EpochLedger:
         def run(txn: lmdb.Transaction) -> None:
             txn.put(agent_id.encode(), str(epoch).encode(), db=self._dbs[_NOTICE])
 
-        self._write("notice", run, durable=False)
+        self._db.write("notice", run, durable=False)
 
 
 def _apply(weights: dict[str, int], updates: Sequence[WalletWeight]) -> None:
