@@ -19,16 +19,13 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from ioswarm.agent.evm import EvmEngine, PyEvmEngine
-from ioswarm.agent.l3 import L3Validator, _finish, _result, block_input, recover_or_reject
+from ioswarm.agent.executing import BlockCache, execution_result, finish, recover_or_reject
+from ioswarm.agent.l3 import L3Validator
 from ioswarm.agent.validators import Validator
-from ioswarm.core.execution import (
-    MISSING_STATE,
-    STATE_HEIGHT_UNAVAILABLE,
-    AccountInput,
-    BlockInput,
-)
+from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE, AccountInput
 from ioswarm.core.models import EMPTY_CODE_HASH, Level
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import decode_u256
 from ioswarm.state.store import StateStore, StateView
 
 __all__ = [
@@ -38,7 +35,6 @@ __all__ = [
     "LocalState",
     "StoreAccounts",
     "StoreStorage",
-    "l4_validator",
 ]
 
 DEFAULT_BARRIER_WAIT_SEC = 2.0
@@ -106,7 +102,7 @@ class _WithSender(Mapping[bytes, AccountInput]):
         if address == self._address:
             account = dataclasses.replace(
                 account,
-                balance=int.from_bytes(self._sender.balance, "big"),
+                balance=decode_u256(self._sender.balance),
                 nonce=self._sender.nonce,
             )
         return account
@@ -191,7 +187,7 @@ class L4Validator:
         # (task height, local height) of the last barrier that timed out: the tasks of one
         # batch share a height, so only the first of them waits for a height that never came.
         self._given_up: tuple[int, int] | None = None
-        self._block_of: tuple[pb.TaskBatch, BlockInput] | None = None
+        self._blocks = BlockCache()
         self.declined_height = 0
 
     async def ready(self, task: pb.TaskPackage) -> None:
@@ -232,11 +228,11 @@ class L4Validator:
         if not batch.HasField("block_context"):
             declined.reject_reason = MISSING_STATE
             declined.exec_error = "block_context"
-            return _finish(declined, started)
+            return finish(declined, started)
         store = self._state.store
         if store is None or task.state_height == 0:
             return self._decline_height(declined, task.state_height, 0, started)
-        block = self._block(batch, chain_id)
+        block = self._blocks.block(batch, chain_id)
         with store.view() as view:
             # Checked inside the view: the height the execution reads is the height checked.
             local = view.height
@@ -250,10 +246,10 @@ class L4Validator:
                 # carries the sender's snapshot without naming the sender.
                 accounts = _WithSender(accounts, task.sender, check.sender)
             execution = self._engine.execute(check.tx, check.sender, accounts, block)
-        result = _result(task.task_id, execution)
+        result = execution_result(task.task_id, execution)
         result.sender = check.sender
         result.gas_estimate = check.gas_estimate
-        return _finish(result, started)
+        return finish(result, started)
 
     def _decline_height(
         self, result: pb.TaskResult, wanted: int, local: int, started: float
@@ -261,18 +257,4 @@ class L4Validator:
         self.declined_height += 1
         result.reject_reason = STATE_HEIGHT_UNAVAILABLE
         result.exec_error = f"task state height {wanted}, local state height {local}"
-        return _finish(result, started)
-
-    def _block(self, batch: pb.TaskBatch, chain_id: int) -> BlockInput:
-        cached = self._block_of
-        if cached is None or cached[0] is not batch:
-            cached = (batch, block_input(batch.block_context, chain_id))
-            self._block_of = cached
-        return cached[1]
-
-
-def l4_validator(
-    state: LocalState, *, barrier_wait: float = DEFAULT_BARRIER_WAIT_SEC
-) -> L4Validator:
-    """The validator an L4 agent runs over ``state`` (a ``StateFollower``)."""
-    return L4Validator(state, barrier_wait=barrier_wait)
+        return finish(result, started)
