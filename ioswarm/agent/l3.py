@@ -2,58 +2,41 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
-from ioswarm.agent.evm import EvmEngine, PyEvmEngine
-from ioswarm.agent.executing import BlockCache, execution_result, finish, recover_or_reject
+from ioswarm.agent.evm import EvmEngine
+from ioswarm.agent.executing import ExecutingValidator, Unavailable
 from ioswarm.agent.validators import L2Validator, Validator
-from ioswarm.core.execution import MISSING_STATE
+from ioswarm.core.execution import AccountInput
 from ioswarm.core.models import Level
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.protocol import account_inputs
 
-__all__ = ["L3Validator"]
+__all__ = ["L3Validator", "TaskState"]
 
 
-class L3Validator:
+class TaskState:
+    """Exactly the accounts the task carries (:func:`ioswarm.protocol.account_inputs`).
+
+    A read of anything else is missing state: the engine answers it ``declined`` with reason
+    ``missing_state`` and the missing key in ``exec_error``.
+    """
+
+    def accounts(
+        self, task: pb.TaskPackage, sender: bytes
+    ) -> AbstractContextManager[Mapping[bytes, AccountInput] | Unavailable]:
+        return contextlib.nullcontext(account_inputs(task))
+
+
+class L3Validator(ExecutingValidator):
     """L1 recovery, then py-evm execution on exactly the state and block the task carries.
 
-    Tasks below L3 go to the L2 validator. An execution that needed state the task did not
-    carry is answered ``declined`` with reject reason ``missing_state`` (the missing key in
-    ``exec_error``): the agent could not answer, which is not the same as a wrong answer.
+    Tasks below L3 go to the L2 validator.
     """
 
     level = Level.L3
 
     def __init__(self, engine: EvmEngine | None = None, fallback: Validator | None = None) -> None:
-        self._engine: EvmEngine = engine if engine is not None else PyEvmEngine()
-        self._fallback: Validator = fallback if fallback is not None else L2Validator()
-        self._blocks = BlockCache()
-
-    def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult:
-        started = time.perf_counter()
-        if task.level < Level.L3:
-            return self._fallback.validate(task, batch)
-        check, rejected = recover_or_reject(task, batch, started)
-        if rejected is not None or check.tx is None:
-            assert rejected is not None  # an undecodable tx is always rejected
-            return rejected
-        if not batch.HasField("block_context"):
-            return finish(
-                pb.TaskResult(
-                    task_id=task.task_id,
-                    valid=False,
-                    declined=True,
-                    reject_reason=MISSING_STATE,
-                    exec_error="block_context",
-                    sender=check.sender,
-                    gas_estimate=check.gas_estimate,
-                ),
-                started,
-            )
-        block = self._blocks.block(batch, batch.chain_id or batch.block_context.chain_id)
-        execution = self._engine.execute(check.tx, check.sender, account_inputs(task), block)
-        result = execution_result(task.task_id, execution)
-        result.sender = check.sender
-        result.gas_estimate = check.gas_estimate
-        return finish(result, started)
+        super().__init__(TaskState(), engine, fallback if fallback is not None else L2Validator())
