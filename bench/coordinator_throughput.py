@@ -60,6 +60,7 @@ from ioswarm.core.tokens import agent_token
 from ioswarm.node.adapter import NodeClient
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+from ioswarm.protocol import auth_metadata
 
 TARGET_TASKS_PER_SEC = 20_000
 TARGET_SHARE_RATIO = 0.8
@@ -207,7 +208,7 @@ class ClientStats:
 
 
 def _metadata(agent_id: str) -> tuple[tuple[str, str], ...]:
-    return (("x-ioswarm-agent-id", agent_id), ("x-ioswarm-token", agent_token(SECRET, agent_id)))
+    return auth_metadata(agent_id, agent_token(SECRET, agent_id))
 
 
 async def _agent(stub: pb_grpc.IOSwarmStub, agent_id: str, stats: ClientStats) -> None:

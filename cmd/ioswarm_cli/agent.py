@@ -7,12 +7,14 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING, Any
 
+from ioswarm.agent.levels import validator_for
 from ioswarm.agent.runtime import Agent
-from ioswarm.agent.validators import Validator, validator_for
+from ioswarm.agent.validators import Validator
 from ioswarm.config import AgentConfig, agent_config
 from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
+from ioswarm.protocol import auth_metadata
 
 if TYPE_CHECKING:
     from ioswarm.agent.l4sync import StateFollower
@@ -86,15 +88,14 @@ def _validator(
     """The level's validator, and for L4 the state follower that feeds it."""
     if config.level != "L4":
         return validator_for(Level.parse(config.level)), None
-    # py-evm and LMDB load only for L4 agents.
-    from ioswarm.agent.l4 import l4_validator  # noqa: PLC0415
+    # LMDB loads only for L4 agents.
     from ioswarm.agent.l4sync import StateFollower  # noqa: PLC0415
 
     follower = StateFollower(
         args.datadir,
         agent_id=config.agent_id,
-        metadata=(("x-ioswarm-agent-id", config.agent_id), ("x-ioswarm-token", config.api_key)),
+        metadata=auth_metadata(config.agent_id, config.api_key),
         snapshot=args.snapshot,
     )
     follower.open()  # a store left by an earlier run is ready before the first task
-    return l4_validator(follower), follower
+    return validator_for(Level.L4, state=follower), follower

@@ -13,22 +13,20 @@ address it lacks is a real empty account and an unset slot a real zero, never mi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from ioswarm.agent.evm import EvmEngine, PyEvmEngine
-from ioswarm.agent.l3 import L3Validator, _finish, _result, block_input, recover_or_reject
+from ioswarm.agent.executing import ExecutingValidator, Unavailable
+from ioswarm.agent.l3 import L3Validator
 from ioswarm.agent.validators import Validator
-from ioswarm.core.execution import (
-    MISSING_STATE,
-    STATE_HEIGHT_UNAVAILABLE,
-    AccountInput,
-    BlockInput,
-)
+from ioswarm.core.execution import STATE_HEIGHT_UNAVAILABLE, AccountInput
 from ioswarm.core.models import EMPTY_CODE_HASH, Level
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import decode_u256
 from ioswarm.state.store import StateStore, StateView
 
 __all__ = [
@@ -37,8 +35,8 @@ __all__ = [
     "L4Validator",
     "LocalState",
     "StoreAccounts",
+    "StoreState",
     "StoreStorage",
-    "l4_validator",
 ]
 
 DEFAULT_BARRIER_WAIT_SEC = 2.0
@@ -106,7 +104,7 @@ class _WithSender(Mapping[bytes, AccountInput]):
         if address == self._address:
             account = dataclasses.replace(
                 account,
-                balance=int.from_bytes(self._sender.balance, "big"),
+                balance=decode_u256(self._sender.balance),
                 nonce=self._sender.nonce,
             )
         return account
@@ -168,7 +166,48 @@ class StoreAccounts(Mapping[bytes, AccountInput]):
         return sum(1 for v in self._cache.values() if v is not None)
 
 
-class L4Validator:
+class StoreState:
+    """The accounts of the local store at exactly the task's state height.
+
+    The height is checked inside the read view the execution then reads, so the height checked
+    is the height executed on; any other height is :class:`Unavailable`
+    (``state_height_unavailable``), never answered from the wrong state.
+    """
+
+    def __init__(self, local: LocalState) -> None:
+        self.local = local
+        self.declined_height = 0
+
+    @contextlib.contextmanager
+    def accounts(
+        self, task: pb.TaskPackage, sender: bytes
+    ) -> Iterator[Mapping[bytes, AccountInput] | Unavailable]:
+        store = self.local.store
+        if store is None or task.state_height == 0:
+            yield self._unavailable(task.state_height, 0)
+            return
+        with store.view() as view:
+            local = view.height
+            if local != task.state_height or view.loading:
+                yield self._unavailable(task.state_height, local)
+                return
+            accounts: Mapping[bytes, AccountInput] = StoreAccounts(view)
+            named = bytes(task.sender.address)
+            if task.HasField("sender") and (not named or named == sender):
+                # The sender as the tx will find it after its pending predecessors (their
+                # effects are not in any block yet): nonce and balance from the task, which
+                # carries the sender's snapshot without naming the sender.
+                accounts = _WithSender(accounts, task.sender, sender)
+            yield accounts
+
+    def _unavailable(self, wanted: int, local: int) -> Unavailable:
+        self.declined_height += 1
+        return Unavailable(
+            STATE_HEIGHT_UNAVAILABLE, f"task state height {wanted}, local state height {local}"
+        )
+
+
+class L4Validator(ExecutingValidator):
     """L1 recovery, then py-evm execution on the local store at the task's state height.
 
     Tasks below L4 go to the L3 validator (they carry their own state).
@@ -184,15 +223,23 @@ class L4Validator:
         *,
         barrier_wait: float = DEFAULT_BARRIER_WAIT_SEC,
     ) -> None:
-        self._state = state
-        self._engine: EvmEngine = engine if engine is not None else PyEvmEngine()
-        self._fallback: Validator = fallback if fallback is not None else L3Validator(self._engine)
+        shared: EvmEngine = engine if engine is not None else PyEvmEngine()
+        self._store = StoreState(state)
+        super().__init__(
+            self._store,
+            shared,
+            fallback if fallback is not None else L3Validator(shared),
+        )
+        self._local = state
         self._barrier_wait = barrier_wait
         # (task height, local height) of the last barrier that timed out: the tasks of one
         # batch share a height, so only the first of them waits for a height that never came.
         self._given_up: tuple[int, int] | None = None
-        self._block_of: tuple[pb.TaskBatch, BlockInput] | None = None
-        self.declined_height = 0
+
+    @property
+    def declined_height(self) -> int:
+        """Tasks declined because the local store was not at their state height."""
+        return self._store.declined_height
 
     async def ready(self, task: pb.TaskPackage) -> None:
         """Wait (bounded) until the local store reaches the task's state height.
@@ -203,76 +250,11 @@ class L4Validator:
         target = task.state_height
         if task.level < Level.L4 or target == 0:
             return
-        local = self._state.height
+        local = self._local.height
         if local >= target or self._given_up == (target, local):
             return
         timeout = self._barrier_wait
         if task.deadline_unix_ms:
             timeout = min(timeout, task.deadline_unix_ms / 1000 - time.time())
-        if timeout <= 0 or not await self._state.wait_for_height(target, timeout):
-            self._given_up = (target, self._state.height)
-
-    def validate(self, task: pb.TaskPackage, batch: pb.TaskBatch) -> pb.TaskResult:
-        started = time.perf_counter()
-        if task.level < Level.L4:
-            return self._fallback.validate(task, batch)
-        chain_id = batch.chain_id or batch.block_context.chain_id
-        # A bad signature is bad at every height: answered without the barrier.
-        check, rejected = recover_or_reject(task, batch, started)
-        if rejected is not None or check.tx is None:
-            assert rejected is not None  # an undecodable tx is always rejected
-            return rejected
-        declined = pb.TaskResult(
-            task_id=task.task_id,
-            valid=False,
-            declined=True,
-            sender=check.sender,
-            gas_estimate=check.gas_estimate,
-        )
-        if not batch.HasField("block_context"):
-            declined.reject_reason = MISSING_STATE
-            declined.exec_error = "block_context"
-            return _finish(declined, started)
-        store = self._state.store
-        if store is None or task.state_height == 0:
-            return self._decline_height(declined, task.state_height, 0, started)
-        block = self._block(batch, chain_id)
-        with store.view() as view:
-            # Checked inside the view: the height the execution reads is the height checked.
-            local = view.height
-            if local != task.state_height or view.loading:
-                return self._decline_height(declined, task.state_height, local, started)
-            accounts: Mapping[bytes, AccountInput] = StoreAccounts(view)
-            named = bytes(task.sender.address)
-            if task.HasField("sender") and (not named or named == check.sender):
-                # The sender as the tx will find it after its pending predecessors (their
-                # effects are not in any block yet): nonce and balance from the task, which
-                # carries the sender's snapshot without naming the sender.
-                accounts = _WithSender(accounts, task.sender, check.sender)
-            execution = self._engine.execute(check.tx, check.sender, accounts, block)
-        result = _result(task.task_id, execution)
-        result.sender = check.sender
-        result.gas_estimate = check.gas_estimate
-        return _finish(result, started)
-
-    def _decline_height(
-        self, result: pb.TaskResult, wanted: int, local: int, started: float
-    ) -> pb.TaskResult:
-        self.declined_height += 1
-        result.reject_reason = STATE_HEIGHT_UNAVAILABLE
-        result.exec_error = f"task state height {wanted}, local state height {local}"
-        return _finish(result, started)
-
-    def _block(self, batch: pb.TaskBatch, chain_id: int) -> BlockInput:
-        cached = self._block_of
-        if cached is None or cached[0] is not batch:
-            cached = (batch, block_input(batch.block_context, chain_id))
-            self._block_of = cached
-        return cached[1]
-
-
-def l4_validator(
-    state: LocalState, *, barrier_wait: float = DEFAULT_BARRIER_WAIT_SEC
-) -> L4Validator:
-    """The validator an L4 agent runs over ``state`` (a ``StateFollower``)."""
-    return L4Validator(state, barrier_wait=barrier_wait)
+        if timeout <= 0 or not await self._local.wait_for_height(target, timeout):
+            self._given_up = (target, self._local.height)

@@ -26,6 +26,7 @@ from ioswarm.core.execution import ENGINE_ERROR
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+from ioswarm.protocol import Directive, auth_metadata
 
 log = logging.getLogger("ioswarm.agent")
 
@@ -89,10 +90,7 @@ class Agent:
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (
-            ("x-ioswarm-agent-id", self.config.agent_id),
-            ("x-ioswarm-token", self.config.api_key),
-        )
+        return auth_metadata(self.config.agent_id, self.config.api_key)
 
     def _channel(self) -> grpc.aio.Channel:
         options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 8 << 20)]
@@ -308,10 +306,10 @@ class Agent:
                 request.state_height = self.follower.height
                 request.state_hash = self.follower.state_hash
             resp = await stub.Heartbeat(request, metadata=self._metadata, timeout=10)
-            if resp.directive == "shutdown":
+            if resp.directive == Directive.SHUTDOWN:
                 self.shutdown("coordinator directive")
                 raise _Stop()
-            if resp.directive == "reregister" or not resp.alive:
+            if resp.directive == Directive.REREGISTER or not resp.alive:
                 raise grpc.aio.AioRpcError(
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.aio.Metadata(),

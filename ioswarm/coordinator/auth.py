@@ -17,13 +17,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ioswarm.core.credentials import (
-    AGENT_ID_KEY,
-    MAX_AGENT_ID_LEN,
-    TOKEN_KEY,
-    CredentialsRefused,
-    authenticate,
-)
+from ioswarm.core.credentials import MAX_AGENT_ID_LEN, CredentialsRefused, authenticate
+from ioswarm.protocol import AGENT_ID_KEY, TOKEN_KEY
 
 __all__ = [
     "AGENT_ID_KEY",

@@ -26,13 +26,11 @@ from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import ShadowBook
 from ioswarm.errors import RequestRefused
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import Directive
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.state.sync import StateSync
 
 log = logging.getLogger("ioswarm.coordinator")
-
-DIRECTIVE_SHUTDOWN = "shutdown"
-DIRECTIVE_REREGISTER = "reregister"
 
 
 @dataclass
@@ -206,7 +204,7 @@ class AgentGateway:
         """Mark the agent alive, check its L4 state hash, hand it a directive and payout."""
         rec = self._registry.touch(agent_id, self._clock())
         if rec is None:
-            return pb.HeartbeatResponse(alive=False, directive=DIRECTIVE_REREGISTER)
+            return pb.HeartbeatResponse(alive=False, directive=Directive.REREGISTER)
         rec.tasks_processed = req.tasks_processed
         rec.tasks_pending = req.tasks_pending
         if req.state_height and req.state_hash and self._state_sync is not None:
@@ -245,7 +243,7 @@ class AgentGateway:
         rec = self._registry.get(agent_id)
         if rec is None:
             return False
-        rec.directive = DIRECTIVE_SHUTDOWN
+        rec.directive = Directive.SHUTDOWN
         return True
 
     def submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:

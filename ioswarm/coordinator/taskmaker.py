@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 from ioswarm.coordinator.prefetch import Prefetched, StatePrefetcher
-from ioswarm.coordinator.wire import context_to_pb
 from ioswarm.core.blockctx import BLOCKHASH_WINDOW, context_of, predict_next
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.mempool import Planned, max_cost
@@ -16,6 +15,7 @@ from ioswarm.core.models import AccountSnapshot, BlockHeader, Level, PendingTx, 
 from ioswarm.core.tx import decode_tx
 from ioswarm.errors import ValidationError
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import context_to_pb
 
 log = logging.getLogger("ioswarm.tasks")
 

@@ -1,30 +1,11 @@
-"""Conversions between domain models and protobuf messages, coordinator side."""
+"""Coordinator-side messages: tasks out, verdicts in (shared conversions: ioswarm.protocol)."""
 
 from __future__ import annotations
 
-from ioswarm.core.execshadow import ExecEffects, Log, PredictedContext
-from ioswarm.core.models import AccountSnapshot, AccountState, Level, Task, Verdict
+from ioswarm.core.execshadow import ExecEffects, Log
+from ioswarm.core.models import Level, Task, Verdict
 from ioswarm.proto import ioswarm_pb2 as pb
-
-
-def u256(value: int) -> bytes:
-    """Big-endian minimal bytes of a non-negative integer (empty for zero)."""
-    return value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
-
-
-def snapshot_to_pb(snap: AccountSnapshot) -> pb.AccountSnapshot:
-    return pb.AccountSnapshot(
-        address=snap.address, balance=u256(snap.balance), nonce=snap.nonce, code_hash=snap.code_hash
-    )
-
-
-def snapshot_from_pb(msg: pb.AccountSnapshot) -> AccountSnapshot:
-    return AccountSnapshot(
-        address=bytes(msg.address),
-        balance=int.from_bytes(msg.balance, "big"),
-        nonce=msg.nonce,
-        code_hash=bytes(msg.code_hash),
-    )
+from ioswarm.protocol import account_state_to_pb, decode_u256, snapshot_to_pb
 
 
 def task_to_pb(task: Task) -> pb.TaskPackage:
@@ -50,31 +31,6 @@ def task_to_pb(task: Task) -> pb.TaskPackage:
     return msg
 
 
-def account_state_to_pb(state: AccountState) -> pb.AccountState:
-    return pb.AccountState(
-        account=snapshot_to_pb(state.snapshot),
-        code=state.code,
-        storage=[pb.StorageSlot(key=k, value=v) for k, v in state.storage],
-    )
-
-
-def context_to_pb(ctx: PredictedContext, chain_id: int, fork: str) -> pb.BlockContext:
-    return pb.BlockContext(
-        number=ctx.number,
-        timestamp=ctx.timestamp,
-        gas_limit=ctx.gas_limit,
-        base_fee=u256(ctx.base_fee),
-        coinbase=ctx.coinbase,
-        prev_randao=ctx.prev_randao,
-        chain_id=chain_id,
-        evm_fork=fork,
-        recent_block_hashes=[
-            pb.BlockHash(number=n, hash=h) for n, h in sorted(ctx.block_hashes.items())
-        ],
-        blob_base_fee=u256(ctx.blob_base_fee),
-    )
-
-
 def _word(b: bytes) -> bytes:
     return bytes(b).rjust(32, b"\x00")[-32:]
 
@@ -92,8 +48,8 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
     coinbase_fee = 0
     for a in msg.account_changes:
         addr = bytes(a.address)
-        before = int.from_bytes(a.balance_before, "big")
-        after = int.from_bytes(a.balance_after, "big")
+        before = decode_u256(a.balance_before)
+        after = decode_u256(a.balance_after)
         if addr == coinbase:
             coinbase_fee = after - before
         elif before != after:

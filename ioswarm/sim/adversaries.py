@@ -25,8 +25,9 @@ import grpc.aio
 from eth_account import Account
 
 from ioswarm import __version__
+from ioswarm.agent.levels import validator_for
 from ioswarm.agent.runtime import Agent
-from ioswarm.agent.validators import L1Validator, L2Validator, Validator
+from ioswarm.agent.validators import Validator
 from ioswarm.config import AgentConfig
 from ioswarm.core.models import Level
 from ioswarm.core.rules import Reject
@@ -35,6 +36,7 @@ from ioswarm.core.validation import check_l1
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+from ioswarm.protocol import AGENT_ID_KEY, TOKEN_KEY, Directive
 
 __all__ = [
     "KINDS",
@@ -105,8 +107,6 @@ STOP_WAIT_SEC = 10.0
 TAP_WAIT_SEC = 0.5  # how long a replayer waits for the honest answer it wants to copy
 LATE_MARGIN_SEC = 0.3
 IMPERSONATE_EVERY_SEC = 1.0
-AGENT_ID_KEY = "x-ioswarm-agent-id"
-TOKEN_KEY = "x-ioswarm-token"  # noqa: S105 - a metadata key name, not a secret
 
 R = TypeVar("R")
 
@@ -430,7 +430,7 @@ class TappedHonestAgent:
             tls=False,
             reconnect_max_sec=2.0,
         )
-        self.agent = Agent(config, TappedValidator(L2Validator(), self.tap))
+        self.agent = Agent(config, TappedValidator(validator_for(Level.L2), self.tap))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -555,7 +555,7 @@ class _WireAdversary(Adversary):
                     timeout=10,
                 ),
             )
-            if resp is not None and (resp.directive or not resp.alive):
+            if resp is not None and (resp.directive != Directive.CONTINUE or not resp.alive):
                 return  # re-register (or stop being useful): end this session
             await asyncio.sleep(self.heartbeat_interval)
 
@@ -712,8 +712,8 @@ class _Late(_WireAdversary):
     def __init__(self, agent_id: str, target: str, secret: str, task_timeout_sec: float) -> None:
         super().__init__("late", agent_id, target, secret)
         self.delay = task_timeout_sec + LATE_MARGIN_SEC
-        self.l1: Validator = L1Validator()
-        self.l2: Validator = L2Validator()
+        self.l1: Validator = validator_for(Level.L1)
+        self.l2: Validator = validator_for(Level.L2)
         self._pending: set[asyncio.Task[None]] = set()
 
     async def _work(self, stub: pb_grpc.IOSwarmStub) -> None:

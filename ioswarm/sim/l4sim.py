@@ -23,14 +23,17 @@ from typing import Any
 
 from eth_account import Account
 
-from ioswarm.agent.l4 import L4Validator, l4_validator
+from ioswarm.agent.l4 import L4Validator
 from ioswarm.agent.l4sync import FollowerStats, StateFollower
+from ioswarm.agent.levels import validator_for
 from ioswarm.agent.runtime import Agent
 from ioswarm.config import AgentConfig, parse_config
 from ioswarm.coordinator.app import CoordinatorApp
+from ioswarm.core.models import Level
 from ioswarm.core.tokens import agent_token
 from ioswarm.errors import IoswarmError
 from ioswarm.node.adapter import JsonRpcNode
+from ioswarm.protocol import auth_metadata
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.workload import Workload
 from ioswarm.state.snapshot_io import export_snapshot, import_snapshot
@@ -143,13 +146,13 @@ class SimAgent:
         follower = StateFollower(
             self.datadir,
             agent_id=self.name,
-            metadata=(("x-ioswarm-agent-id", self.name), ("x-ioswarm-token", self.config.api_key)),
+            metadata=auth_metadata(self.name, self.config.api_key),
             apply_delay=SLOW_DELAY_SEC if self.role == "slow" else 0.0,
             backoff_max=1.0,
         )
         follower.open()
         self.follower = follower
-        self._agent = Agent(self.config, l4_validator(follower), follower)
+        self._agent = Agent(self.config, validator_for(Level.L4, state=follower), follower)
         self._task = asyncio.create_task(self._agent.run(), name=f"l4sim-{self.name}")
         self.starts += 1
 

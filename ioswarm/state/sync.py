@@ -52,6 +52,7 @@ from ioswarm.errors import ConfigError, IoswarmError, MethodNotSupported, NodeEr
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.execution import ExecutionReader, TxDiff
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import context_to_pb
 from ioswarm.state.broadcast import DiffBroadcaster
 from ioswarm.state.diffstore import DiffStore
 from ioswarm.state.snapshot_io import export_snapshot, import_snapshot, verify_snapshot
@@ -79,10 +80,6 @@ class SnapshotFile:
     height: int
     size: int
     sha256: bytes
-
-
-def _u256(value: int) -> bytes:
-    return value.to_bytes(32, "big") if value else b""
 
 
 def _reader(view: StateView) -> StateReader:
@@ -298,17 +295,7 @@ class StateSync:
             ],
             prev_state_hash=prev,
             post_state_hash=post,
-            block_context=pb.BlockContext(
-                number=ctx.number,
-                timestamp=ctx.timestamp,
-                gas_limit=ctx.gas_limit,
-                base_fee=_u256(ctx.base_fee),
-                coinbase=ctx.coinbase,
-                prev_randao=ctx.prev_randao,
-                chain_id=self.chain_id,
-                evm_fork=self.fork,
-                blob_base_fee=_u256(ctx.blob_base_fee),
-            ),
+            block_context=context_to_pb(ctx, self.chain_id, self.fork),
             block_hash=header.hash,
         )
         self.diffs.append(diff)

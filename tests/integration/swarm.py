@@ -16,14 +16,15 @@ import grpc
 import grpc.aio
 from eth_account import Account
 
+from ioswarm.agent.levels import validator_for
 from ioswarm.agent.runtime import Agent
-from ioswarm.agent.validators import validator_for
 from ioswarm.config import AgentConfig, CoordinatorConfig, parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
 from ioswarm.core.tokens import agent_token
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+from ioswarm.protocol import auth_metadata
 
 SECRET = "integration-test-master-secret"
 WALLET = "0x" + "42" * 20
@@ -84,10 +85,7 @@ def start_agent(
 
 
 def metadata(agent_id: str, token: str | None = None) -> tuple[tuple[str, str], ...]:
-    return (
-        ("x-ioswarm-agent-id", agent_id),
-        ("x-ioswarm-token", token if token is not None else agent_token(SECRET, agent_id)),
-    )
+    return auth_metadata(agent_id, token if token is not None else agent_token(SECRET, agent_id))
 
 
 def register_request(agent_id: str, level: Level = Level.L2) -> pb.RegisterRequest:

@@ -14,9 +14,8 @@ from prometheus_client import CollectorRegistry
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
-from ioswarm.agent.l3 import L3Validator
+from ioswarm.agent.levels import validator_for
 from ioswarm.agent.runtime import Agent
-from ioswarm.agent.validators import validator_for
 from ioswarm.config import AgentConfig
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
@@ -53,7 +52,7 @@ def start_honest(port: int, agent_id: str, level: Level) -> tuple[RunningAgent, 
         tls=False,
         reconnect_max_sec=1.0,
     )
-    agent = Agent(cfg, L3Validator() if level is Level.L3 else validator_for(level))
+    agent = Agent(cfg, validator_for(level))
     return RunningAgent(agent, asyncio.create_task(agent.run())), wallet
 
 

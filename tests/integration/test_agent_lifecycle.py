@@ -6,6 +6,7 @@ import pytest
 
 from ioswarm.core.models import Level
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import Directive
 from ioswarm.sim.anvil import AnvilProcess, free_loopback_port
 from tests.helpers import eventually
 from tests.integration.swarm import (
@@ -44,7 +45,7 @@ async def test_silent_agent_is_evicted(anvil_manual: AnvilProcess) -> None:
             resp = await s.Heartbeat(
                 pb.HeartbeatRequest(agent_id="silent-1"), metadata=metadata("silent-1")
             )
-            assert (resp.alive, resp.directive) == (False, "reregister")
+            assert (resp.alive, resp.directive) == (False, Directive.REREGISTER)
 
 
 async def test_agent_reconnects_after_coordinator_restart(anvil_manual: AnvilProcess) -> None:

@@ -18,12 +18,13 @@ import grpc.aio
 import pytest
 
 from ioswarm.coordinator.app import CoordinatorApp
-from ioswarm.coordinator.auth import AGENT_ID_KEY, MAX_AGENT_ID_LEN, TOKEN_KEY
+from ioswarm.coordinator.auth import MAX_AGENT_ID_LEN
 from ioswarm.core.models import Level
 from ioswarm.core.rewards import RewardPolicy
 from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
+from ioswarm.protocol import AGENT_ID_KEY, TOKEN_KEY, Directive
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.rewards.ledger import EpochLedger
 from ioswarm.sim.anvil import AnvilProcess
@@ -300,7 +301,7 @@ async def test_duplicate_header_trick_cannot_redirect_the_victims_wallet(
         beat = await s.Heartbeat(
             pb.HeartbeatRequest(agent_id="victim"), metadata=metadata("victim")
         )
-        assert beat.alive and not beat.directive
+        assert beat.alive and beat.directive == Directive.CONTINUE
     assert not any("wallet change requested" in r.getMessage() for r in logs.records)
     assert_no_secrets(logs, token("victim"), token("attacker"))
 

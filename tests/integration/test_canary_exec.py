@@ -16,7 +16,7 @@ from ioswarm.agent.l4 import L4Validator
 from ioswarm.agent.l4sync import StateFollower
 from ioswarm.coordinator.canaries import Canary, CanaryMint
 from ioswarm.coordinator.canaryexec import executed_canary
-from ioswarm.coordinator.wire import context_to_pb, task_to_pb, verdict_from_pb
+from ioswarm.coordinator.wire import task_to_pb, verdict_from_pb
 from ioswarm.core.blockctx import next_base_fee
 from ioswarm.core.canary import EXECUTED, judge_executed_canary
 from ioswarm.core.execshadow import PredictedContext
@@ -25,6 +25,7 @@ from ioswarm.core.tx import decode_tx
 from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.node.canarytruth import CanaryTruthReader
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import context_to_pb
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.l3calls import CATEGORIES
 from ioswarm.sim.l3workload import ContractWorkload

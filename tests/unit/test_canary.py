@@ -10,7 +10,7 @@ from eth_account import Account
 
 from ioswarm.agent.l3 import L3Validator
 from ioswarm.coordinator.canaries import Canary, CanaryMint
-from ioswarm.coordinator.wire import context_to_pb, task_to_pb
+from ioswarm.coordinator.wire import task_to_pb
 from ioswarm.core.canary import (
     FOREIGN_KEY,
     HIGH_S,
@@ -29,6 +29,7 @@ from ioswarm.core.models import AccountSnapshot, AccountState, Level, Task, Verd
 from ioswarm.core.tx import SECP256K1_N, decode_tx, floor_data_gas, intrinsic_gas
 from ioswarm.core.validation import Check, check_l1, check_l2
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import context_to_pb
 
 CHAIN_ID = 1337
 SEED = 7
