@@ -8,16 +8,19 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.rewards import PoolModel
-from ioswarm.rewards.epochs import EpochManager
+from ioswarm.rewards.epochs import LEDGER_DIR, EpochManager
 from ioswarm.rewards.ledger import EpochLedger, SettlementState
 from ioswarm.rewards.pool import RewardPool
 from ioswarm.rewards.settler import HOOK_REORGED, Settler, SettlerOptions
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
+from tests.integration.swarm import coordinator_config
 from tests.integration.test_settler import (
     FAST,
     POLICY,
@@ -267,3 +270,39 @@ async def test_same_chain_id_other_genesis_halts_settlement(chain: Chain, tmp_pa
         assert registry.get_sample_value("ioswarm_settlement_halted", {"reason": "genesis"}) == 1
         assert state(ledger, 1).state is SettlementState.PLANNED
         assert await chain.pool.settled_events() == []
+
+
+async def test_swapped_reward_chain_shows_in_healthz_while_the_api_keeps_serving(
+    chain: Chain, other_chain: AnvilProcess, tmp_path: Path
+) -> None:
+    """A coordinator whose ledger was settled on one chain, started with another chain behind
+    the reward RPC, serves its API and reports the halted settlement in /healthz."""
+    w = wallets(1)
+    data_dir = tmp_path / "data"
+    with EpochLedger(data_dir / LEDGER_DIR) as ledger:
+        plan(ledger, 1, {"a": (w[0], 1)})
+        first = Settler(chain.pool, ledger, chain.signer, options=FAST)
+        assert await first.step()
+        assert ledger.chain_identity() is not None
+    config = coordinator_config(
+        chain.node.url,
+        dataDir=str(data_dir),
+        rewardContract=chain.pool.address,
+        rewardSignerKey=chain.node.private_keys[0],
+        rewardRpcUrl=other_chain.url,  # the node behind the reward URL was swapped
+    )
+    epochs = EpochManager.from_config(config, CollectorRegistry(), options=FAST)
+    async with CoordinatorApp(config, epochs=epochs) as app:
+        settler = epochs.settler
+        assert settler is not None
+        await eventually(lambda: settler.halt_reason == "chain_id", 20, what="settlement halted")
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{app.api_port}") as http:
+            async with http.get("/healthz") as resp:
+                health = await resp.json()
+            assert health["settlement_halted"] == "chain_id"
+            assert "4690" in health["settlement_halt_detail"]
+            for path in ("/api/stats", "/swarm/status", "/swarm/epoch"):
+                async with http.get(path) as resp:
+                    assert resp.status == 200, path
+            async with http.get("/swarm/epoch") as resp:
+                assert (await resp.json())["settlement"]["halt_reason"] == "chain_id"
