@@ -34,13 +34,11 @@ from ioswarm.core.canary import (
     ExecutedCanaryTruth,
 )
 from ioswarm.core.hashing import keccak256
-from ioswarm.core.mempool import max_cost
 from ioswarm.core.models import (
     EMPTY_CODE_HASH,
     AccountSnapshot,
     AccountState,
     Level,
-    PendingTx,
     Task,
 )
 from ioswarm.core.rules import Reject
@@ -197,7 +195,7 @@ class CanaryMint:
             return None
         fields, sidecar = parts
         eip155 = decoded.chain_id is not None
-        cost = decoded.value + decoded.gas_limit * decoded.max_fee
+        cost = decoded.max_cost
         for _ in range(_ATTEMPTS):
             key = self._rng.choice(self._keys)
             nonce = _plausible_nonce(self._rng, template.nonce)
@@ -304,15 +302,6 @@ class CanaryMint:
             return None
 
         canary_tx = decode_tx(raw)
-        pending = PendingTx(
-            tx_hash=canary_tx.tx_hash,
-            sender=key.address,
-            nonce=nonce,
-            to=canary_tx.to,
-            value=canary_tx.value,
-            gas=canary_tx.gas_limit,
-            max_fee=canary_tx.max_fee,
-        )
         task = replace(
             template,
             task_id=task_id,
@@ -321,7 +310,7 @@ class CanaryMint:
             sender=key.address,
             nonce=nonce,
             sender_state=state if template.sender_state is not None else None,
-            max_cost=max_cost(pending),
+            max_cost=canary_tx.max_cost,
             accounts=_accounts(template, decoded, state) if level == Level.L3 else (),
             read_set=frozenset(),
         )

@@ -14,8 +14,7 @@ from dataclasses import replace
 from ioswarm.coordinator.canaries import Canary, CanaryMint
 from ioswarm.core.canary import EXECUTED, CanaryTruth, ExecutedCanaryTruth
 from ioswarm.core.execshadow import PredictedContext
-from ioswarm.core.mempool import max_cost
-from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, Level, PendingTx, Task
+from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, Level, Task
 from ioswarm.core.tx import decode_tx
 from ioswarm.node.canarytruth import CanaryTruthReader
 
@@ -59,15 +58,6 @@ async def executed_canary(
     receiver = None
     if template.receiver_state is not None and tx.to is not None:
         receiver = next((a.snapshot for a in truth.accounts if a.snapshot.address == tx.to), None)
-    pending = PendingTx(
-        tx_hash=tx.tx_hash,
-        sender=variant.sender,
-        nonce=variant.nonce,
-        to=tx.to,
-        value=tx.value,
-        gas=tx.gas_limit,
-        max_fee=tx.max_fee,
-    )
     task = replace(
         template,
         task_id=task_id,
@@ -77,7 +67,7 @@ async def executed_canary(
         nonce=variant.nonce,
         sender_state=state,
         receiver_state=receiver,
-        max_cost=max_cost(pending),
+        max_cost=tx.max_cost,
         # L4 executes on the agent's own state at the task's height (the state the node
         # traced), with the sender's nonce and balance from ``sender_state``: no state shipped.
         accounts=truth.accounts if template.level == Level.L3 else (),

@@ -134,6 +134,11 @@ class DecodedTx:
         return self.gas_price
 
     @property
+    def max_cost(self) -> int:
+        """value + gas limit x max fee: what a task's ``max_cost`` holds (blob gas apart)."""
+        return self.value + self.gas_limit * self.max_fee
+
+    @property
     def max_priority_fee(self) -> int:
         """The tip cap: maxPriorityFeePerGas, or gasPrice for legacy / 2930."""
         if self.max_priority_fee_per_gas is not None:
