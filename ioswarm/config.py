@@ -85,6 +85,13 @@ def _amount(v: Any) -> str | None:
     return None
 
 
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v >= low else f"must be >= {low}"
+
+    return check
+
+
 def _fork(v: Any) -> str | None:
     return None if v in ("cancun", "prague") else "must be cancun or prague"
 
@@ -132,6 +139,82 @@ class RewardConfig:
         1,
         "Canary tasks an agent must have answered in an epoch to earn; ignored when canaryPct is 0.",
         check=_non_negative,
+    )
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one client may cost the coordinator (the ``limits:`` block)."""
+
+    max_message_bytes: int = _f(
+        "maxMessageBytes",
+        4 * 1024 * 1024,
+        "Largest gRPC message an agent may send (a SubmitResults); larger ones are refused "
+        "RESOURCE_EXHAUSTED before they are read whole. Other requests may be at most 64 KiB.",
+        check=_at_least(64 * 1024),
+    )
+    grpc_max_connections: int = _f(
+        "grpcMaxConnections",
+        1024,
+        "Most open agent (gRPC) connections; lowered to fit the open-file limit.",
+        check=_positive,
+    )
+    grpc_max_streams_per_connection: int = _f(
+        "grpcMaxStreamsPerConnection",
+        16,
+        "Most concurrent calls on one gRPC connection (an agent needs about 4).",
+        check=_positive,
+    )
+    grpc_handshake_timeout_sec: int = _f(
+        "grpcHandshakeTimeoutSec",
+        10,
+        "A gRPC connection that has not finished its TLS/HTTP2 handshake by then is closed.",
+        check=_positive,
+    )
+    grpc_idle_timeout_sec: int = _f(
+        "grpcIdleTimeoutSec",
+        300,
+        "A gRPC connection with no call for this long is closed (agents reconnect).",
+        check=_positive,
+    )
+    http_max_connections: int = _f(
+        "httpMaxConnections",
+        256,
+        "Most open HTTP API connections; lowered to fit the open-file limit. When full, the "
+        "longest-idle one is closed to admit a new one.",
+        check=_positive,
+    )
+    http_max_connections_per_ip: int = _f(
+        "httpMaxConnectionsPerIp",
+        64,
+        "Most open HTTP API connections from one address (its longest-idle one makes room).",
+        check=_positive,
+    )
+    http_idle_timeout_sec: int = _f(
+        "httpIdleTimeoutSec",
+        15,
+        "An HTTP connection without a complete request for this long is closed "
+        "(slow or absent headers included).",
+        check=_positive,
+    )
+    http_request_timeout_sec: int = _f(
+        "httpRequestTimeoutSec",
+        600,
+        "An HTTP request (a snapshot download included) still running after this is cut.",
+        check=_positive,
+    )
+    fd_reserve: int = _f(
+        "fdReserve",
+        128,
+        "Open files kept back from the connection budgets for the node, stores and logs.",
+        check=_positive,
+    )
+    log_repeats_per_min: int = _f(
+        "logRepeatsPerMin",
+        10,
+        "Lines of one kind (logger, level, message template) written per minute; the rest "
+        "are counted and summarised in one line, with at most one traceback per kind.",
+        check=_positive,
     )
 
 
@@ -332,6 +415,7 @@ class CoordinatorConfig:
     log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
     log_format: str = _f("logFormat", "kv", "kv (key=value) or json.", check=_log_format)
     reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
+    limits: LimitsConfig = _f("limits", LimitsConfig, "Connection, message and log budgets.")  # noqa: RUF009 - as above
 
     @property
     def epoch_reward_wei(self) -> int:

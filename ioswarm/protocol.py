@@ -22,6 +22,7 @@ from ioswarm.proto import ioswarm_pb2 as pb
 
 __all__ = [
     "AGENT_ID_KEY",
+    "MAX_WIRE_MESSAGE_BYTES",
     "TOKEN_KEY",
     "Directive",
     "account_input",
@@ -35,6 +36,10 @@ __all__ = [
     "snapshot_from_pb",
     "snapshot_to_pb",
 ]
+
+
+MAX_WIRE_MESSAGE_BYTES = 8 * 1024 * 1024
+"""Largest message the coordinator sends (a task batch, a state diff) and an agent accepts."""
 
 
 class Directive(StrEnum):

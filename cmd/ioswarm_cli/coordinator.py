@@ -27,6 +27,6 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.check:
         print("config ok")
         return 0
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, config.limits.log_repeats_per_min)
     await CoordinatorApp(config).serve_forever()
     return 0

@@ -26,7 +26,7 @@ from ioswarm.core.execution import ENGINE_ERROR
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
-from ioswarm.protocol import Directive, auth_metadata
+from ioswarm.protocol import MAX_WIRE_MESSAGE_BYTES, Directive, auth_metadata
 
 log = logging.getLogger("ioswarm.agent")
 
@@ -93,7 +93,10 @@ class Agent:
         return auth_metadata(self.config.agent_id, self.config.api_key)
 
     def _channel(self) -> grpc.aio.Channel:
-        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.max_receive_message_length", 8 << 20)]
+        options = [
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.max_receive_message_length", MAX_WIRE_MESSAGE_BYTES),
+        ]
         if not self.config.tls:
             return grpc.aio.insecure_channel(self.config.coordinator, options=options)
         root = None

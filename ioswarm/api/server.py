@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ioswarm.api.connections import ConnectionGovernor
+from ioswarm.core.connbudget import ConnectionTable
 from ioswarm.errors import ConfigError, StoreError
 
 log = logging.getLogger("ioswarm.api")
@@ -44,7 +49,10 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def build_app(
-    view: SwarmView, registry: CollectorRegistry, snapshot_dir: Path | None = None
+    view: SwarmView,
+    registry: CollectorRegistry,
+    snapshot_dir: Path | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     """The aiohttp application; the caller runs it (tests use a free loopback port).
 
@@ -108,7 +116,7 @@ def build_app(
             return _json({"error": "no such snapshot"}, status=404)
         return web.FileResponse(path, headers={"Content-Type": "application/gzip"})
 
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/snapshots/{name}", snapshot)
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/swarm/status", status)
@@ -124,7 +132,8 @@ def build_app(
 
 
 class ApiServer:
-    """Runs the API app on host:port (port 0 picks a free one; ``port`` tells which)."""
+    """Runs the API app on host:port (port 0 picks a free one; ``port`` tells which), behind a
+    connection budget (``table``; default: 256 connections, 64 per address, 15 s idle)."""
 
     def __init__(
         self,
@@ -133,19 +142,27 @@ class ApiServer:
         host: str,
         port: int,
         snapshot_dir: Path | None = None,
+        table: ConnectionTable | None = None,
     ) -> None:
-        self._app = build_app(view, registry, snapshot_dir)
+        self.governor = ConnectionGovernor(
+            table or ConnectionTable(256, 64, idle_timeout=15.0, request_timeout=600.0), registry
+        )
+        self._app = build_app(view, registry, snapshot_dir, [self.governor.middleware])
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port = port
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        handler = self._runner.server
+        assert handler is not None  # set by setup()
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(
+                self.governor.wrap(handler), self._host, self._port, reuse_address=True
+            )
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
@@ -153,13 +170,19 @@ class ApiServer:
             raise ConfigError(
                 "swarmApiPort", f"cannot bind {address}: {exc.strerror or exc}"
             ) from exc
-        # aiohttp exposes the bound sockets (needed for port 0) only on the private server.
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
-        log.info("http api listening host=%s port=%d", self._host, self.port)
+        if self._server.sockets:
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info(
+            "http api listening host=%s port=%d max_connections=%d",
+            self._host,
+            self.port,
+            self.governor.table.max_total,
+        )
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

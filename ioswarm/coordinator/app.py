@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from ioswarm.api.server import ApiServer
 from ioswarm.config import CoordinatorConfig
+from ioswarm.coordinator.budgets import connection_budget, return_large_buffers
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.coordinator.servicer import GrpcServer
 from ioswarm.coordinator.supervisor import RestartPolicy
+from ioswarm.core.connbudget import ConnectionTable
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.execution import ExecutionReader
 from ioswarm.rewards.epochs import EpochManager
@@ -58,14 +60,24 @@ class CoordinatorApp:
             state_sync=self.state_sync,
             restart_policy=restart_policy,
         )
-        self.grpc = GrpcServer(self.coordinator)
+        limits = config.limits
+        self.budget = connection_budget(limits)
+        return_large_buffers()
+        self.grpc = GrpcServer(self.coordinator, max_connections=self.budget.grpc)
         self.api = ApiServer(
             self.coordinator.views,
             self.registry,
             config.swarm_api_host,
             config.swarm_api_port,
             snapshot_dir=self.state_sync.snapshot_dir if self.state_sync is not None else None,
+            table=ConnectionTable(
+                self.budget.http,
+                limits.http_max_connections_per_ip,
+                idle_timeout=float(limits.http_idle_timeout_sec),
+                request_timeout=float(limits.http_request_timeout_sec),
+            ),
         )
+        self.coordinator.loops.add("http-connections", self.api.governor.run)
 
     @property
     def grpc_port(self) -> int:

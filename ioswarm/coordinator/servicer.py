@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -21,31 +22,67 @@ from ioswarm.coordinator.auth import (
 )
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.core.models import Level
+from ioswarm.core.wirescan import WireFormatError, count_field
 from ioswarm.errors import ConfigError, RequestRefused
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.protocol import MAX_WIRE_MESSAGE_BYTES
 from ioswarm.state.broadcast import DiffsPruned, SubscriberDropped
 
 log = logging.getLogger("ioswarm.grpc")
 
 SERVICE = "ioswarm.IOSwarm"
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Requests other than SubmitResults carry a few ids and numbers; none needs more.
+SMALL_REQUEST_BYTES = 64 * 1024
+RESULTS_FIELD = pb.BatchResult.DESCRIPTOR.fields_by_name["results"].number
+# Top-level fields a BatchResult may have besides its results (agent id, batch id, ...).
+BATCH_OTHER_FIELDS = 8
 
 M = TypeVar("M", bound=Message)
 # grpc ships no type stubs, so its servicer context is untyped.
 Ctx: TypeAlias = Any
 
 
-class _Malformed:
-    """Stands in for a request whose bytes did not parse, so the handler can refuse it."""
+@dataclass(frozen=True)
+class _Refused:
+    """Stands in for a request refused before it was decoded, so the handler (which checks
+    the caller first) can answer with this status."""
+
+    status: str
+    message: str
 
 
-def _safe(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
-    def parse(data: bytes) -> M | _Malformed:
+MALFORMED = _Refused("INVALID_ARGUMENT", "malformed request body")
+
+
+def _parser(
+    cls: type[M], max_bytes: int, max_results: int | None = None
+) -> Callable[[bytes], M | _Refused]:
+    """The request deserializer: size first, then (for result batches) the number of results
+    counted on the raw bytes, and only then the protobuf decode."""
+    name = cls.DESCRIPTOR.name
+
+    def parse(data: bytes) -> M | _Refused:
+        if len(data) > max_bytes:
+            return _Refused(
+                "RESOURCE_EXHAUSTED", f"{name} of {len(data)} bytes; at most {max_bytes}"
+            )
+        if max_results is not None:
+            try:
+                found = count_field(data, RESULTS_FIELD, max_results + BATCH_OTHER_FIELDS)
+            except WireFormatError:
+                return MALFORMED
+            if found.truncated or found.count > max_results:
+                more = "more than " if found.truncated else ""
+                return _Refused(
+                    "INVALID_ARGUMENT",
+                    f"{more}{found.count} results in one batch; at most {max_results} "
+                    "(maxInflightPerAgent)",
+                )
         try:
             msg: M = cls.FromString(data)
             return msg
         except (DecodeError, ValueError, RuntimeError):
-            return _Malformed()
+            return MALFORMED
 
     return parse
 
@@ -73,8 +110,15 @@ class IOSwarmServicer:
             log_refusal(method, exc)
             await self._refuse(context, method, "UNAUTHENTICATED", exc.reason)
             raise  # unreachable: abort raises
-        if isinstance(request, _Malformed):
-            await self._refuse(context, method, "INVALID_ARGUMENT", "malformed request body")
+        if isinstance(request, _Refused):
+            log.info(
+                "request refused method=%s agent_id=%s status=%s reason=%s",
+                method,
+                agent_id,
+                request.status,
+                request.message,
+            )
+            await self._refuse(context, method, request.status, request.message)
         body_agent = getattr(request, "agent_id", None)
         if not isinstance(body_agent, str) or body_agent != agent_id:
             log.warning(
@@ -193,19 +237,28 @@ class IOSwarmServicer:
         )
 
 
-def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
+def _handlers(
+    servicer: IOSwarmServicer, max_message_bytes: int, max_results: int
+) -> grpc.GenericRpcHandler:
     def uu(
-        fn: Callable[..., Awaitable[Any]], req: type[Message], resp: type[Message]
+        fn: Callable[..., Awaitable[Any]],
+        req: type[Message],
+        resp: type[Message],
+        parse: Callable[[bytes], Any] | None = None,
     ) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
+            fn,
+            request_deserializer=parse or _parser(req, SMALL_REQUEST_BYTES),
+            response_serializer=resp.SerializeToString,
         )
 
     def us(
         fn: Callable[..., Any], req: type[Message], resp: type[Message]
     ) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(
-            fn, request_deserializer=_safe(req), response_serializer=resp.SerializeToString
+            fn,
+            request_deserializer=_parser(req, SMALL_REQUEST_BYTES),
+            response_serializer=resp.SerializeToString,
         )
 
     return grpc.method_handlers_generic_handler(
@@ -213,7 +266,12 @@ def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
         {
             "Register": uu(servicer.Register, pb.RegisterRequest, pb.RegisterResponse),
             "GetTasks": us(servicer.GetTasks, pb.GetTasksRequest, pb.TaskBatch),
-            "SubmitResults": uu(servicer.SubmitResults, pb.BatchResult, pb.SubmitResponse),
+            "SubmitResults": uu(
+                servicer.SubmitResults,
+                pb.BatchResult,
+                pb.SubmitResponse,
+                _parser(pb.BatchResult, max_message_bytes, max_results),
+            ),
             "Heartbeat": uu(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
             "StreamStateDiffs": us(
                 servicer.StreamStateDiffs, pb.StreamStateDiffsRequest, pb.StateDiff
@@ -252,9 +310,13 @@ def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials:
 class GrpcServer:
     """The agent-facing gRPC server of one coordinator."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, max_connections: int | None = None) -> None:
+        """``max_connections`` (default ``limits.grpcMaxConnections``) is the connection
+        budget left by the open-file limit."""
         self._c = coordinator
         cfg = coordinator.config
+        limits = cfg.limits
+        self.max_connections = max_connections or limits.grpc_max_connections
         self.server = grpc.aio.server(
             interceptors=[
                 AuthInterceptor(
@@ -265,13 +327,29 @@ class GrpcServer:
                 )
             ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", MAX_WIRE_MESSAGE_BYTES),
+                ("grpc.max_allowed_incoming_connections", self.max_connections),
+                ("grpc.max_concurrent_streams", limits.grpc_max_streams_per_connection),
+                ("grpc.server_handshake_timeout_ms", limits.grpc_handshake_timeout_sec * 1000),
+                ("grpc.max_connection_idle_ms", limits.grpc_idle_timeout_sec * 1000),
+                # Without BDP probing a stream's receive window stays small, so a body refused
+                # for its size is never buffered whole (with it, eight refused 6 MB bodies cost
+                # the process ~15 MB; without, ~2 MB).
+                ("grpc.http2.bdp_probe", 0),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ],
         )
-        self.server.add_generic_rpc_handlers((_handlers(IOSwarmServicer(coordinator)),))
+        self.server.add_generic_rpc_handlers(
+            (
+                _handlers(
+                    IOSwarmServicer(coordinator),
+                    limits.max_message_bytes,
+                    cfg.max_inflight_per_agent,
+                ),
+            )
+        )
         address = f"{cfg.grpc_host}:{cfg.grpc_port}"
         try:
             if cfg.tls_enabled:
@@ -287,7 +365,12 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
-        log.info("grpc listening port=%d tls=%s", self.port, self._c.config.tls_enabled)
+        log.info(
+            "grpc listening port=%d tls=%s max_connections=%d",
+            self.port,
+            self._c.config.tls_enabled,
+            self.max_connections,
+        )
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.server.stop(grace)

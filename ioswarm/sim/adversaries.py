@@ -36,7 +36,7 @@ from ioswarm.core.validation import check_l1
 from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
-from ioswarm.protocol import AGENT_ID_KEY, TOKEN_KEY, Directive
+from ioswarm.protocol import AGENT_ID_KEY, MAX_WIRE_MESSAGE_BYTES, TOKEN_KEY, Directive
 
 __all__ = [
     "KINDS",
@@ -322,7 +322,7 @@ class _CountingAgent(Agent):
     def _channel(self) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(
             self.config.coordinator,
-            options=[("grpc.max_receive_message_length", 8 << 20)],
+            options=[("grpc.max_receive_message_length", MAX_WIRE_MESSAGE_BYTES)],
             interceptors=[self._counter],
         )
 
