@@ -98,6 +98,10 @@ def panels() -> list[dict[str, Any]]:
             "Throughput",
             [
                 (
+                    f"sum by (level) (rate(ioswarm_tasks_created_total{{{SEL}}}[{RATE}]))",
+                    "created {{level}}",
+                ),
+                (
                     f"sum by (level) (rate(ioswarm_tasks_dispatched_total{{{SEL}}}[{RATE}]))",
                     "dispatched {{level}}",
                 ),
