@@ -8,7 +8,11 @@ SOLCJS := $(TOOLS)/node_modules/.bin/solcjs
 export IOSWARM_ANVIL_BIN := $(abspath $(ANVIL))
 export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
 
-.PHONY: venv tools test demo bench lint proto clean
+# Debian tools the deploy tests run: command:package. Installed only when the command is missing.
+DEB_TOOLS := nginx:nginx promtool:prometheus systemd-analyze:systemd
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: venv tools debs test demo bench lint proto clean
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -25,7 +29,21 @@ $(TOOLS)/.installed: Makefile
 	$(ANVIL) --version >/dev/null
 	touch $@
 
-test: venv tools lint
+# Idempotent: apt-get runs only for missing commands, and `apt-get update` only when apt
+# does not know a missing package yet (fresh machine with empty package lists).
+debs:
+	@missing=""; \
+	for pair in $(DEB_TOOLS); do \
+		cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-cache show $$missing >/dev/null 2>&1 || $(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: venv tools debs lint
 	$(PY) -m pytest -q tests
 
 demo: venv tools

@@ -250,6 +250,11 @@ class CoordinatorConfig:
         "PEM server certificate for the gRPC server; empty means plaintext (loopback only).",
     )
     tls_key_file: str = _f("tlsKeyFile", "", "PEM private key matching tlsCertFile.")
+    grpc_tls_terminated_by_proxy: bool = _f(
+        "grpcTlsTerminatedByProxy",
+        False,
+        "Opt-in: a trusted proxy (nginx, an ingress) terminates TLS in front of grpcPort, so plaintext gRPC may bind a non-loopback grpcHost; never expose that port itself.",
+    )
     max_agents: int = _f(
         "maxAgents",
         100,
@@ -546,10 +551,15 @@ def parse_config(
     for key, path in (("tlsCertFile", cfg.tls_cert_file), ("tlsKeyFile", cfg.tls_key_file)):
         if path and not Path(path).is_file():
             raise ConfigError(key, f"file not found: {path}")
-    if not cfg.tls_enabled and not _is_loopback(cfg.grpc_host):
+    if (
+        not cfg.tls_enabled
+        and not cfg.grpc_tls_terminated_by_proxy
+        and not _is_loopback(cfg.grpc_host)
+    ):
         raise ConfigError(
             "grpcHost",
-            f"{cfg.grpc_host} is not loopback; plaintext gRPC is only allowed on loopback, set tlsCertFile/tlsKeyFile",
+            f"{cfg.grpc_host} is not loopback; plaintext gRPC is only allowed on loopback, set tlsCertFile/tlsKeyFile"
+            " (or grpcTlsTerminatedByProxy: true when a trusted proxy terminates TLS in front of it)",
         )
     if cfg.reward_signer_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.reward_signer_key):
         raise ConfigError("rewardSignerKey", "must be a 32-byte hex private key")

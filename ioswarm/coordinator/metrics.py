@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ioswarm import __version__
+from ioswarm.core.speedups import NATIVE
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -12,6 +29,22 @@ class CoordinatorMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_* (CPU, memory, open fds, start time) and python_info describe this process;
+        # they sit on the injected registry like everything else, not on the global one.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.build_info = Info(
+            "ioswarm_build",
+            "The running ioswarm: version, Python, and whether the C speedups are in use.",
+            registry=registry,
+        )
+        self.build_info.info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "speedups": "c" if NATIVE else "python",
+            }
+        )
         self.tasks_dispatched = Counter(
             "ioswarm_tasks_dispatched_total",
             "Tasks sent to agents (each attempt).",
@@ -128,3 +161,23 @@ class CoordinatorMetrics:
             "Agents evicted for missed heartbeats.",
             registry=registry,
         )
+
+    def watch_loops(self, states: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        """Export ``ioswarm_loop_up{loop}`` from ``states`` (the loop supervisor's), read at
+        scrape time: 1 while the loop runs, 0 while it restarts, failed or stopped."""
+        self.registry.register(_LoopStates(states))
+
+
+class _LoopStates(Collector):
+    """``ioswarm_loop_up``: read from the loop supervisor at each scrape, never stale."""
+
+    def __init__(self, states: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "ioswarm_loop_up", "1 while the coordinator loop runs, else 0.", labels=["loop"]
+        )
+        for name, state in self._states().items():
+            up.add_metric([name], 1.0 if state.get("state") == "running" else 0.0)
+        yield up

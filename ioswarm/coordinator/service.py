@@ -170,6 +170,7 @@ class Coordinator:
             self.loops.add("settler", epochs.run)
         for name in self.loops.states():
             self.metrics.loop_restarts.labels(loop=name)  # exported as 0 from the start
+        self.metrics.watch_loops(self.loops.states)
         self.views = SwarmViews(
             config,
             lambda: self.chain_id,
