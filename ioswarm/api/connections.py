@@ -43,7 +43,7 @@ class ConnectionGovernor:
         self.closed = Counter(
             "ioswarm_http_connections_closed",
             "HTTP API connections closed by the budget, by reason "
-            "(idle, request, evicted, full, per_ip).",
+            "(idle, request, probation, evicted, full, per_ip).",
             ["reason"],
             registry=registry,
         )
@@ -53,21 +53,32 @@ class ConnectionGovernor:
         return lambda: _Door(factory(), self)
 
     def opened(self, transport: asyncio.Transport) -> bool:
-        """A new connection: admit it (closing idle ones to make room) or close it at once."""
+        """A new connection: admitted, established or on probation; True when on probation
+        (its door then reports its request head)."""
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         key = id(transport)
         ans = self.table.admit(key, host, self._clock())
-        for victim in ans.evict:
-            self.closed.labels(reason="evicted").inc()
-            self._abort(victim)
-        if not ans.admitted:
-            self.closed.labels(reason=ans.reason).inc()
-            transport.abort()
-            return False
         self._transports[key] = transport
+        self._apply(ans.evict, "evicted")
         self.open.set(len(self.table))
-        return True
+        return ans.probation
+
+    def head(self, transport: asyncio.Transport, complete: bool) -> tuple[bool, bool]:
+        """Bytes arrived on a probationer: (may stay, still on probation)."""
+        key = id(transport)
+        ans = self.table.head_received(key, complete, self._clock())
+        self._apply(ans.evict, "evicted")
+        if not ans.admitted:
+            self.closed.labels(reason=ans.reason or "full").inc()
+            self._abort(key)
+            return False, False
+        return True, ans.probation
+
+    def _apply(self, victims: tuple[Any, ...], reason: str) -> None:
+        for victim in victims:
+            self.closed.labels(reason=reason).inc()
+            self._abort(victim)
 
     def gone(self, transport: asyncio.Transport) -> None:
         key = id(transport)
@@ -111,23 +122,26 @@ class ConnectionGovernor:
 
 
 class _Door(asyncio.Protocol):
-    """Forwards every event to aiohttp's protocol, once the governor has admitted the
-    connection; a refused connection never reaches aiohttp."""
+    """Forwards every event to aiohttp's protocol. While its connection is on probation it
+    watches the bytes for the end of a request head and tells the governor, which may close
+    it instead; the bytes of a closed connection never reach aiohttp."""
 
-    __slots__ = ("_admitted", "_governor", "_inner", "_transport")
+    __slots__ = ("_admitted", "_governor", "_inner", "_probation", "_tail", "_transport")
 
     def __init__(self, inner: asyncio.Protocol, governor: ConnectionGovernor) -> None:
         self._inner = inner
         self._governor = governor
         self._admitted = False
+        self._probation = False
+        self._tail = b""
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # a TCP listener's
         self._transport = transport
-        self._admitted = self._governor.opened(transport)
-        if self._admitted:
-            self._inner.connection_made(transport)
+        self._probation = self._governor.opened(transport)
+        self._admitted = True
+        self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
@@ -136,6 +150,13 @@ class _Door(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._probation and self._transport is not None:
+            seen = self._tail + data
+            complete = b"\r\n\r\n" in seen or b"\n\n" in seen
+            self._tail = seen[-3:]
+            stay, self._probation = self._governor.head(self._transport, complete)
+            if not stay:
+                return
         if self._admitted:
             self._inner.data_received(data)
 

@@ -131,6 +131,21 @@ def build_app(
     return app
 
 
+def http_connection_table(
+    budget: int, per_peer: int, idle_timeout: float, request_timeout: float
+) -> ConnectionTable:
+    """The HTTP listener's table for ``budget`` descriptors: a quarter of them (at least 8)
+    hold newcomers on probation while the rest are established."""
+    probation = max(8, budget // 4)
+    return ConnectionTable(
+        max(1, budget - probation),
+        per_peer,
+        probation,
+        idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
+    )
+
+
 class ApiServer:
     """Runs the API app on host:port (port 0 picks a free one; ``port`` tells which), behind a
     connection budget (``table``; default: 256 connections, 64 per address, 15 s idle)."""
@@ -145,7 +160,8 @@ class ApiServer:
         table: ConnectionTable | None = None,
     ) -> None:
         self.governor = ConnectionGovernor(
-            table or ConnectionTable(256, 64, idle_timeout=15.0, request_timeout=600.0), registry
+            table or http_connection_table(256, 64, idle_timeout=15.0, request_timeout=600.0),
+            registry,
         )
         self._app = build_app(view, registry, snapshot_dir, [self.governor.middleware])
         self._host = host
@@ -161,7 +177,14 @@ class ApiServer:
         assert handler is not None  # set by setup()
         try:
             self._server = await asyncio.get_running_loop().create_server(
-                self.governor.wrap(handler), self._host, self._port, reuse_address=True
+                self.governor.wrap(handler),
+                self._host,
+                self._port,
+                reuse_address=True,
+                # asyncio accepts up to ``backlog`` connections per wake-up; fewer than the
+                # probation slots, so a reconnect storm cannot cycle through all of them between
+                # a newcomer's accept and the reading of its request head.
+                backlog=max(4, self.governor.table.max_probation // 4),
             )
         except OSError as exc:
             await self._runner.cleanup()
@@ -176,7 +199,7 @@ class ApiServer:
             "http api listening host=%s port=%d max_connections=%d",
             self._host,
             self.port,
-            self.governor.table.max_total,
+            self.governor.table.max_total + self.governor.table.max_probation,
         )
 
     async def stop(self) -> None:

@@ -8,13 +8,12 @@ import signal
 
 from prometheus_client import CollectorRegistry
 
-from ioswarm.api.server import ApiServer
+from ioswarm.api.server import ApiServer, http_connection_table
 from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.budgets import connection_budget, return_large_buffers
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.coordinator.servicer import GrpcServer
 from ioswarm.coordinator.supervisor import RestartPolicy
-from ioswarm.core.connbudget import ConnectionTable
 from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.execution import ExecutionReader
 from ioswarm.rewards.epochs import EpochManager
@@ -70,7 +69,7 @@ class CoordinatorApp:
             config.swarm_api_host,
             config.swarm_api_port,
             snapshot_dir=self.state_sync.snapshot_dir if self.state_sync is not None else None,
-            table=ConnectionTable(
+            table=http_connection_table(
                 self.budget.http,
                 limits.http_max_connections_per_ip,
                 idle_timeout=float(limits.http_idle_timeout_sec),

@@ -3,9 +3,16 @@ gives way when a listener is full.
 
 The policy protects whoever is doing real work. A connection is *busy* while a request is being
 served and *idle* otherwise (before its first request is complete too, so headers sent a byte at
-a time stay idle). When a listener is full, its longest-idle connection is closed to admit the
-new one; only when every connection is busy is the new one refused. An idle flood therefore
-cannot lock out a health check, and a slow-headers client is cut after the idle timeout.
+a time stay idle). While the listener has room, a new connection is *established* at once. When
+it is full, a new connection waits on *probation*: it evicts nobody until it has sent a complete
+request head, and only then takes the place of the longest-idle established connection (of its
+own address when that address is at its cap). A probationer that stalls is closed after the
+probation timeout, or sooner when newer ones need its place (stalled ones first).
+
+So a flood of idle or slow-headers connections, however fast it reconnects, only ever churns
+probation and the idle slots; a client that sends a whole request, a health check say, always
+gets in while any connection is idle. Only when every established connection is busy is it
+refused.
 """
 
 from __future__ import annotations
@@ -50,64 +57,113 @@ def split_fd_budget(fd_limit: int, reserve: int, grpc_want: int, http_want: int)
 class _Conn:
     peer: str
     since: float
-    """When it last became idle (or opened), or started its current request."""
+    """When it opened, last became idle, or started its current request."""
     requests: int = 0
     """Requests in progress (0 = idle)."""
 
 
+@dataclass
+class _Probationer:
+    peer: str
+    since: float
+    stalled: bool = False
+    """It has sent bytes that were not yet a whole request head."""
+
+
 @dataclass(frozen=True)
 class Admission:
-    """The answer to a new connection: admitted or not, and which connections to close."""
+    """The answer to a connection event: whether it may stay, which others to close, and why
+    it may not (``full``: every established connection is busy; ``per_ip``: every one of its
+    address is)."""
 
     admitted: bool
     evict: tuple[Hashable, ...] = ()
     reason: str = ""
-    """Why the new one was refused: ``full`` or ``per_ip``."""
+    probation: bool = False
+    """The connection waits on probation (it should report its request head)."""
 
 
 @dataclass
 class ConnectionTable:
-    """Open connections of one listener, by key, with their peer and idle/busy state.
+    """Open connections of one listener, by key, with their peer and state.
 
-    Time is passed in (monotonic seconds), so the policy is tested without a clock.
+    At most ``max_total`` are established (``max_per_peer`` per address) and at most
+    ``max_probation`` on probation, so the listener never holds more than their sum. Time is
+    passed in (monotonic seconds), so the policy is tested without a clock.
     """
 
     max_total: int
     max_per_peer: int
+    max_probation: int
     idle_timeout: float
     request_timeout: float
+    probation_timeout: float = 2.0
     _conns: dict[Hashable, _Conn] = field(default_factory=dict)
     _idle: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
     _per_peer: dict[str, int] = field(default_factory=dict)
+    _probation: OrderedDict[Hashable, _Probationer] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
-        return len(self._conns)
+        return len(self._conns) + len(self._probation)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._conns
+        return key in self._conns or key in self._probation
+
+    @property
+    def established(self) -> int:
+        return len(self._conns)
+
+    @property
+    def on_probation(self) -> int:
+        return len(self._probation)
 
     def peer_count(self, peer: str) -> int:
         return self._per_peer.get(peer, 0)
 
     def admit(self, key: Hashable, peer: str, now: float) -> Admission:
-        """Take in a new connection, naming the idle ones to close to make room; refuse it
-        when the room could only come from busy ones."""
-        evict: list[Hashable] = []
-        if self.peer_count(peer) >= self.max_per_peer:
-            victim = self._oldest_idle(peer)
+        """A new connection: established when there is room, else on probation (closing the
+        probationer that stalled or waited longest when probation is full)."""
+        if len(self._conns) < self.max_total and self.peer_count(peer) < self.max_per_peer:
+            self._establish(key, peer, now)
+            return Admission(True)
+        evict: tuple[Hashable, ...] = ()
+        if len(self._probation) >= self.max_probation:
+            victim = next((k for k, p in self._probation.items() if p.stalled), None)
             if victim is None:
+                victim = next(iter(self._probation))
+            del self._probation[victim]
+            evict = (victim,)
+        self._probation[key] = _Probationer(peer, now)
+        return Admission(True, evict, probation=True)
+
+    def head_received(self, key: Hashable, complete: bool, now: float) -> Admission:
+        """Bytes arrived on ``key``; ``complete`` says a whole request head has. A probationer
+        with a complete head is established in the place of the longest-idle connection (of
+        its own address when that one is at its cap), or refused when all of those are busy;
+        one without is marked stalled. Established connections are always admitted."""
+        prob = self._probation.get(key)
+        if prob is None:
+            return Admission(key in self._conns)
+        if not complete:
+            prob.stalled = True
+            return Admission(True, probation=True)
+        evict: list[Hashable] = []
+        if self.peer_count(prob.peer) >= self.max_per_peer:
+            victim = self._oldest_idle(prob.peer)
+            if victim is None:
+                del self._probation[key]
                 return Admission(False, reason="per_ip")
             evict.append(victim)
         if len(self._conns) - len(evict) >= self.max_total:
             victim = self._oldest_idle(None, skip=evict)
             if victim is None:
+                del self._probation[key]
                 return Admission(False, reason="full")
             evict.append(victim)
         for victim in evict:
             self.release(victim)
-        self._conns[key] = _Conn(peer, now)
-        self._idle[key] = None
-        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        del self._probation[key]
+        self._establish(key, prob.peer, now)
         return Admission(True, tuple(evict))
 
     def request_started(self, key: Hashable, now: float) -> None:
@@ -130,6 +186,8 @@ class ConnectionTable:
 
     def release(self, key: Hashable) -> None:
         """Forget a closed connection (unknown keys are ignored)."""
+        if self._probation.pop(key, None) is not None:
+            return
         conn = self._conns.pop(key, None)
         if conn is None:
             return
@@ -141,8 +199,8 @@ class ConnectionTable:
             del self._per_peer[conn.peer]
 
     def expired(self, now: float) -> list[tuple[Hashable, str]]:
-        """Connections past their time, with why: ``idle`` or ``request``. The caller closes
-        them and calls :meth:`release` when they are gone."""
+        """Connections past their time, with why: ``idle``, ``request`` or ``probation``. The
+        caller closes them and calls :meth:`release` when they are gone."""
         out: list[tuple[Hashable, str]] = []
         for key in self._idle:  # oldest idle first: stop at the first one still in time
             if now - self._conns[key].since < self.idle_timeout:
@@ -151,7 +209,16 @@ class ConnectionTable:
         for key, conn in self._conns.items():
             if conn.requests and now - conn.since >= self.request_timeout:
                 out.append((key, "request"))
+        for key, prob in self._probation.items():
+            if now - prob.since < self.probation_timeout:
+                break
+            out.append((key, "probation"))
         return out
+
+    def _establish(self, key: Hashable, peer: str, now: float) -> None:
+        self._conns[key] = _Conn(peer, now)
+        self._idle[key] = None
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
 
     def _oldest_idle(self, peer: str | None, skip: list[Hashable] | None = None) -> Hashable | None:
         for key in self._idle:
