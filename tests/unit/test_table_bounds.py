@@ -160,10 +160,8 @@ def test_long_run_with_churn_keeps_every_table_under_its_bound() -> None:
 # -- finished tasks -----------------------------------------------------------------------------
 
 
-def small_scheduler(**kw: float) -> Scheduler:
-    args: dict[str, float] = {"max_agents": 1}
-    args.update(kw)
-    return Scheduler(TIMEOUT, 2, 10, 2, max_agents=int(args["max_agents"]))
+def small_scheduler() -> Scheduler:
+    return Scheduler(TIMEOUT, 2, 10, 2, max_agents=1)
 
 
 def run_one(s: Scheduler, task_id: int, agent: str, now: float) -> None:
