@@ -12,13 +12,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.admission import SubmissionGate
+from ioswarm.coordinator.chainwatch import Head, MempoolPoller
 from ioswarm.coordinator.dispatcher import Dispatcher
 from ioswarm.coordinator.metrics import CoordinatorMetrics, TableCollector
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.core.canary import CanaryTruth
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.integrity import IntegrityBook
-from ioswarm.core.models import IncludedTx, Level, Task, Verdict
+from ioswarm.core.models import BlockHeader, IncludedTx, Level, PendingTx, Task, Verdict
 from ioswarm.core.retention import DepartedAgents, TableSize, sweep_agents
 from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import Outcome, ShadowBook
@@ -385,3 +386,60 @@ def test_coordinator_exports_every_table_with_a_config_bound() -> None:
     for name in tables:
         assert f'ioswarm_table_bound{{table="{name}"}}' in text
     assert "ioswarm_asyncio_tasks 0.0" in text
+
+
+# -- mempool poller ------------------------------------------------------------------------------
+
+
+class ListedMempool:
+    """The two node calls the poller makes, answering from a mempool the test sets (a stand-in:
+    a real node cannot be made to drop and replace transactions on cue)."""
+
+    def __init__(self) -> None:
+        self.pending: list[PendingTx] = []
+
+    async def pending_transactions(self) -> list[PendingTx]:
+        return list(self.pending)
+
+    async def raw_transactions(self, hashes: list[bytes]) -> dict[bytes, bytes]:
+        return {h: b"raw" for h in hashes}
+
+
+def pending(i: int, nonce: int) -> PendingTx:
+    return PendingTx(i.to_bytes(32, "big"), sender_of(1), nonce, None, 0, 21_000, 1)
+
+
+async def test_mempool_memory_follows_the_pool_and_still_sees_replacements() -> None:
+    """The poller forgets hashes and nonce slots the node no longer lists, yet a replacement
+    that pushes its predecessor out of the pool in one poll is still reported."""
+    node = ListedMempool()
+    made: list[bytes] = []
+    replaced: list[bytes] = []
+
+    async def make_tasks(items: list[tuple[object, bytes]], header: BlockHeader) -> int:
+        made.extend(item.tx_hash for item, _ in items)  # type: ignore[attr-defined]
+        return len(items)
+
+    head = Head(BlockHeader(1, b"\x01" * 32, b"\x00" * 32, 10**10, 30_000_000, 7, b"\x00" * 20))
+    poller = MempoolPoller(
+        node,  # type: ignore[arg-type]
+        head,
+        make_tasks,  # type: ignore[arg-type]
+        needs_state=lambda: False,
+        has_agents=lambda: True,
+        on_replaced=replaced.append,
+        interval=1.0,
+        sync_max_lag_sec=0,
+        wall_clock=lambda: 10.0**10,
+        on_error=lambda loop: None,
+        on_syncing=lambda syncing: None,
+    )
+    node.pending = [pending(1, 0), pending(2, 1)]
+    await poller.step()
+    await poller.step()
+    assert made == [pending(1, 0).tx_hash, pending(2, 1).tx_hash]  # dispatched once
+    node.pending = [pending(3, 1)]  # tx 1 left the pool, tx 3 replaced tx 2
+    await poller.step()
+    assert replaced == [pending(2, 1).tx_hash]
+    sizes = poller.tables()
+    assert sizes["mempool_dispatched"].entries == 1 and sizes["mempool_slot_owners"].entries == 1
