@@ -334,6 +334,18 @@ class CoordinatorConfig:
         "Blocks a result waits for its tx to be included before it expires without a verdict.",
         check=_positive,
     )
+    max_tracked_txs: int = _f(
+        "maxTrackedTxs",
+        100000,
+        "Most transactions each per-transaction table remembers (dispatched hashes, mempool nonce slots, verdicts waiting for inclusion, recent chain truth); past it the oldest are forgotten.",
+        check=_positive,
+    )
+    agent_retention_blocks: int = _f(
+        "agentRetentionBlocks",
+        720,
+        "Blocks an evicted agent's history (shadow counts, conduct, throttle, canary countdown) is kept; one that returns within it keeps it. At most maxAgents departed agents are kept.",
+        check=_positive,
+    )
     sync_max_lag_sec: int = _f(
         "syncMaxLagSec",
         120,

@@ -5,6 +5,11 @@ the agent is over its submit rate (RESOURCE_EXHAUSTED), the batch is larger than
 agent can hold or names a task twice (INVALID_ARGUMENT), or a result is for a task that never
 existed (NOT_FOUND), that was never this agent's (PERMISSION_DENIED), or that this agent's
 answer was already accepted for (ALREADY_EXISTS: a replay earns nothing twice).
+
+A result for a task finished longer ago than the scheduler remembers is let through as
+:attr:`~ioswarm.core.scheduling.Completion.FORGOTTEN` and counted like a late one: task ids
+are never reused, so it cannot be credited, and an honest agent's slow answer does not get its
+whole batch refused.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ioswarm.core.ratelimit import TokenBucket
+from ioswarm.core.retention import TableSize
 from ioswarm.core.scheduling import Completion
 from ioswarm.errors import RequestRefused
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -38,6 +44,16 @@ class SubmissionGate:
     def forget(self, agent_id: str) -> None:
         """The agent left; a new one under its id starts with a full bucket."""
         self._buckets.pop(agent_id, None)
+
+    forget_agent = forget
+
+    def agent_ids(self) -> list[str]:
+        """Agents with a rate bucket."""
+        return list(self._buckets)
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Size of the bucket table (only registered agents submit: at most ``max_agents``)."""
+        return {"submit_buckets": TableSize(len(self._buckets), max_agents)}
 
     def admit(
         self, agent_id: str, results: Sequence[pb.TaskResult]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from ioswarm.coordinator.canaries import Canary, CanaryMint
 from ioswarm.core.models import Level, Task
+from ioswarm.core.retention import TableSize
 
 EXECUTED_READY = 2
 """Executed canaries kept ready per state height (each costs the node a few traced calls)."""
@@ -35,6 +36,8 @@ RECENT_TEMPLATES = 512
 RESERVED_IDS = 256
 """Task ids held back for canaries (the oldest are released unused)."""
 TEMPLATE_TRIES = 4
+EXECUTED_MAX = EXECUTED_READY * len(Level) * 2
+"""Executed canaries kept ready in all (those of the highest heights)."""
 
 
 class CanaryPlanner:
@@ -110,8 +113,11 @@ class CanaryPlanner:
         head has left behind are dropped (their batches are gone)."""
         key = (canary.task.level, canary.task.block_height)
         self._executed.setdefault(key, deque()).append(canary)
-        for old in [k for k in self._executed if k[1] < head - 1]:
+        for old in [k for k in self._executed if k[1] < head - 1 or not self._executed[k]]:
             del self._executed[old]
+        # Two heights' worth at most, even while the head stands still.
+        while sum(len(d) for d in self._executed.values()) > EXECUTED_MAX:
+            del self._executed[min(self._executed, key=lambda k: k[1])]
 
     def _take_executed(self, first: Task) -> Canary | None:
         if first.level < Level.L3 or self._rng.random() >= EXECUTED_SHARE:
@@ -138,3 +144,24 @@ class CanaryPlanner:
     def forget(self, agent_id: str) -> None:
         """The agent left; a new agent under its id starts a fresh countdown."""
         self._due.pop(agent_id, None)
+
+    def agent_ids(self) -> list[str]:
+        """Agents with a canary countdown."""
+        return list(self._due)
+
+    def executed_ids(self) -> set[int]:
+        """Task ids of the executed canaries kept ready."""
+        return {c.task.task_id for ready in self._executed.values() for c in ready}
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Sizes and bounds of the planner's tables."""
+        return {
+            "canary_countdowns": TableSize(len(self._due), 2 * max_agents),
+            "canary_templates": TableSize(
+                sum(len(d) for d in self._templates.values()), RECENT_TEMPLATES * len(Level)
+            ),
+            "canary_reserved_ids": TableSize(len(self._ids), RESERVED_IDS),
+            "canary_executed_ready": TableSize(
+                sum(len(d) for d in self._executed.values()), EXECUTED_MAX
+            ),
+        }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ioswarm.core.execshadow import effects_from_diff
 from ioswarm.core.mempool import Planned, plan_dispatch
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
+from ioswarm.core.retention import TableSize
 from ioswarm.core.syncguard import node_is_syncing
 from ioswarm.errors import NodeError, NodeUnreachable
 from ioswarm.node.adapter import NodeClient
@@ -19,7 +20,6 @@ from ioswarm.node.execution import ExecutionReader, TxDiff
 
 log = logging.getLogger("ioswarm.chain")
 
-DISPATCHED_MEMORY = 500_000
 MAX_CATCHUP_BLOCKS = 64
 ERROR_BACKOFF_MAX_SEC = 10.0
 
@@ -192,7 +192,13 @@ class BlockWatcher:
 
 
 class MempoolPoller:
-    """Reads pending transactions and turns each new one into tasks exactly once."""
+    """Reads pending transactions and turns each new one into tasks exactly once.
+
+    What it remembers follows the mempool: a dispatched hash and a (sender, nonce) slot's
+    owner are kept while the node still lists the transaction (a tx that left the mempool,
+    included or dropped, is not dispatched again unless the node lists it again), and never
+    more than ``max_tracked`` of each (``maxTrackedTxs``; the oldest go first).
+    """
 
     def __init__(
         self,
@@ -209,8 +215,10 @@ class MempoolPoller:
         wall_clock: Callable[[], float],
         on_error: Callable[[str], None],
         on_syncing: Callable[[bool], None],
+        max_tracked: int = 100_000,
     ) -> None:
         self._node = node
+        self.max_tracked = max_tracked
         self._head = head
         self._make_tasks = make_tasks
         self._needs_state = needs_state
@@ -276,6 +284,7 @@ class MempoolPoller:
         self.polls += 1
         pending = await self._node.pending_transactions()
         self._note_replacements(pending)
+        self._keep_listed(pending)
         new = [tx for tx in pending if tx.tx_hash not in self._dispatched]
         if not new:
             return 0
@@ -297,9 +306,17 @@ class MempoolPoller:
         for h in hashes:
             if h in raws:
                 self._dispatched[h] = None
-        while len(self._dispatched) > DISPATCHED_MEMORY:
+        while len(self._dispatched) > self.max_tracked:
             self._dispatched.popitem(last=False)
         return created
+
+    def _keep_listed(self, pending: list[PendingTx]) -> None:
+        """Forget dispatched hashes the node no longer lists (included, replaced, evicted)."""
+        if not self._dispatched:
+            return
+        listed = {tx.tx_hash for tx in pending}
+        for h in [h for h in self._dispatched if h not in listed]:
+            del self._dispatched[h]
 
     def _note_replacements(self, pending: list[PendingTx]) -> None:
         for tx in pending:
@@ -308,9 +325,13 @@ class MempoolPoller:
             if old is not None and old != tx.tx_hash:
                 self._on_replaced(old)
             self._slot_owner[key] = tx.tx_hash
-        if len(self._slot_owner) > DISPATCHED_MEMORY:
-            live = {(tx.sender, tx.nonce) for tx in pending}
+        # After the comparison: a replacement usually pushes its predecessor out of the pool
+        # in the same poll that shows it, so the old owner must be known until then.
+        live = {(tx.sender, tx.nonce) for tx in pending}
+        if len(live) != len(self._slot_owner):
             self._slot_owner = {k: v for k, v in self._slot_owner.items() if k in live}
+        while len(self._slot_owner) > self.max_tracked:
+            del self._slot_owner[next(iter(self._slot_owner))]
 
     async def _head_states(self, txs: list[PendingTx], block: int) -> dict[bytes, AccountSnapshot]:
         """Sender and receiver state at the head block; cached until the head moves."""
@@ -319,9 +340,21 @@ class MempoolPoller:
             self._state_cache_block = block
         wanted = {tx.sender for tx in txs} | {tx.to for tx in txs if tx.to is not None}
         missing = [a for a in wanted if a not in self._state_cache]
+        if len(self._state_cache) + len(missing) > self.max_tracked:
+            self._state_cache = {}  # a huge mempool within one block: start over
+            missing = list(wanted)
         if missing:
             self._state_cache.update(await self._node.accounts(missing, block))
         return self._state_cache
 
     def cached_state(self, address: bytes) -> AccountSnapshot | None:
         return self._state_cache.get(address)
+
+    def tables(self) -> dict[str, TableSize]:
+        """Sizes and bounds of what the poller remembers."""
+        bound = self.max_tracked
+        return {
+            "mempool_dispatched": TableSize(len(self._dispatched), bound),
+            "mempool_slot_owners": TableSize(len(self._slot_owner), bound),
+            "mempool_state_cache": TableSize(len(self._state_cache), bound),
+        }

@@ -8,6 +8,7 @@ from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.core.evidence import INCOMPLETE
 from ioswarm.core.registry import AgentRegistry
+from ioswarm.core.retention import TableSize
 from ioswarm.core.shadow import Comparison, Outcome
 from ioswarm.rewards.epochs import EpochManager
 
@@ -32,6 +33,18 @@ class ComparisonCounter:
         self._registry = registry
         self._epochs = epochs
         self._mismatch_logs: dict[str, int] = {}
+
+    def agent_ids(self) -> list[str]:
+        """Agents whose mismatches were logged."""
+        return list(self._mismatch_logs)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop an agent's mismatch log count (gone longer than its retention)."""
+        self._mismatch_logs.pop(agent_id, None)
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Size of the per-agent mismatch log counts."""
+        return {"mismatch_log_counts": TableSize(len(self._mismatch_logs), 2 * max_agents)}
 
     def count(self, c: Comparison, canary: bool = False) -> None:
         """Book one comparison; a failed canary or an incomplete answer flags the agent."""

@@ -22,6 +22,7 @@ from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.wire import task_to_pb
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import Level, Task
+from ioswarm.core.retention import TableSize
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.proto import ioswarm_pb2 as pb
 
@@ -57,9 +58,11 @@ class Dispatcher:
             lambda height: None
         ),
         extra: Callable[[str, list[Task]], Task | None] = lambda agent_id, tasks: None,
+        on_dropped: Callable[[int], None] = lambda task_id: None,
     ) -> None:
         """``extra(agent_id, tasks)`` may add one task of its own to a batch about to go to
-        that agent (a canary); it travels at a random position and is the agent's like any."""
+        that agent (a canary); it travels at a random position and is the agent's like any.
+        ``on_dropped(task_id)`` hears of every task given up unanswered."""
         self.scheduler = scheduler
         self.metrics = metrics
         self._clock = clock
@@ -68,6 +71,7 @@ class Dispatcher:
         self._chain_id = chain_id
         self._context = context
         self._extra = extra
+        self._on_dropped = on_dropped
         self._rng = random.Random()  # only shuffles positions; see _send
         self._predicted: dict[int, PredictedContext] = {}
         self._streams: dict[str, AgentStream] = {}
@@ -130,6 +134,16 @@ class Dispatcher:
     def has_stream(self, agent_id: str) -> bool:
         return agent_id in self._streams
 
+    def tables(self) -> dict[str, TableSize]:
+        """Sizes and bounds of the per-task tables (open tasks only) and the streams."""
+        open_bound = self.scheduler.open_bound
+        return {
+            "dispatch_packages": TableSize(len(self._packages), open_bound),
+            "dispatch_sent_at": TableSize(len(self._sent_at), open_bound),
+            "dispatch_predicted": TableSize(len(self._predicted), open_bound),
+            "dispatch_streams": TableSize(len(self._streams), self.scheduler.max_agents),
+        }
+
     # -- tasks --------------------------------------------------------------------------------
 
     def submit(self, task: Task) -> bool:
@@ -174,6 +188,7 @@ class Dispatcher:
             self.metrics.tasks_reassigned.inc()
         else:
             self._packages.pop(task_id, None)
+            self._on_dropped(task_id)
             self.dropped_total += 1
             self.metrics.tasks_dropped.labels(reason="declined").inc()
         self.wake()
@@ -220,6 +235,7 @@ class Dispatcher:
             self._packages.pop(task_id, None)
             self._sent_at.pop(task_id, None)
             self._predicted.pop(task_id, None)
+            self._on_dropped(task_id)
         if report.dropped:
             self.dropped_total += len(report.dropped)
             self.metrics.tasks_dropped.labels(reason="max_attempts").inc(len(report.dropped))

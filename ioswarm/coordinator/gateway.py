@@ -253,7 +253,8 @@ class AgentGateway:
             return self._submit(agent_id, batch)
         except RequestRefused as exc:
             if exc.status != "RESOURCE_EXHAUSTED":  # a rate limit is not misconduct
-                self._integrity.book.note_refused(agent_id, exc.status)
+                # Only registered agents get a record: a departed id must not grow the book.
+                self.note_refused(agent_id, exc.status)
             raise
 
     def note_refused(self, agent_id: str, status: str) -> None:
@@ -274,10 +275,12 @@ class AgentGateway:
         agents = self._registry.agent_ids
         totals = self._totals
         for r, task_id, kind in zip(batch.results, ids, kinds, strict=True):
-            if kind is Completion.LATE:
+            if kind is Completion.LATE or kind is Completion.FORGOTTEN:
+                # Too late to count: answered elsewhere, timed out, or finished so long ago
+                # that it is no longer remembered (its id is never reused: it earns nothing).
                 totals.results_late += 1
                 integrity.note_late(agent_id)
-                self._metrics.results.labels(level="any", disposition="late").inc()
+                self._metrics.results.labels(level="any", disposition=kind.value).inc()
                 continue
             if r.declined:
                 self._decline(agent_id, task_id, r)

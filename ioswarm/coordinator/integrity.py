@@ -16,18 +16,22 @@ from typing import Any
 
 from ioswarm.coordinator.canaries import CanaryMint
 from ioswarm.coordinator.canaryexec import executed_canary
-from ioswarm.coordinator.canaryplan import CanaryPlanner
+from ioswarm.coordinator.canaryplan import EXECUTED_MAX, CanaryPlanner
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.core.evidence import INCOMPLETE
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.integrity import THROTTLED_INFLIGHT, IntegrityBook
 from ioswarm.core.models import Level, Task
+from ioswarm.core.retention import TableSize
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.core.shadow import ShadowCounts
 from ioswarm.errors import IoswarmError
 from ioswarm.node.canarytruth import CanaryTruthReader
 
 log = logging.getLogger("ioswarm.integrity")
+
+_FLAG_KINDS = 2
+"""Kinds of answers :meth:`IntegrityDesk.flag` logs once per agent (canary_failed, incomplete)."""
 
 _EMPTY_CONDUCT: dict[str, Any] = {
     "canaries": {"judged": 0, "matched": 0, "failed": 0, "failed_kinds": {}, "matched_kinds": {}},
@@ -51,7 +55,8 @@ class IntegrityDesk:
         metrics: CoordinatorMetrics,
         rng: random.Random,
     ) -> None:
-        self.book = IntegrityBook(decline_max_pct)
+        # Every canary is an open task, so the scheduler's open-task bound bounds them too.
+        self.book = IntegrityBook(decline_max_pct, scheduler.open_bound)
         self.canary_pct = canary_pct
         self._scheduler = scheduler
         self._metrics = metrics
@@ -155,10 +160,15 @@ class IntegrityDesk:
             return
         if canary is not None:
             self._traced_under[task_id] = context
-            for old in [t for t in self._traced_under if t < task_id - 10_000]:
-                del self._traced_under[old]
             planner.offer_executed(canary, head)
+            ready = planner.executed_ids()
+            for old in [t for t in self._traced_under if t not in ready]:
+                del self._traced_under[old]  # the planner dropped it (its height passed)
             self.executed_made += 1
+
+    def dropped(self, task_id: int) -> None:
+        """A task was given up unanswered: a canary's truth is no longer needed."""
+        self.book.forget(task_id)
 
     # -- conduct ------------------------------------------------------------------------------
 
@@ -213,6 +223,29 @@ class IntegrityDesk:
             return
         self._flagged.add((agent_id, what))
         log.warning("agent flagged agent_id=%s what=%s %s", agent_id, what, detail)
+
+    def agent_ids(self) -> set[str]:
+        """Agents with conduct, a canary countdown or a logged flag."""
+        ids = set(self.book.agent_ids()) | {a for a, _ in self._flagged}
+        if self.planner is not None:
+            ids.update(self.planner.agent_ids())
+        return ids
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop everything kept about an agent (gone longer than its retention)."""
+        self.book.forget_agent(agent_id)
+        if self.planner is not None:
+            self.planner.forget(agent_id)
+        self._flagged = {f for f in self._flagged if f[0] != agent_id}
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Sizes and bounds of the desk's tables, its book's and its planner's."""
+        out = self.book.tables(max_agents)
+        out["integrity_flagged"] = TableSize(len(self._flagged), 2 * max_agents * _FLAG_KINDS)
+        out["canary_traced_under"] = TableSize(len(self._traced_under), EXECUTED_MAX)
+        if self.planner is not None:
+            out.update(self.planner.tables(max_agents))
+        return out
 
     def view(
         self, agent_id: str, shadow: ShadowCounts | None, standing: tuple[bool, str] | None

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ioswarm import __version__
+from ioswarm.core.retention import TableSizes
 from ioswarm.core.speedups import NATIVE
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -181,3 +182,41 @@ class _LoopStates(Collector):
         for name, state in self._states().items():
             up.add_metric([name], 1.0 if state.get("state") == "running" else 0.0)
         yield up
+
+
+class TableCollector(Collector):
+    """Reads every in-memory table's size and bound, and the event loop's task count, at
+    scrape time: ``ioswarm_table_entries{table}``, ``ioswarm_table_bound{table}``,
+    ``ioswarm_asyncio_tasks``."""
+
+    def __init__(self, tables: Callable[[], TableSizes], tasks: Callable[[], int]) -> None:
+        self._tables = tables
+        self._tasks = tasks
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families({}, 0)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families(self._tables(), self._tasks())
+
+    @staticmethod
+    def _families(tables: TableSizes, tasks: int) -> Iterator[GaugeMetricFamily]:
+        entries = GaugeMetricFamily(
+            "ioswarm_table_entries",
+            "Entries in a long-lived in-memory table of the coordinator.",
+            labels=["table"],
+        )
+        bound = GaugeMetricFamily(
+            "ioswarm_table_bound",
+            "Most entries the table may hold (from maxAgents, maxInflightPerAgent, "
+            "maxTrackedTxs and the retentions).",
+            labels=["table"],
+        )
+        for name, size in sorted(tables.items()):
+            entries.add_metric([name], size.entries)
+            bound.add_metric([name], size.bound)
+        yield entries
+        yield bound
+        yield GaugeMetricFamily(
+            "ioswarm_asyncio_tasks", "Tasks in the coordinator's event loop.", value=tasks
+        )

@@ -19,6 +19,7 @@ import rlp
 
 from ioswarm.core.hashing import keccak256
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
+from ioswarm.core.retention import TableSize
 from ioswarm.core.tx import DecodedTx
 from ioswarm.node.execution import AccountData, ExecutionReader, call_object
 
@@ -66,6 +67,14 @@ class StatePrefetcher:
     @property
     def supported(self) -> bool:
         return self._reader.access_list_supported
+
+    def tables(self) -> dict[str, TableSize]:
+        """Sizes and bounds of the read caches (a round's reads may top the state bound
+        before the next round starts over)."""
+        return {
+            "prefetch_accounts": TableSize(len(self._accounts), STATE_CACHE_LIMIT),
+            "prefetch_code": TableSize(len(self._code), CODE_CACHE_LIMIT),
+        }
 
     def _new_block(self, block: int) -> None:
         if block != self._block or len(self._accounts) > STATE_CACHE_LIMIT:

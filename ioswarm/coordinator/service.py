@@ -21,7 +21,7 @@ from ioswarm.coordinator.comparisons import ComparisonCounter
 from ioswarm.coordinator.dispatcher import Dispatcher
 from ioswarm.coordinator.gateway import AgentGateway, Totals
 from ioswarm.coordinator.integrity import IntegrityDesk
-from ioswarm.coordinator.metrics import CoordinatorMetrics
+from ioswarm.coordinator.metrics import CoordinatorMetrics, TableCollector
 from ioswarm.coordinator.prefetch import StatePrefetcher
 from ioswarm.coordinator.supervisor import LoopSupervisor, RestartPolicy
 from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
@@ -36,6 +36,7 @@ from ioswarm.core.models import (
     Task,
 )
 from ioswarm.core.registry import AgentRegistry
+from ioswarm.core.retention import DepartedAgents, TableSize, sweep_agents
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.core.shadow import ShadowBook
 from ioswarm.errors import ConfigError, NodeError
@@ -82,6 +83,7 @@ class Coordinator:
             max_inflight_per_agent=config.max_inflight_per_agent,
             queue_size=config.retry_queue_size,
             max_attempts=config.max_task_attempts,
+            max_agents=config.max_agents,
         )
         self.integrity = IntegrityDesk(
             config.canary_pct,
@@ -99,8 +101,10 @@ class Coordinator:
             lambda: self.chain_id,
             context=self._current_context,
             extra=self.integrity.canary_for,
+            on_dropped=self.integrity.dropped,
         )
-        self.shadow = ShadowBook(config.shadow_expiry_blocks)
+        self.shadow = ShadowBook(config.shadow_expiry_blocks, max_tracked=config.max_tracked_txs)
+        self.departed = DepartedAgents(config.agent_retention_blocks, config.max_agents)
         self.head = Head()
         self.totals = Totals()
         self.execution = execution
@@ -138,6 +142,7 @@ class Coordinator:
             wall_clock=wall_clock,
             on_error=self._node_error,
             on_syncing=lambda s: self.metrics.node_syncing.set(1 if s else 0),
+            max_tracked=config.max_tracked_txs,
         )
         self.comparisons = ComparisonCounter(self.metrics, self.integrity, self.registry, epochs)
         self.gateway = AgentGateway(
@@ -171,6 +176,8 @@ class Coordinator:
         for name in self.loops.states():
             self.metrics.loop_restarts.labels(loop=name)  # exported as 0 from the start
         self.metrics.watch_loops(self.loops.states)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics.registry.register(TableCollector(self.tables, self._asyncio_tasks))
         self.views = SwarmViews(
             config,
             lambda: self.chain_id,
@@ -226,6 +233,7 @@ class Coordinator:
             self.state_sync.chain_id = self.chain_id
             await self.state_sync.start()
         self._stop.clear()
+        self._loop = asyncio.get_running_loop()
         with contextlib.suppress(NodeError):
             # Know the head before serving, so status and gauges never show "no block yet".
             await self.watcher.step()
@@ -267,7 +275,57 @@ class Coordinator:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
-            self.gateway.evict_stale()
+            gone = self.gateway.evict_stale()
+            if gone:
+                self._agents_left(gone)
+
+    # -- memory -------------------------------------------------------------------------------
+
+    def _agents_left(self, agent_ids: list[str]) -> None:
+        """Evicted agents keep their history for agentRetentionBlocks (at most maxAgents of
+        them): one that comes back within it finds its counts, conduct and throttle."""
+        height = max(self.head.number, 0)
+        for agent_id in agent_ids:
+            self.departed.depart(agent_id, height)
+        self._retire_agents(height)
+
+    def _retire_agents(self, height: int) -> None:
+        """Drop per-agent entries of agents neither registered nor retained."""
+        self.departed.expire(height)
+        registered = self.registry.agent_ids()
+        for agent_id in registered:
+            self.departed.returned(agent_id)
+        sweep_agents(
+            (self.shadow, self.integrity, self.comparisons, self.gateway.admission),
+            [*registered, *self.departed.agent_ids()],
+        )
+
+    def tables(self) -> dict[str, TableSize]:
+        """Every long-lived in-memory table: name -> (entries, bound), for ``/metrics``."""
+        max_agents = self.config.max_agents
+        out: dict[str, TableSize] = {
+            "registry_agents": TableSize(len(self.registry), max_agents),
+            **self.departed.tables(),
+            **self.scheduler.tables(),
+            **self.dispatcher.tables(),
+            **self.shadow.tables(max_agents),
+            **self.integrity.tables(max_agents),
+            **self.comparisons.tables(max_agents),
+            **self.gateway.admission.tables(max_agents),
+            **self.poller.tables(),
+            **self.contexts.tables(),
+        }
+        if self.prefetcher is not None:
+            out.update(self.prefetcher.tables())
+        if self.state_sync is not None:
+            out.update(self.state_sync.broadcaster.tables(max_agents))
+        return out
+
+    def _asyncio_tasks(self) -> int:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 0
+        return len(asyncio.all_tasks(loop))
 
     def _current_context(self, height: int) -> tuple[pb.BlockContext, PredictedContext] | None:
         return self.contexts.for_height(height)
@@ -336,6 +394,7 @@ class Coordinator:
                 self.comparisons.count(c)
             self.shadow.expire(header.number)
             self.metrics.shadow_pending.set(self.shadow.pending)
+        self._retire_agents(header.number)
         log.debug("block number=%d txs=%d", header.number, len(included))
 
 

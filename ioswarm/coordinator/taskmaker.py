@@ -12,6 +12,7 @@ from ioswarm.core.blockctx import BLOCKHASH_WINDOW, context_of, predict_next
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.mempool import Planned, max_cost
 from ioswarm.core.models import AccountSnapshot, BlockHeader, Level, PendingTx, Task
+from ioswarm.core.retention import TableSize
 from ioswarm.core.tx import decode_tx
 from ioswarm.errors import ValidationError
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -81,6 +82,15 @@ class ContextPredictor:
         cached = (context_to_pb(predicted, self._chain_id(), self.fork), predicted)
         self._by_height[height] = cached
         return cached
+
+    def tables(self) -> dict[str, TableSize]:
+        """Sizes and bounds of the recent-block tables (256 hashes for BLOCKHASH, a few
+        headers for per-height predictions; the tip may run a few blocks ahead of both)."""
+        return {
+            "context_block_hashes": TableSize(len(self._hashes), BLOCKHASH_WINDOW + RECENT_HEADERS),
+            "context_headers": TableSize(len(self._headers), 2 * RECENT_HEADERS),
+            "context_predictions": TableSize(len(self._by_height), 2 * RECENT_HEADERS),
+        }
 
     def current(self) -> tuple[pb.BlockContext, PredictedContext] | None:
         """The predicted context of the block after the head (cached until the head moves)."""

@@ -26,6 +26,7 @@ from ioswarm.core.canary import (
 )
 from ioswarm.core.evidence import INCOMPLETE, missing_evidence
 from ioswarm.core.models import Task, Verdict
+from ioswarm.core.retention import TableSize
 from ioswarm.core.shadow import Comparison, Outcome
 
 DECLINE_WINDOW = 100
@@ -34,8 +35,6 @@ DECLINE_MIN_SAMPLES = 20
 """Answers an agent gives before its decline share can throttle it."""
 THROTTLED_INFLIGHT = 4
 """Most unanswered tasks a throttled agent holds."""
-CANARY_MEMORY = 100_000
-"""Canary truths kept at most (the oldest are forgotten; their tasks long dropped)."""
 
 
 @dataclass
@@ -82,8 +81,12 @@ class Conduct:
 class IntegrityBook:
     """Canary truths in flight and every agent's :class:`Conduct`."""
 
-    def __init__(self, decline_max_pct: float) -> None:
+    def __init__(self, decline_max_pct: float, max_canaries: int = 100_000) -> None:
+        """``max_canaries`` bounds the canary truths kept: every canary is an open task (its
+        truth is dropped when the task is answered or given up), so the scheduler's open-task
+        bound is enough; past it the oldest are forgotten."""
         self.decline_max_pct = decline_max_pct
+        self.max_canaries = max_canaries
         self._canaries: OrderedDict[int, tuple[str, CanaryTruth, ExecutedCanaryTruth | None]] = (
             OrderedDict()
         )
@@ -112,7 +115,7 @@ class IntegrityBook:
         an executed canary's answer must report."""
         self._canaries[task_id] = (kind, truth, executed)
         self.canaries_made[kind] = self.canaries_made.get(kind, 0) + 1
-        while len(self._canaries) > CANARY_MEMORY:
+        while len(self._canaries) > self.max_canaries:
             self._canaries.popitem(last=False)
 
     def is_canary(self, task_id: int) -> bool:
@@ -125,6 +128,22 @@ class IntegrityBook:
     @property
     def canaries_open(self) -> int:
         return len(self._canaries)
+
+    def agent_ids(self) -> list[str]:
+        """Agents with a conduct record."""
+        return list(self._conduct)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop an agent's conduct (it has been gone longer than its retention)."""
+        self._conduct.pop(agent_id, None)
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Sizes and bounds of the book's tables (conduct: registered agents and at most as
+        many departed ones)."""
+        return {
+            "integrity_canaries": TableSize(len(self._canaries), self.max_canaries),
+            "integrity_conduct": TableSize(len(self._conduct), 2 * max_agents),
+        }
 
     def judge_canary(self, agent_id: str, task: Task, verdict: Verdict) -> Comparison | None:
         """The exact verdict on a canary answer (None when ``task`` is not a canary)."""

@@ -3,6 +3,13 @@
 The scheduler is a plain object driven by the caller's clock. The coordinator calls
 ``assign`` when work or capacity appears, ``complete`` when results arrive and ``expire``
 periodically; it never blocks and never does I/O.
+
+Memory is bounded by the configuration: open tasks by ``retryQueueSize`` plus what
+``maxAgents`` agents may hold (``maxInflightPerAgent`` each), and finished tasks are remembered
+(to tell a late or repeated answer from a foreign one) for ``(maxTaskAttempts + 1)`` task
+timeouts, at most ``maxAgents x maxInflightPerAgent x (maxTaskAttempts + 1)`` of them. A result
+for a task finished longer ago than that is :attr:`Completion.FORGOTTEN`: task ids are never
+reused, so such a task can never be credited again, whoever answers it.
 """
 
 from __future__ import annotations
@@ -14,8 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ioswarm.core.models import Level, Task
-
-RECENT_DONE_LIMIT = 200_000
+from ioswarm.core.retention import TableSize
 
 
 class Completion(Enum):
@@ -25,7 +31,8 @@ class Completion(Enum):
     LATE = "late"  # the agent held it once, but it timed out or was answered elsewhere
     FOREIGN = "foreign"  # the task exists but was never this agent's
     ANSWERED = "answered"  # this agent's result for it was already accepted
-    UNKNOWN = "unknown"  # no such task (never issued, or long forgotten)
+    FORGOTTEN = "forgotten"  # finished before the remembered window: earns nothing
+    UNKNOWN = "unknown"  # no such task was ever issued
 
 
 @dataclass(slots=True)
@@ -58,6 +65,51 @@ class ExpireReport:
     overdue_agents: dict[str, int]
 
 
+class FinishedTasks:
+    """Recently finished tasks: who held each and whose answer counted, oldest first.
+
+    Kept for ``retention`` (caller's clock) and at most ``limit`` of them; every id forgotten
+    is at or below a watermark, so a result for it is :attr:`Completion.FORGOTTEN`, never
+    :attr:`Completion.UNKNOWN`.
+    """
+
+    def __init__(self, retention: float, limit: int) -> None:
+        self.retention = retention
+        self.limit = limit
+        self._done: OrderedDict[int, tuple[tuple[str, ...], str, float]] = OrderedDict()
+        self.forgotten_upto = 0
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def remember(self, task_id: int, past: tuple[str, ...], answered_by: str, now: float) -> None:
+        """``task_id`` finished at ``now``; ``answered_by`` is "" when nobody's answer counted."""
+        done = self._done
+        done[task_id] = (past, answered_by, now)
+        while len(done) > self.limit:
+            self._forget_oldest()
+
+    def trim(self, now: float) -> None:
+        """Forget tasks finished more than ``retention`` before ``now``."""
+        done, horizon = self._done, now - self.retention
+        while done and next(iter(done.values()))[2] < horizon:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        task_id, _ = self._done.popitem(last=False)
+        self.forgotten_upto = max(self.forgotten_upto, task_id)
+
+    def classify(self, agent_id: str, task_id: int) -> Completion:
+        """How a result for a task that is no longer open relates to ``agent_id``."""
+        done = self._done.get(task_id)
+        if done is None:
+            return Completion.FORGOTTEN if task_id <= self.forgotten_upto else Completion.UNKNOWN
+        past, answered_by, _ = done
+        if answered_by == agent_id:
+            return Completion.ANSWERED
+        return Completion.LATE if agent_id in past else Completion.FOREIGN
+
+
 class Scheduler:
     """Least-loaded assignment with per-task deadlines and failover."""
 
@@ -67,11 +119,19 @@ class Scheduler:
         max_inflight_per_agent: int,
         queue_size: int,
         max_attempts: int,
+        max_agents: int = 100,
     ) -> None:
+        """``max_agents`` (the registry's ``maxAgents``) only sizes the memory bounds."""
         self.task_timeout = task_timeout
         self.max_inflight = max_inflight_per_agent
         self.queue_size = queue_size
         self.max_attempts = max_attempts
+        self.max_agents = max_agents
+        held = max_agents * max_inflight_per_agent
+        # Most tasks open at once: a full queue plus every agent holding its most.
+        self.open_bound = queue_size + held
+        self.deadline_limit = 2 * held + 1
+        self._now = 0.0
         self._agents: dict[str, _AgentSlot] = {}
         self._tasks: dict[int, _TaskState] = {}
         self._ready: deque[int] = deque()
@@ -80,8 +140,9 @@ class Scheduler:
         # (deadline, round, [(task_id, attempt), ...])
         self._deadlines: list[tuple[float, int, list[tuple[int, int]]]] = []
         self._rounds = itertools.count()
-        # The agents that held each recently finished task, and the one whose answer counted.
-        self._done: OrderedDict[int, tuple[tuple[str, ...], str]] = OrderedDict()
+        # A finished task is remembered for as long as it could have lived, and once more:
+        # an answer later than that is from an agent that held it over a whole task's life.
+        self._done = FinishedTasks((max_attempts + 1) * task_timeout, held * (max_attempts + 1))
 
     # -- agents -----------------------------------------------------------------------------
 
@@ -157,6 +218,7 @@ class Scheduler:
         eligible agent has room.
         """
         out: dict[str, list[Task]] = {}
+        self._now = max(self._now, now)
         agents = self._agents
         max_inflight = self.max_inflight
         # An agent still holding a batch or more of work is topped up only once it has room
@@ -301,13 +363,7 @@ class Scheduler:
             if state.assignee == agent_id:
                 return Completion.ACCEPTED
             return Completion.LATE if agent_id in state.past else Completion.FOREIGN
-        done = self._done.get(task_id)
-        if done is None:
-            return Completion.UNKNOWN
-        past, answered_by = done
-        if answered_by == agent_id:
-            return Completion.ANSWERED
-        return Completion.LATE if agent_id in past else Completion.FOREIGN
+        return self._done.classify(agent_id, task_id)
 
     def complete(self, agent_id: str, task_id: int) -> Task | None:
         """Record an accepted result; returns the task, or None if it was not this agent's."""
@@ -322,10 +378,27 @@ class Scheduler:
         return state.task
 
     def _remember_done(self, task_id: int, past: tuple[str, ...], answered_by: str = "") -> None:
-        done = self._done
-        done[task_id] = (past, answered_by)
-        while len(done) > RECENT_DONE_LIMIT:
-            done.popitem(last=False)
+        self._done.remember(task_id, past, answered_by, self._now)
+
+    def _trim(self, now: float) -> None:
+        """Forget tasks finished long ago; compact the deadline heap when answered tasks'
+        entries (popped only at their deadline) pile up."""
+        self._done.trim(now)
+        if len(self._deadlines) > self.deadline_limit:
+            tasks = self._tasks
+            live: list[tuple[float, int, list[tuple[int, int]]]] = []
+            for deadline, n, entries in self._deadlines:
+                kept = [
+                    (task_id, attempt)
+                    for task_id, attempt in entries
+                    if (state := tasks.get(task_id)) is not None
+                    and state.attempts == attempt
+                    and state.assignee is not None
+                ]
+                if kept:
+                    live.append((deadline, n, kept))
+            heapq.heapify(live)
+            self._deadlines = live
 
     def release(self, agent_id: str, task_id: int) -> bool:
         """The agent gave the task back unanswered (it declined): requeue it at the front for
@@ -360,6 +433,8 @@ class Scheduler:
         reassigned: list[int] = []
         dropped: list[int] = []
         overdue: dict[str, int] = {}
+        self._now = max(self._now, now)
+        self._trim(self._now)
         tasks = self._tasks
         late: list[tuple[float, int, str]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -390,3 +465,13 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         return self._deadlines[0][0] if self._deadlines else None
+
+    def tables(self) -> dict[str, TableSize]:
+        """Sizes and bounds of the scheduler's tables."""
+        return {
+            "scheduler_agents": TableSize(len(self._agents), self.max_agents),
+            "scheduler_open_tasks": TableSize(len(self._tasks), self.open_bound),
+            "scheduler_ready": TableSize(len(self._ready), self.open_bound),
+            "scheduler_deadlines": TableSize(len(self._deadlines), self.deadline_limit),
+            "scheduler_done": TableSize(len(self._done), self._done.limit),
+        }

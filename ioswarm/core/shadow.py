@@ -14,6 +14,12 @@ counted as *excluded* with its reason, never as a match:
 
 Results whose transaction has not landed stay pending until it lands or until
 ``expiry_blocks`` pass; then they expire without a verdict.
+
+Memory is bounded: chain truth is kept for ``truth_window`` blocks, replacements seen in the
+mempool for as long as a verdict they explain can wait, and each per-transaction table holds at
+most ``max_tracked`` entries (``maxTrackedTxs``; past it the oldest go first, a pending verdict
+then expiring without a verdict). Per-agent counts are dropped by the coordinator once an agent
+has been gone longer than its retention (:mod:`ioswarm.core.retention`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ioswarm.core.execshadow import (
 )
 from ioswarm.core.execution import MISSING_STATE
 from ioswarm.core.models import IncludedTx, Level, Outcome, Task, Verdict
+from ioswarm.core.retention import TableSize
 from ioswarm.core.rules import Reject
 
 __all__ = [
@@ -143,17 +150,25 @@ def judge_included(agent_id: str, task: Task, verdict: Verdict, truth: IncludedT
 class ShadowBook:
     """Pending verdicts, recent chain truth, and the per-agent / per-level tallies."""
 
-    def __init__(self, expiry_blocks: int, truth_window_blocks: int | None = None) -> None:
+    def __init__(
+        self,
+        expiry_blocks: int,
+        truth_window_blocks: int | None = None,
+        max_tracked: int = 100_000,
+    ) -> None:
         self.expiry_blocks = expiry_blocks
         self.truth_window = truth_window_blocks or expiry_blocks
+        self.max_tracked = max_tracked
         self.by_level: dict[Level, ShadowCounts] = {}
         self.by_agent: dict[str, ShadowCounts] = {}
         self.by_agent_level: dict[tuple[str, Level], ShadowCounts] = {}
         self.expired = 0
         self._pending: dict[bytes, list[_Pending]] = {}
+        self._pending_count = 0
         self._included: OrderedDict[bytes, IncludedTx] = OrderedDict()
         self._consumed: dict[tuple[bytes, int], bytes] = {}
-        self._replaced: set[bytes] = set()
+        # Replaced txs, by the head height they were seen replaced at (oldest first).
+        self._replaced: OrderedDict[bytes, int] = OrderedDict()
         self._head = 0
         # L3: per block, the real context and each tx's write-set in block order.
         self._contexts: dict[int, PredictedContext] = {}
@@ -161,11 +176,14 @@ class ShadowBook:
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        return self._pending_count
 
     def note_replaced(self, tx_hash: bytes) -> None:
         """The mempool showed another tx with this one's sender and nonce."""
-        self._replaced.add(tx_hash)
+        self._replaced.pop(tx_hash, None)
+        self._replaced[tx_hash] = self._head
+        while len(self._replaced) > self.max_tracked:
+            self._replaced.popitem(last=False)
 
     def is_included(self, tx_hash: bytes) -> bool:
         return tx_hash in self._included
@@ -209,7 +227,18 @@ class ShadowBook:
         if other is not None and other != task.tx_hash:
             return self._tally(self._nonce_taken(agent_id, task))
         self._pending.setdefault(task.tx_hash, []).append(pending)
+        self._pending_count += 1
+        while self._pending_count > self.max_tracked:
+            # Oldest first: past the bound, the longest-waiting verdicts expire unjudged.
+            tx_hash = next(iter(self._pending))
+            self._drop_pending(tx_hash)
         return None
+
+    def _drop_pending(self, tx_hash: bytes) -> int:
+        gone = len(self._pending.pop(tx_hash, ()))
+        self._pending_count -= gone
+        self.expired += gone
+        return gone
 
     def _judge(self, p: _Pending, truth: IncludedTx) -> Comparison:
         task, verdict = p.task, p.verdict
@@ -311,7 +340,9 @@ class ShadowBook:
         for tx in included:
             self._included[tx.tx_hash] = tx
             self._consumed[(tx.sender, tx.nonce)] = tx.tx_hash
-            for p in self._pending.pop(tx.tx_hash, ()):
+            judged = self._pending.pop(tx.tx_hash, ())
+            self._pending_count -= len(judged)
+            for p in judged:
                 out.append(self._tally(self._judge(p, tx)))
         if included:
             taken = {(tx.sender, tx.nonce) for tx in included}
@@ -320,7 +351,9 @@ class ShadowBook:
                 for h, ps in self._pending.items()
                 if ps and (ps[0].task.sender, ps[0].task.nonce) in taken
             ]:
-                for p in self._pending.pop(tx_hash):
+                taken_ps = self._pending.pop(tx_hash)
+                self._pending_count -= len(taken_ps)
+                for p in taken_ps:
                     out.append(self._tally(self._nonce_taken(p.agent_id, p.task)))
         self._forget_old(number)
         return out
@@ -333,16 +366,21 @@ class ShadowBook:
         horizon = head - self.truth_window
         for number in [n for n in self._writes if n <= horizon]:
             del self._writes[number]
-            self._contexts.pop(number, None)
+        for number in [n for n in self._contexts if n <= horizon]:
+            del self._contexts[number]
         while self._included:
             tx_hash, tx = next(iter(self._included.items()))
-            if tx.block_number > horizon:
+            if tx.block_number > horizon and len(self._included) <= self.max_tracked:
                 break
             self._included.popitem(last=False)
             key = (tx.sender, tx.nonce)
             if self._consumed.get(key) == tx_hash:
                 del self._consumed[key]
-            self._replaced.discard(tx_hash)
+            self._replaced.pop(tx_hash, None)
+        # A replacement matters while a verdict it explains may still be judged.
+        replaced_horizon = head - max(self.expiry_blocks, self.truth_window)
+        while self._replaced and next(iter(self._replaced.values())) <= replaced_horizon:
+            self._replaced.popitem(last=False)
 
     def expire(self, head: int) -> int:
         """Drop verdicts whose tx has not landed ``expiry_blocks`` after they arrived."""
@@ -354,7 +392,8 @@ class ShadowBook:
                 self._pending[tx_hash] = keep
             else:
                 del self._pending[tx_hash]
-                self._replaced.discard(tx_hash)
+                self._replaced.pop(tx_hash, None)
+        self._pending_count -= gone
         self.expired += gone
         return gone
 
@@ -363,6 +402,33 @@ class ShadowBook:
         self.by_agent.setdefault(c.agent_id, ShadowCounts()).add(c)
         self.by_agent_level.setdefault((c.agent_id, c.level), ShadowCounts()).add(c)
         return c
+
+    def agent_ids(self) -> set[str]:
+        """Agents with counts."""
+        return set(self.by_agent) | {a for a, _ in self.by_agent_level}
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop an agent's counts (it has been gone longer than its retention). The per-level
+        totals keep them."""
+        self.by_agent.pop(agent_id, None)
+        for key in [k for k in self.by_agent_level if k[0] == agent_id]:
+            del self.by_agent_level[key]
+
+    def tables(self, max_agents: int) -> dict[str, TableSize]:
+        """Sizes and bounds of the book's tables; per-agent ones hold registered agents and at
+        most as many departed ones."""
+        window = self.truth_window + 1
+        agents = 2 * max_agents
+        return {
+            "shadow_pending_verdicts": TableSize(self._pending_count, self.max_tracked),
+            "shadow_included": TableSize(len(self._included), self.max_tracked),
+            "shadow_consumed": TableSize(len(self._consumed), self.max_tracked),
+            "shadow_replaced": TableSize(len(self._replaced), self.max_tracked),
+            "shadow_block_writes": TableSize(len(self._writes), window),
+            "shadow_block_contexts": TableSize(len(self._contexts), window),
+            "shadow_by_agent": TableSize(len(self.by_agent), agents),
+            "shadow_by_agent_level": TableSize(len(self.by_agent_level), agents * len(Level)),
+        }
 
     def level_totals(self, agents: Collection[str]) -> dict[Level, ShadowCounts]:
         """Per-level counts over the given agents only (e.g. the honest ones of a demo)."""

@@ -48,7 +48,7 @@ class SettlementSender:
         self._max_fee_cap_wei = max_fee_cap_wei
         self._replacements = replacements
         self._on_broadcast = on_broadcast
-        self._broadcast: set[str] = set()  # hashes sent by this process
+        self._broadcast: dict[str, int] = {}  # hashes sent by this process -> their epoch
         self._needs_bump: set[int] = set()
         self._cap_warned: set[int] = set()
 
@@ -56,6 +56,8 @@ class SettlementSender:
         """The epoch reached an outcome: drop what was kept about its transactions."""
         self._needs_bump.discard(epoch)
         self._cap_warned.discard(epoch)
+        for tx_hash in [h for h, e in self._broadcast.items() if e == epoch]:
+            del self._broadcast[tx_hash]
 
     async def fees(self, *, capped: bool = True) -> tuple[int, int]:
         """The node's suggested (max fee, tip), held under ``max_fee_cap_wei`` when ``capped``."""
@@ -69,7 +71,7 @@ class SettlementSender:
     async def send(self, epoch: int, attempt: TxAttempt) -> Broadcast:
         """Broadcast a recorded transaction's bytes; an underpriced one is replaced next poll."""
         result = await self._pool.broadcast(bytes.fromhex(attempt.raw[2:]))
-        self._broadcast.add(attempt.tx_hash)
+        self._broadcast[attempt.tx_hash] = epoch
         if result is Broadcast.UNDERPRICED:
             self._needs_bump.add(epoch)
         elif result is not Broadcast.ACCEPTED:

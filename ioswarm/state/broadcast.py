@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import Any, Protocol
 
+from ioswarm.core.retention import TableSize
 from ioswarm.errors import IoswarmError
 
 log = logging.getLogger("ioswarm.state")
@@ -62,6 +63,13 @@ class DiffBroadcaster:
         self.queue_bound = queue_bound if queue_bound is not None else buffer_size
         self.last_height: int | None = None
         self.dropped_total = 0
+
+    def tables(self, max_subscribers: int) -> dict[str, TableSize]:
+        """Sizes and bounds of the ring and the subscriber set (about one per agent)."""
+        return {
+            "diff_ring": TableSize(len(self._ring), self._ring.maxlen or 0),
+            "diff_subscribers": TableSize(len(self._subs), max_subscribers),
+        }
 
     @property
     def subscriber_count(self) -> int:

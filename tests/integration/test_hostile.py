@@ -42,6 +42,11 @@ CLOCK_FIELDS = frozenset({"uptime", "updated_at", "uptime_sec"})
 AGENT_REFUSAL_FIELDS = frozenset({"last_heartbeat_sec_ago", "refused", "earning"})
 REJECTED = "ioswarm_rpc_rejected_total"
 REJECTED_FAMILY = "ioswarm_rpc_rejected"  # the registry names counter families without _total
+# Moves with the server's own work (gRPC's tasks), not with what a client is allowed to do.
+LOOP_FAMILIES = frozenset({REJECTED_FAMILY, "ioswarm_asyncio_tasks"})
+# Table sizes stay in the snapshot (a refused call grows no table) but for the two that hold
+# a registered agent's refusal counts and its submit rate bucket.
+REFUSAL_TABLES = frozenset({"integrity_conduct", "submit_buckets"})
 
 Snapshot = dict[str, Any]
 
@@ -52,9 +57,10 @@ def snapshot(app: CoordinatorApp) -> Snapshot:
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in app.registry.collect()
-        if family.name != REJECTED_FAMILY
+        if family.name not in LOOP_FAMILIES
         for s in family.samples
         if not s.name.endswith("_created")
+        and not (s.name == "ioswarm_table_entries" and s.labels["table"] in REFUSAL_TABLES)
     }
     return {
         "stats": {k: v for k, v in c.views.stats().items() if k not in CLOCK_FIELDS},
