@@ -180,14 +180,15 @@ class LimitsConfig:
     http_max_connections: int = _f(
         "httpMaxConnections",
         256,
-        "Most open HTTP API connections; lowered to fit the open-file limit. When full, the "
-        "longest-idle one is closed to admit a new one.",
+        "Most open HTTP API connections, a quarter of them for newcomers on probation; lowered "
+        "to fit the open-file limit. When full, a newcomer that sends a whole request takes the "
+        "place of the longest-idle connection.",
         check=_positive,
     )
     http_max_connections_per_ip: int = _f(
         "httpMaxConnectionsPerIp",
         64,
-        "Most open HTTP API connections from one address (its longest-idle one makes room).",
+        "Most open HTTP API connections from one address (its own longest-idle one makes room).",
         check=_positive,
     )
     http_idle_timeout_sec: int = _f(
