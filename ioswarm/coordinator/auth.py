@@ -32,6 +32,11 @@ __all__ = [
 
 log = logging.getLogger("ioswarm.auth")
 
+MAX_METADATA_BYTES = 8 * 1024
+"""Call metadata an agent needs is two short headers; more is refused (and counted) here.
+gRPC itself refuses metadata past ``GRPC_MAX_METADATA_BYTES`` before any handler runs."""
+GRPC_MAX_METADATA_BYTES = 16 * 1024
+
 
 def log_refusal(method: str, exc: CredentialsRefused) -> None:
     """One warning per refused call: the method, the ids it claimed and why (never a token)."""
@@ -87,8 +92,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
+        metadata = handler_call_details.invocation_metadata or ()
+        size = sum(len(str(k)) + len(v) for k, v in metadata)
+        if size > MAX_METADATA_BYTES:
+            log.warning(
+                "metadata refused method=%s bytes=%d limit=%d", method, size, MAX_METADATA_BYTES
+            )
+            if self._on_reject is not None:
+                self._on_reject(method, "RESOURCE_EXHAUSTED")
+            return _abort_handler(
+                handler,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"call metadata of {size} bytes; at most {MAX_METADATA_BYTES}",
+            )
         try:
-            authenticate(self._secret, handler_call_details.invocation_metadata or ())
+            authenticate(self._secret, metadata)
         except CredentialsRefused as exc:
             log_refusal(method, exc)
             if self._on_reject is not None:

@@ -15,6 +15,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from ioswarm.coordinator.auth import (
+    GRPC_MAX_METADATA_BYTES,
     AuthInterceptor,
     CredentialsRefused,
     authenticated_agent,
@@ -331,6 +332,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", MAX_WIRE_MESSAGE_BYTES),
                 ("grpc.max_allowed_incoming_connections", self.max_connections),
                 ("grpc.max_concurrent_streams", limits.grpc_max_streams_per_connection),
+                ("grpc.max_metadata_size", GRPC_MAX_METADATA_BYTES),
                 ("grpc.server_handshake_timeout_ms", limits.grpc_handshake_timeout_sec * 1000),
                 ("grpc.max_connection_idle_ms", limits.grpc_idle_timeout_sec * 1000),
                 # Without BDP probing a stream's receive window stays small, so a body refused

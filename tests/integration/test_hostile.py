@@ -44,6 +44,8 @@ REJECTED = "ioswarm_rpc_rejected_total"
 REJECTED_FAMILY = "ioswarm_rpc_rejected"  # the registry names counter families without _total
 # Moves with the server's own work (gRPC's tasks), not with what a client is allowed to do.
 LOOP_FAMILIES = frozenset({REJECTED_FAMILY, "ioswarm_asyncio_tasks"})
+# The process's own CPU, memory and descriptors, which move by themselves.
+PROCESS_PREFIXES = ("process_", "python_")
 # Table sizes stay in the snapshot (a refused call grows no table) but for the two that hold
 # a registered agent's refusal counts and its submit rate bucket.
 REFUSAL_TABLES = frozenset({"integrity_conduct", "submit_buckets"})
@@ -57,7 +59,7 @@ def snapshot(app: CoordinatorApp) -> Snapshot:
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in app.registry.collect()
-        if family.name not in LOOP_FAMILIES
+        if family.name not in LOOP_FAMILIES and not family.name.startswith(PROCESS_PREFIXES)
         for s in family.samples
         if not s.name.endswith("_created")
         and not (s.name == "ioswarm_table_entries" and s.labels["table"] in REFUSAL_TABLES)
@@ -174,6 +176,23 @@ async def test_bad_credentials_are_unauthenticated(
         assert ok.accepted
     assert any("auth rejected" in r.getMessage() for r in logs.records)
     assert_no_secrets(logs, valid, WRONG_TOKEN)
+
+
+async def test_oversized_metadata_is_resource_exhausted_and_counted(app: CoordinatorApp) -> None:
+    """Call metadata past 8 KiB (up to gRPC's own 16 KiB cap) is RESOURCE_EXHAUSTED before
+    authentication, counted, and changes nothing else."""
+    padded = (*metadata("agent-a"), ("x-padding", "p" * 10_000))
+    async with stub(app.grpc_port) as s:
+        details = await refused(
+            app,
+            lambda: s.Register(register_request("agent-a"), metadata=padded),
+            "Register",
+            "RESOURCE_EXHAUSTED",
+        )
+        assert "metadata" in details
+        assert app.coordinator.registry.get("agent-a") is None
+        ok = await s.Register(register_request("agent-a"), metadata=metadata("agent-a"))
+        assert ok.accepted
 
 
 async def test_an_unauthenticated_body_is_never_decoded(
