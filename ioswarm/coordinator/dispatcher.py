@@ -59,10 +59,15 @@ class Dispatcher:
         ),
         extra: Callable[[str, list[Task]], Task | None] = lambda agent_id, tasks: None,
         on_dropped: Callable[[int], None] = lambda task_id: None,
+        block_context: Callable[[int], tuple[pb.BlockContext, PredictedContext] | None] = (
+            lambda number: None
+        ),
     ) -> None:
         """``extra(agent_id, tasks)`` may add one task of its own to a batch about to go to
         that agent (a canary); it travels at a random position and is the agent's like any.
-        ``on_dropped(task_id)`` hears of every task given up unanswered."""
+        ``on_dropped(task_id)`` hears of every task given up unanswered. ``context(height)``
+        is the context predicted for the block after ``height``; ``block_context(number)`` the
+        real context of a landed block (for re-verification tasks)."""
         self.scheduler = scheduler
         self.metrics = metrics
         self._clock = clock
@@ -70,6 +75,7 @@ class Dispatcher:
         self._max_batch = max_batch
         self._chain_id = chain_id
         self._context = context
+        self._block_context = block_context
         self._extra = extra
         self._on_dropped = on_dropped
         self._rng = random.Random()  # only shuffles positions; see _send
@@ -145,6 +151,14 @@ class Dispatcher:
         }
 
     # -- tasks --------------------------------------------------------------------------------
+
+    def withdraw(self, task_id: int) -> None:
+        """Take back a queued task nobody will take (e.g. a re-verification no other agent
+        is there for)."""
+        self.scheduler.cancel(task_id)
+        self._packages.pop(task_id, None)
+        self._sent_at.pop(task_id, None)
+        self._predicted.pop(task_id, None)
 
     def submit(self, task: Task) -> bool:
         """Queue a task for dispatch; False when the retry queue is full."""
@@ -249,14 +263,18 @@ class Dispatcher:
         state was read at; tasks read at different heights go in different batches."""
         if all(t.level < Level.L3 for t in tasks):
             return [tasks]
-        groups: dict[int, list[Task]] = {}
+        groups: dict[tuple[int, int], list[Task]] = {}
         for t in tasks:
-            groups.setdefault(t.block_height, []).append(t)
+            groups.setdefault((t.block_height, t.context_block), []).append(t)
         return list(groups.values())
 
     def _attach_context(self, batch: pb.TaskBatch, tasks: list[Task]) -> None:
         """Remember each task's context so shadow mode judges it against what it was given."""
-        ctx = self._context(tasks[0].block_height)
+        first = tasks[0]
+        if first.context_block:
+            ctx = self._block_context(first.context_block)
+        else:
+            ctx = self._context(first.block_height)
         if ctx is None:
             return
         batch.block_context.CopyFrom(ctx[0])
@@ -284,7 +302,8 @@ class Dispatcher:
                 # closed, the tasks come back through close_stream's requeue.
                 continue
             for group in self._context_groups(tasks):
-                self._add_extra(agent_id, group, now)
+                if not group[0].context_block:  # a re-verification batch carries no canary
+                    self._add_extra(agent_id, group, now)
                 batch = pb.TaskBatch(
                     batch_id=f"{self._batch_prefix}-{next(self._batch_seq)}",
                     timestamp=wall_ms,

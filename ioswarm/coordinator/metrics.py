@@ -114,6 +114,14 @@ class CoordinatorMetrics:
             ["level", "reason"],
             registry=registry,
         )
+        self.reverify = Counter(
+            "ioswarm_shadow_reverify_total",
+            "Excluded executing-level comparisons by what became of them: issued as a "
+            "re-verification task, or not (no_agent, no_trace, no_context, queue_full, "
+            "unassigned).",
+            ["result"],
+            registry=registry,
+        )
         self.shadow_pending = Gauge(
             "ioswarm_shadow_pending", "Verdicts waiting for their tx to land.", registry=registry
         )

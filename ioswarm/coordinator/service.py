@@ -10,7 +10,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 
@@ -23,9 +23,9 @@ from ioswarm.coordinator.gateway import AgentGateway, Totals
 from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics, TableCollector
 from ioswarm.coordinator.prefetch import StatePrefetcher
+from ioswarm.coordinator.reverify import Reverifier
 from ioswarm.coordinator.supervisor import LoopSupervisor, RestartPolicy
 from ioswarm.coordinator.taskmaker import ContextPredictor, TaskFactory
-from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.mempool import Planned
 from ioswarm.core.models import (
     AccountSnapshot,
@@ -35,7 +35,7 @@ from ioswarm.core.models import (
     PendingTx,
     Task,
 )
-from ioswarm.core.registry import AgentRegistry
+from ioswarm.core.registry import AgentRegistry, WalletChange
 from ioswarm.core.retention import DepartedAgents, TableSize, sweep_agents
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.core.shadow import ShadowBook
@@ -43,7 +43,6 @@ from ioswarm.errors import ConfigError, NodeError
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.canarytruth import CanaryTruthReader
 from ioswarm.node.execution import ExecutionReader, TxDiff
-from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.state.sync import StateSync
 
@@ -92,6 +91,9 @@ class Coordinator:
             self.metrics,
             canary_rng or random.Random(secrets.randbits(256)),
         )
+        self.contexts = ContextPredictor(
+            config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
+        )
         self.dispatcher = Dispatcher(
             self.scheduler,
             self.metrics,
@@ -99,9 +101,10 @@ class Coordinator:
             wall_clock,
             config.max_batch_size,
             lambda: self.chain_id,
-            context=self._current_context,
+            context=self.contexts.for_height,
             extra=self.integrity.canary_for,
             on_dropped=self.integrity.dropped,
+            block_context=self.contexts.for_block,
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks, max_tracked=config.max_tracked_txs)
         self.departed = DepartedAgents(config.agent_retention_blocks, config.max_agents)
@@ -110,9 +113,6 @@ class Coordinator:
         self.execution = execution
         self.epochs = epochs
         self.prefetcher = StatePrefetcher(execution) if execution is not None else None
-        self.contexts = ContextPredictor(
-            config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
-        )
         self.state_sync = state_sync
         self.tasks = TaskFactory(
             self.prefetcher,
@@ -171,6 +171,9 @@ class Coordinator:
         self.loops.add("blocks", lambda: self.watcher.run(self._stop))
         self.loops.add("mempool", lambda: self.poller.run(self._stop))
         self.loops.add("evictor", self._evict_loop)
+        self.reverifier = _reverifier(self)
+        if self.reverifier is not None:
+            self.loops.add("reverify", self.reverifier.run)
         if epochs is not None:
             self.loops.add("settler", epochs.run)
         for name in self.loops.states():
@@ -317,6 +320,8 @@ class Coordinator:
         }
         if self.prefetcher is not None:
             out.update(self.prefetcher.tables())
+        if self.reverifier is not None:
+            out.update(self.reverifier.tables())
         if self.state_sync is not None:
             out.update(self.state_sync.broadcaster.tables(max_agents))
         return out
@@ -326,9 +331,6 @@ class Coordinator:
         if loop is None or loop.is_closed():
             return 0
         return len(asyncio.all_tasks(loop))
-
-    def _current_context(self, height: int) -> tuple[pb.BlockContext, PredictedContext] | None:
-        return self.contexts.for_height(height)
 
     def _receiver_state(self, address: bytes) -> AccountSnapshot | None:
         return self.poller.cached_state(address)
@@ -380,22 +382,46 @@ class Coordinator:
             counting = self.epochs.open_epoch
             self.epochs.on_block(header.number)
             if 0 <= counting < self.epochs.open_epoch:
-                for change in self.registry.apply_pending_wallets():
-                    log.info(
-                        "wallet changed agent_id=%s old=%s new=%s epoch=%d",
-                        change.agent_id,
-                        change.old,
-                        change.new,
-                        self.epochs.open_epoch,
-                    )
+                _log_wallet_changes(self.registry.apply_pending_wallets(), self.epochs.open_epoch)
         self.poller.forget([tx.tx_hash for tx in included])
         if self.config.shadow_mode:
             for c in self.shadow.on_block(header.number, included, actual):
                 self.comparisons.count(c)
+            if self.reverifier is not None:
+                self.reverifier.notify()
             self.shadow.expire(header.number)
             self.metrics.shadow_pending.set(self.shadow.pending)
         self._retire_agents(header.number)
         log.debug("block number=%d txs=%d", header.number, len(included))
+
+
+def _log_wallet_changes(changes: Iterable[WalletChange], epoch: int) -> None:
+    for change in changes:
+        log.info(
+            "wallet changed agent_id=%s old=%s new=%s epoch=%d",
+            change.agent_id,
+            change.old,
+            change.new,
+            epoch,
+        )
+
+
+def _reverifier(c: Coordinator) -> Reverifier | None:
+    """The re-verifier, when the node can trace transactions and shadow mode is on."""
+    if c.execution is None or not c.config.shadow_mode:
+        return None
+    cfg = c.config
+    return Reverifier(
+        c.shadow,
+        c.execution,
+        c.scheduler,
+        c.tasks.next_id,
+        lambda number: c.contexts.for_block(number) is not None,
+        c.dispatcher.submit,
+        c.dispatcher.withdraw,
+        lambda result: c.metrics.reverify.labels(result=result).inc(),
+        give_up_sec=2 * cfg.max_task_attempts * cfg.task_timeout_ms / 1000,
+    )
 
 
 __all__ = ["Coordinator", "NodeError"]

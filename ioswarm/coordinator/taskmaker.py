@@ -83,6 +83,16 @@ class ContextPredictor:
         self._by_height[height] = cached
         return cached
 
+    def for_block(self, number: int) -> tuple[pb.BlockContext, PredictedContext] | None:
+        """The real context of landed block ``number`` (None once it is no longer kept), with
+        the hashes of the blocks before it that BLOCKHASH may read."""
+        header = self._headers.get(number)
+        if header is None:
+            return None
+        window = {n: h for n, h in self._hashes.items() if number - BLOCKHASH_WINDOW <= n < number}
+        actual = context_of(header, self.fork, window)
+        return context_to_pb(actual, self._chain_id(), self.fork), actual
+
     def tables(self) -> dict[str, TableSize]:
         """Sizes and bounds of the recent-block tables (256 hashes for BLOCKHASH, a few
         headers for per-height predictions; the tip may run a few blocks ahead of both)."""

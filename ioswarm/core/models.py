@@ -83,6 +83,13 @@ class Task:
     read_set: frozenset[tuple[bytes, bytes]] = frozenset()
     # L4: the coordinator's state-store height the task assumes (the agent's sequence barrier).
     state_height: int = 0
+    # Re-verification: the landed block whose real context (and this tx's real pre-state in
+    # it, in ``accounts``) the task carries; 0 for an ordinary task.
+    context_block: int = 0
+    # An agent that must not get this task (the one whose answer is being re-verified), and
+    # the level that answer was at.
+    avoid: str = ""
+    reverifies: Level | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,47 @@ class FinishedTasks:
         return Completion.LATE if agent_id in past else Completion.FOREIGN
 
 
+def _pick(
+    agents: dict[str, _AgentSlot],
+    heap: list[tuple[int, str]],
+    state: _TaskState,
+    out: dict[str, list[Task]],
+    max_batch: int,
+) -> str | None:
+    """The least-loaded agent for a task that has agents to avoid: those that already had it
+    are a last resort, its ``avoid`` agent never."""
+    held: list[tuple[int, str]] = []
+    barred: list[tuple[int, str]] = []
+    chosen: str | None = None
+    while heap:
+        load, agent_id = heapq.heappop(heap)
+        slot = agents.get(agent_id)
+        if slot is None or len(slot.inflight) != load:
+            if slot is not None and len(slot.inflight) < slot.limit:
+                heapq.heappush(heap, (len(slot.inflight), agent_id))
+            continue
+        if len(out.get(agent_id, ())) >= max_batch or load >= slot.limit:
+            continue  # full for this round
+        if agent_id == state.task.avoid:
+            barred.append((load, agent_id))
+            continue
+        if agent_id in state.past and state.attempts > 0:
+            held.append((load, agent_id))
+            continue
+        chosen = agent_id
+        break
+    if chosen is None and held:
+        held.sort()
+        chosen = held.pop(0)[1]
+    for item in (*held, *barred):
+        heapq.heappush(heap, item)
+    if chosen is not None:
+        slot = agents[chosen]
+        if len(slot.inflight) + 1 < slot.limit:
+            heapq.heappush(heap, (len(slot.inflight) + 1, chosen))
+    return chosen
+
+
 class Scheduler:
     """Least-loaded assignment with per-task deadlines and failover."""
 
@@ -215,7 +256,7 @@ class Scheduler:
         """Hand queued tasks to the least-loaded eligible agents, at most ``max_batch`` each.
 
         A task retried after a timeout avoids the agents that already had it when another
-        eligible agent has room.
+        eligible agent has room. A task's ``avoid`` agent never gets it: it waits for another.
         """
         out: dict[str, list[Task]] = {}
         self._now = max(self._now, now)
@@ -260,8 +301,8 @@ class Scheduler:
                 heapq.heapify(heap)
                 heaps[level] = heap
             chosen: str | None = None
-            if state.attempts:
-                chosen = self._pick(heap, state, out, max_batch) if heap else None
+            if state.attempts or state.task.avoid:
+                chosen = _pick(agents, heap, state, out, max_batch) if heap else None
             else:
                 # A task never sent before has no agents to avoid: _pick without the held
                 # list. Each agent has at most one heap entry, so replacing the top entry
@@ -308,6 +349,15 @@ class Scheduler:
         ready.extendleft(reversed(skipped))
         return out
 
+    def can_serve(self, level: Level, other_than: str) -> bool:
+        """Some agent other than ``other_than`` takes tasks of ``level``."""
+        return any(s.level >= level and a != other_than for a, s in self._agents.items())
+
+    def waiting(self, task_id: int) -> bool:
+        """The task is queued and held by no agent (never sent, or given back)."""
+        state = self._tasks.get(task_id)
+        return state is not None and state.assignee is None
+
     def adopt(self, task: Task, agent_id: str, now: float) -> bool:
         """Hand a task straight to ``agent_id`` (it travels in a batch being sent to it now),
         with the usual deadline and failover. False if the agent is gone or the id is taken."""
@@ -321,40 +371,6 @@ class Scheduler:
         slot.assigned_total += 1
         heapq.heappush(self._deadlines, (deadline, next(self._rounds), [(task.task_id, 1)]))
         return True
-
-    def _pick(
-        self,
-        heap: list[tuple[int, str]],
-        state: _TaskState,
-        out: dict[str, list[Task]],
-        max_batch: int,
-    ) -> str | None:
-        held: list[tuple[int, str]] = []
-        chosen: str | None = None
-        while heap:
-            load, agent_id = heapq.heappop(heap)
-            slot = self._agents.get(agent_id)
-            if slot is None or len(slot.inflight) != load:
-                if slot is not None and len(slot.inflight) < slot.limit:
-                    heapq.heappush(heap, (len(slot.inflight), agent_id))
-                continue
-            if len(out.get(agent_id, ())) >= max_batch or load >= slot.limit:
-                continue  # full for this round
-            if agent_id in state.past and state.attempts > 0:
-                held.append((load, agent_id))
-                continue
-            chosen = agent_id
-            break
-        if chosen is None and held:
-            held.sort()
-            chosen = held.pop(0)[1]
-        for item in held:
-            heapq.heappush(heap, item)
-        if chosen is not None:
-            slot = self._agents[chosen]
-            if len(slot.inflight) + 1 < slot.limit:
-                heapq.heappush(heap, (len(slot.inflight) + 1, chosen))
-        return chosen
 
     def classify(self, agent_id: str, task_id: int) -> Completion:
         """How a result from ``agent_id`` for ``task_id`` would be treated (no state change)."""

@@ -24,7 +24,7 @@ has been gone longer than its retention (:mod:`ioswarm.core.retention`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Final
@@ -35,6 +35,7 @@ from ioswarm.core.execshadow import (
     PredictedContext,
     StateKey,
     describe_difference,
+    first_difference,
     judge_execution,
 )
 from ioswarm.core.execution import MISSING_STATE
@@ -45,8 +46,10 @@ from ioswarm.core.rules import Reject
 __all__ = [
     "BALANCE_REASONS",
     "NONCE_REASONS",
+    "REVERIFIABLE",
     "Comparison",
     "Outcome",
+    "Reverifiable",
     "ShadowBook",
     "ShadowCounts",
     "judge_included",
@@ -66,6 +69,7 @@ class Comparison:
     outcome: Outcome
     detail: str = ""  # exclusion reason or the mismatched field
     note: str = ""  # for an execution mismatch: the transaction and both values, for the log
+    reverify: bool = False  # the verdict of a re-verification task (exact by construction)
 
 
 @dataclass
@@ -77,6 +81,9 @@ class ShadowCounts:
     mismatched: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     mismatched_fields: dict[str, int] = field(default_factory=dict)
+    reverified: int = 0
+    """Of the excluded comparisons counted here, those a re-verification task (answered by
+    another agent) gave an exact verdict after all."""
 
     def add(self, c: Comparison) -> None:
         self.compared += 1
@@ -93,6 +100,7 @@ class ShadowCounts:
         self.compared += other.compared
         self.matched += other.matched
         self.mismatched += other.mismatched
+        self.reverified += other.reverified
         for k, v in other.excluded.items():
             self.excluded[k] = self.excluded.get(k, 0) + v
         for k, v in other.mismatched_fields.items():
@@ -115,6 +123,8 @@ class ShadowCounts:
             "mismatched": self.mismatched,
             "excluded": dict(sorted(self.excluded.items())),
             "mismatched_fields": dict(sorted(self.mismatched_fields.items())),
+            "reverified": self.reverified,
+            "unverified": max(0, self.excluded_total - self.reverified),
             "accuracy": round(self.accuracy, 6),
         }
 
@@ -147,6 +157,59 @@ def judge_included(agent_id: str, task: Task, verdict: Verdict, truth: IncludedT
     return result(Outcome.MISMATCHED, "valid")
 
 
+# Exclusions a re-verification can settle: the transaction landed, and the difference may be
+# the race or the context, which a task with the real pre-state and context takes away.
+REVERIFIABLE: Final = frozenset(
+    {"read_write_race", "block_context", MISSING_STATE, "nonce_race", "balance_race"}
+)
+MAX_REVERIFY_QUEUE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Reverifiable:
+    """An excluded executing-level comparison whose transaction landed: what a
+    re-verification task is made from."""
+
+    agent_id: str
+    task: Task
+    truth: IncludedTx
+    reason: str
+
+
+def judge_reverification(
+    agent_id: str,
+    task: Task,
+    verdict: Verdict,
+    truth: IncludedTx,
+    context: PredictedContext | None,
+) -> Comparison:
+    """Judge the answer to a re-verification task exactly.
+
+    The task carried the transaction's real pre-state in its block (every account and slot it
+    touched) and the block's real context, so neither a race nor the context can explain a
+    difference, and a claim of missing state is the agent's fault.
+    """
+
+    def result(outcome: Outcome, detail: str = "", note: str = "") -> Comparison:
+        return Comparison(agent_id, task.task_id, task.level, outcome, detail, note, True)
+
+    if not verdict.valid and verdict.reject_reason == MISSING_STATE:
+        return result(Outcome.MISMATCHED, MISSING_STATE)
+    if not verdict.valid or verdict.effects is None:
+        base = judge_included(agent_id, task, verdict, truth)
+        return result(base.outcome, base.detail)
+    if truth.effects is None or context is None:
+        return result(Outcome.EXCLUDED, "no_trace")
+    diff = first_difference(verdict.effects, truth.effects)
+    if diff is None:
+        return result(Outcome.MATCHED)
+    note = (
+        f"tx=0x{task.tx_hash.hex()} block={truth.block_number} index={truth.tx_index} "
+        f"reverify {describe_difference(diff, verdict.effects, truth.effects)}"
+    )
+    return result(Outcome.MISMATCHED, diff, note)
+
+
 class ShadowBook:
     """Pending verdicts, recent chain truth, and the per-agent / per-level tallies."""
 
@@ -173,6 +236,8 @@ class ShadowBook:
         # L3: per block, the real context and each tx's write-set in block order.
         self._contexts: dict[int, PredictedContext] = {}
         self._writes: dict[int, list[frozenset[StateKey]]] = {}
+        # Excluded executing-level comparisons, oldest first, for the re-verifier to take.
+        self.reverifiable: deque[Reverifiable] = deque(maxlen=MAX_REVERIFY_QUEUE)
 
     @property
     def pending(self) -> int:
@@ -200,10 +265,14 @@ class ShadowBook:
         An answer without the evidence its level requires is wrong at once, whatever the chain
         does later (see :mod:`ioswarm.core.evidence`).
         """
+        again = bool(task.context_block)  # a re-verification task: its verdicts are exact
         gap = missing_evidence(task, verdict)
         if gap:
             return self._tally(
-                Comparison(agent_id, task.task_id, task.level, Outcome.MISMATCHED, INCOMPLETE, gap)
+                Comparison(
+                    agent_id, task.task_id, task.level, Outcome.MISMATCHED, INCOMPLETE, gap, again
+                ),
+                task,
             )
         if task.level >= Level.L3 and not verdict.valid and verdict.reject_reason == MISSING_STATE:
             if verdict.detail == "block_context" and predicted is None:
@@ -216,13 +285,20 @@ class ShadowBook:
             if false and task.level == Level.L3:
                 return self._tally(
                     Comparison(
-                        agent_id, task.task_id, task.level, Outcome.MISMATCHED, MISSING_STATE, false
-                    )
+                        agent_id,
+                        task.task_id,
+                        task.level,
+                        Outcome.MISMATCHED,
+                        MISSING_STATE,
+                        false,
+                        again,
+                    ),
+                    task,
                 )
         pending = _Pending(agent_id, task, verdict, self._head, predicted)
         truth = self._included.get(task.tx_hash)
         if truth is not None:
-            return self._tally(self._judge(pending, truth))
+            return self._judged(pending, truth)
         other = self._consumed.get((task.sender, task.nonce))
         if other is not None and other != task.tx_hash:
             return self._tally(self._nonce_taken(agent_id, task))
@@ -240,10 +316,24 @@ class ShadowBook:
         self.expired += gone
         return gone
 
+    def _judged(self, p: _Pending, truth: IncludedTx) -> Comparison:
+        """Judge and count; an excluded executing-level verdict is queued for re-verification."""
+        c = self._judge(p, truth)
+        if (
+            c.outcome is Outcome.EXCLUDED
+            and c.detail in REVERIFIABLE
+            and p.task.level >= Level.L3
+            and not p.task.context_block
+        ):
+            self.reverifiable.append(Reverifiable(p.agent_id, p.task, truth, c.detail))
+        return self._tally(c, p.task)
+
     def _judge(self, p: _Pending, truth: IncludedTx) -> Comparison:
         task, verdict = p.task, p.verdict
         if task.level < Level.L3:
             return judge_included(p.agent_id, task, verdict, truth)
+        if task.context_block:
+            return judge_reverification(p.agent_id, task, verdict, truth, p.predicted)
 
         def result(outcome: Outcome, detail: str = "") -> Comparison:
             return Comparison(p.agent_id, task.task_id, task.level, outcome, detail)
@@ -343,7 +433,7 @@ class ShadowBook:
             judged = self._pending.pop(tx.tx_hash, ())
             self._pending_count -= len(judged)
             for p in judged:
-                out.append(self._tally(self._judge(p, tx)))
+                out.append(self._judged(p, tx))
         if included:
             taken = {(tx.sender, tx.nonce) for tx in included}
             for tx_hash in [
@@ -397,10 +487,17 @@ class ShadowBook:
         self.expired += gone
         return gone
 
-    def _tally(self, c: Comparison) -> Comparison:
+    def _tally(self, c: Comparison, task: Task | None = None) -> Comparison:
         self.by_level.setdefault(c.level, ShadowCounts()).add(c)
         self.by_agent.setdefault(c.agent_id, ShadowCounts()).add(c)
         self.by_agent_level.setdefault((c.agent_id, c.level), ShadowCounts()).add(c)
+        if task is not None and task.avoid and c.outcome is not Outcome.EXCLUDED:
+            # An exact re-verification settles the excluded answer it re-checked: counted
+            # where that answer was (its agent and level), not for the agent that answered.
+            level = task.reverifies or task.level
+            self.by_level.setdefault(level, ShadowCounts()).reverified += 1
+            self.by_agent.setdefault(task.avoid, ShadowCounts()).reverified += 1
+            self.by_agent_level.setdefault((task.avoid, level), ShadowCounts()).reverified += 1
         return c
 
     def agent_ids(self) -> set[str]:

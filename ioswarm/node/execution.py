@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ioswarm.core.execshadow import AccountDiff
-from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot
+from ioswarm.core.hashing import keccak256
+from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
 from ioswarm.core.tx import DecodedTx
 from ioswarm.errors import MethodNotSupported, NodeError
 from ioswarm.node.fields import (
@@ -326,4 +327,23 @@ class ExecutionReader:
                     _diff_map(method, f"{tx_obj.where}.post", tx_obj.raw.get("post", {})),
                 )
             )
+        return out
+
+    async def tx_prestate(self, tx_hash: bytes) -> dict[bytes, AccountState]:
+        """Every account a landed transaction touched, as it was just before the transaction
+        ran in its block (balance, nonce, code and each slot it accessed): the prestate tracer
+        without diff mode. What a re-verification task carries."""
+        method = "debug_traceTransaction"
+        raw = await self.transport.call(method, [hexstr(tx_hash), PRESTATE])
+        accounts = _diff_map(method, f"result[{hexstr(tx_hash)}]", raw)
+        out: dict[bytes, AccountState] = {}
+        for address, acc in accounts.items():
+            code = acc.code or b""
+            snapshot = AccountSnapshot(
+                address,
+                acc.balance or 0,
+                acc.nonce or 0,
+                keccak256(code) if code else EMPTY_CODE_HASH,
+            )
+            out[address] = AccountState(snapshot, code, tuple(sorted(acc.storage.items())))
         return out

@@ -141,6 +141,8 @@ def _level_report(levels: Mapping[Level, ShadowCounts]) -> dict[str, Any]:
             "mismatched": counts.mismatched,
             "excluded": dict(sorted(counts.excluded.items())),
             "mismatched_fields": dict(sorted(counts.mismatched_fields.items())),
+            "reverified": counts.reverified,
+            "unverified": max(0, counts.excluded_total - counts.reverified),
         }
     return out
 
@@ -470,9 +472,18 @@ def format_report(report: dict[str, Any]) -> str:
     for level, s in report["shadow"].items():
         excluded = ", ".join(f"{k} {v}" for k, v in s["excluded"].items()) or "none"
         ok = s["matched"] + sum(s["excluded"].values()) == s["compared"] and s["mismatched"] == 0
+        settled = ""
+        if level in ("L3", "L4") and s["excluded"]:
+            left = s.get("unverified", 0)
+            pct = 100 * left / s["compared"] if s["compared"] else 0.0
+            settled = (
+                f"; re-verified {s.get('reverified', 0)}, left without an exact verdict "
+                f"{left} ({pct:.1f}% of compared)"
+            )
         lines.append(
             f"shadow {level}: compared {s['compared']}, matched {s['matched']}, "
-            f"mismatched {s['mismatched']}, excluded: {excluded} -> {'OK' if ok else 'CHECK'}"
+            f"mismatched {s['mismatched']}, excluded: {excluded}{settled} "
+            f"-> {'OK' if ok else 'CHECK'}"
         )
     return "\n".join(lines)
 
