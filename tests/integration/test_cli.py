@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -166,3 +167,28 @@ async def test_agent_wallet_with_a_bad_checksum_names_the_flag() -> None:
     )
     assert code == 2 and err.strip().count("\n") == 0
     assert "--wallet" in err and "EIP-55" in err
+
+
+async def test_workload_reports_progress_on_stderr(anvil: AnvilProcess) -> None:
+    """``ioswarm workload`` says what it funds, ends with a 'done' progress line on stderr,
+    and prints only the JSON counters on stdout."""
+    code, out, err = await run_cli(
+        "workload",
+        "--rpc-url",
+        anvil.url,
+        "--funder-key",
+        anvil.private_keys[0],
+        "--accounts",
+        "2",
+        "--count",
+        "6",
+        "--rate",
+        "50",
+        "--progress-every",
+        "0",
+    )
+    assert code == 0, err
+    counters = json.loads(out)
+    assert "workload: funding 2 accounts" in err
+    done = [line for line in err.splitlines() if line.startswith("workload done: ")]
+    assert len(done) == 1 and f"{counters['sent']}/6 tx sent" in done[0]
