@@ -430,7 +430,12 @@ class CoordinatorConfig:
     )
     data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
     log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
-    log_format: str = _f("logFormat", "kv", "kv (key=value) or json.", check=_log_format)
+    log_format: str = _f(
+        "logFormat",
+        "kv",
+        "kv (logfmt) or json (one object per line, each key=value of a message its own key).",
+        check=_log_format,
+    )
     reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
     limits: LimitsConfig = _f("limits", LimitsConfig, "Connection, message and log budgets.")  # noqa: RUF009 - as above
 
