@@ -4,6 +4,7 @@ match) and keeps reconnecting on transient ones (nobody listening)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -48,7 +49,8 @@ async def test_a_wrong_api_key_stops_the_agent_with_the_reason(anvil_manual: Anv
 
 
 async def test_the_cli_agent_exits_non_zero_with_one_line(anvil_manual: AnvilProcess) -> None:
-    """``ioswarm agent`` with a bad key exits 1 and its last stderr line says why."""
+    """``ioswarm agent`` with a bad key exits 1 and its last stderr line says why; its JSON
+    log lines carry the fields as keys."""
     async with running_coordinator(anvil_manual.url) as app:
         proc = await asyncio.create_subprocess_exec(
             *CLI,
@@ -64,6 +66,8 @@ async def test_the_cli_agent_exits_non_zero_with_one_line(anvil_manual: AnvilPro
             "--level",
             "L1",
             "--no-tls",
+            "--log-format",
+            "json",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -73,6 +77,10 @@ async def test_the_cli_agent_exits_non_zero_with_one_line(anvil_manual: AnvilPro
     assert proc.returncode == 1, err.decode()[-2000:]
     assert last.startswith("ioswarm agent: ") and "--api-key" in last
     assert "reconnecting" not in err.decode()
+    docs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    stopping = [d for d in docs if d["msg"] == "agent stopping"]
+    assert len(stopping) == 1 and stopping[0]["agent_id"] == "stopper"
+    assert stopping[0]["kind"] == "credentials" and stopping[0]["level"] == "error"
 
 
 async def test_a_ca_that_does_not_match_stops_the_agent(
