@@ -4,6 +4,7 @@ and logs every payout notice, epoch 0 included."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from ioswarm.agent.runtime import Agent
 from ioswarm.config import AgentConfig
 from ioswarm.core.linkfailure import FailureKind, permanent_failure
 from ioswarm.core.models import Level
+from ioswarm.errors import ConfigError
 from ioswarm.proto import ioswarm_pb2 as pb
 
 WRONG_CA = (
@@ -76,3 +78,22 @@ def test_a_payout_of_epoch_zero_is_logged(caplog: pytest.LogCaptureFixture) -> N
         agent.note_payout(resp)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["payout agent_id=a-0 epoch=0 amount_iotx=0.25 rank=1/3 tx=-"]
+
+
+def test_a_ca_file_without_a_certificate_is_a_config_error(tmp_path: Path) -> None:
+    """A --ca-cert file that holds no PEM certificate is refused before any connection."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    agent = Agent(
+        AgentConfig(
+            coordinator="localhost:1",
+            agent_id="a-0",
+            api_key="k",
+            wallet="0x" + "1" * 40,
+            ca_cert=str(bundle),
+        ),
+        validator_for(Level.L1),
+    )
+    with pytest.raises(ConfigError) as err:
+        agent._channel()
+    assert err.value.key == "--ca-cert" and "no PEM certificate" in str(err.value)
