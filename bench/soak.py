@@ -133,8 +133,8 @@ async def _coordinator(workdir: Path, node_url: str) -> tuple[asyncio.subprocess
         )
     for _ in range(300):
         text = log.read_text(errors="replace")
-        grpc = re.search(r"grpc listening port=(\d+)", text)
-        api = re.search(r"http api listening host=\S+ port=(\d+)", text)
+        grpc = re.search(r'grpc listening"? port=(\d+)', text)
+        api = re.search(r'http api listening"? host=\S+ port=(\d+)', text)
         if grpc and api:
             return proc, int(grpc[1]), int(api[1])
         if proc.returncode is not None:

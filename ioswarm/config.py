@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
+from ioswarm.core.address import address_problem
 from ioswarm.errors import ConfigError
 
 ENV_PREFIX = "IOSWARM_"
@@ -64,9 +65,7 @@ def _level(v: Any) -> str | None:
 
 
 def _address(v: Any) -> str | None:
-    if v == "" or re.fullmatch(r"0x[0-9a-fA-F]{40}", v):
-        return None
-    return "must be a 0x-prefixed 20-byte hex address"
+    return None if v == "" else address_problem(v)
 
 
 def _url(v: Any) -> str | None:
@@ -431,7 +430,12 @@ class CoordinatorConfig:
     )
     data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
     log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
-    log_format: str = _f("logFormat", "kv", "kv (key=value) or json.", check=_log_format)
+    log_format: str = _f(
+        "logFormat",
+        "kv",
+        "kv (logfmt) or json (one object per line, each key=value of a message its own key).",
+        check=_log_format,
+    )
     reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
     limits: LimitsConfig = _f("limits", LimitsConfig, "Connection, message and log budgets.")  # noqa: RUF009 - as above
 
@@ -658,8 +662,8 @@ def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConf
         raise ConfigError("--agent-id", "must be 1-64 characters of letters, digits, '_', '-', '.'")
     if not re.fullmatch(r"iosw_[0-9a-f]{64}", merged["api_key"]):
         raise ConfigError("--api-key", "must look like iosw_<64 hex> (see ioswarm keygen)")
-    if _address(merged["wallet"]) or not merged["wallet"]:
-        raise ConfigError("--wallet", "must be a 0x-prefixed 20-byte hex address")
+    if problem := address_problem(merged["wallet"]):
+        raise ConfigError("--wallet", problem)
     level = str(merged.get("level", "L2")).upper()
     if level not in LEVELS:
         raise ConfigError("--level", f"must be one of {', '.join(LEVELS)}")

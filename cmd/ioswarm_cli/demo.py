@@ -55,15 +55,18 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     )
     report = await run_demo(opts, env, out=lambda line: print(line, flush=True))
     print(format_report(report))
+    shadow = report.get("shadow") or {}
+    agents = report.get("per_agent") or {}
     ok = all(
-        s["mismatched"] == 0 and s["matched"] + sum(s["excluded"].values()) == s["compared"]
-        for s in report["shadow"].values()
+        s.get("mismatched", 0) == 0
+        and s.get("matched", 0) + sum((s.get("excluded") or {}).values()) == s.get("compared", 0)
+        for s in shadow.values()
     )
-    paid_right = all(a.get("claimable_equals_ledger", True) for a in report["per_agent"].values())
+    paid_right = all(a.get("claimable_equals_ledger", True) for a in agents.values())
     # An honest agent never fails a canary: its truth was checked with the honest rules.
-    canaries_right = all(
-        not (a.get("canaries") or {}).get("failed") for a in report["per_agent"].values()
-    )
+    canaries_right = all(not (a.get("canaries") or {}).get("failed") for a in agents.values())
     # An adversary with anything claimable means the coordinator paid for unchecked work.
-    unpaid = all(int(a["claimable_wei"]) == 0 for a in report["adversaries"].values())
-    return 0 if ok and paid_right and canaries_right and unpaid and report["shadow"] else 1
+    unpaid = all(
+        int(a.get("claimable_wei") or 0) == 0 for a in (report.get("adversaries") or {}).values()
+    )
+    return 0 if ok and paid_right and canaries_right and unpaid and shadow else 1

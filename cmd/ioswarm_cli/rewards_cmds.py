@@ -24,6 +24,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
+from ioswarm.core.address import address_problem
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
 from ioswarm.rewards.pool import RewardPool, transfer
 
@@ -32,7 +33,6 @@ DEFAULT_RPC = "http://127.0.0.1:8545"
 HTTP_TIMEOUT_SEC = 15.0
 SIGNER_KEY_ENV = "IOSWARM_REWARD_SIGNER_KEY"
 WALLET_KEY_ENV = "IOSWARM_WALLET_KEY"
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 Runner = Callable[[argparse.Namespace, dict[str, str]], Coroutine[Any, Any, int]]
@@ -124,8 +124,10 @@ def _key(args: argparse.Namespace, env: Mapping[str, str], env_name: str) -> Loc
 
 
 def _address(value: str | None, flag: str) -> str:
-    if not value or not _ADDRESS.fullmatch(value):
-        raise ConfigError(flag, f"must be a 0x-prefixed 20-byte hex address, got {value!r}")
+    if not value:
+        raise ConfigError(flag, "is required: a 0x-prefixed 20-byte hex address")
+    if problem := address_problem(value):
+        raise ConfigError(flag, problem if "EIP-55" in problem else f"{problem}, got {value!r}")
     return value
 
 

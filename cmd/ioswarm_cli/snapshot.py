@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from ioswarm.config import load_config
+from ioswarm.core.progress import Progress
 from ioswarm.errors import ConfigError, StoreError
 from ioswarm.state.snapshot_io import (
     SnapshotInfo,
+    SnapshotProgress,
     export_snapshot,
     import_snapshot,
     inspect_snapshot,
     verify_snapshot,
 )
 from ioswarm.state.store import NAMESPACES, StateStore
+from ioswarm_cli.progress import ProgressPrinter, add_progress_flag
 
 
 def add_parser(sub: Any) -> None:
@@ -41,11 +44,13 @@ def add_parser(sub: Any) -> None:
         help=f"comma-separated namespaces to include (default {','.join(NAMESPACES)})",
     )
     e.add_argument("--output", "-o", required=True, help="snapshot file to write (.snap.gz)")
+    add_progress_flag(e)
     e.set_defaults(run=run_export)
 
     i = ops.add_parser("import", help="load a snapshot file into an empty state store")
     _store_flags(i)
     i.add_argument("file", help="snapshot file")
+    add_progress_flag(i)
     i.set_defaults(run=run_import)
 
     n = ops.add_parser("inspect", help="print a snapshot's header, counts and soundness")
@@ -89,15 +94,29 @@ async def run_export(args: argparse.Namespace, env: dict[str, str]) -> int:
     unknown = [n for n in namespaces if n not in NAMESPACES]
     if unknown or not namespaces:
         raise ConfigError("--namespaces", f"expected some of {','.join(NAMESPACES)}")
+    printer = ProgressPrinter(args.progress_every)
+
+    def report(p: SnapshotProgress) -> None:
+        printer.update(lambda elapsed: _progress("snapshot export", p, elapsed))
+
     with StateStore(path) as store:
-        info = export_snapshot(store, args.output, namespaces, args.height)
+        info = export_snapshot(store, args.output, namespaces, args.height, progress=report)
+    done = SnapshotProgress(info.count, info.count)
+    printer.finish(lambda elapsed: _progress("snapshot export", done, elapsed, info.file_bytes))
     print(json.dumps(_info_doc(info)))
     return 0
 
 
 async def run_import(args: argparse.Namespace, env: dict[str, str]) -> int:
+    printer = ProgressPrinter(args.progress_every)
+
+    def report(p: SnapshotProgress) -> None:
+        printer.update(lambda elapsed: _progress("snapshot import", p, elapsed))
+
     with StateStore(_store_path(args, env)) as store:
-        result = import_snapshot(args.file, store)
+        result = import_snapshot(args.file, store, progress=report)
+    done = SnapshotProgress(result.count, result.count)
+    printer.finish(lambda elapsed: _progress("snapshot import", done, elapsed))
     print(
         json.dumps(
             {
@@ -108,6 +127,17 @@ async def run_import(args: argparse.Namespace, env: dict[str, str]) -> int:
         )
     )
     return 0
+
+
+def _progress(
+    what: str, p: SnapshotProgress, elapsed: float, file_bytes: int | None = None
+) -> Progress:
+    """Entries against their total (export), or file bytes read against the size (import)."""
+    if p.total_entries is None and p.total_file_bytes:
+        share = f"{p.file_bytes * 100 // p.total_file_bytes}% of the file read"
+        return Progress(what, p.entries, "entries", elapsed, extra=share)
+    extra = f"{file_bytes / 1e6:.1f} MB written" if file_bytes is not None else ""
+    return Progress(what, p.entries, "entries", elapsed, total=p.total_entries, extra=extra)
 
 
 async def run_inspect(args: argparse.Namespace, env: dict[str, str]) -> int:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from typing import Any
 
+from ioswarm.core.progress import Progress
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
 from ioswarm.node.adapter import JsonRpcNode
-from ioswarm.sim.workload import Workload
+from ioswarm.sim.workload import Workload, WorkloadCounters
+from ioswarm_cli.progress import ProgressPrinter, add_progress_flag
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
     p.add_argument("--accounts", type=int, default=16, help="number of fresh accounts")
     p.add_argument("--seed", type=int, help="random seed")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
@@ -44,6 +49,32 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         wl = Workload(
             node, key, chain_id=chain_id, accounts=args.accounts, rate=args.rate, seed=args.seed
         )
-        counters = await wl.run(count=args.count, duration=args.duration)
+        print(f"workload: funding {args.accounts} accounts", file=sys.stderr, flush=True)
+        await wl.setup()
+        printer = ProgressPrinter(args.progress_every)
+        sending = asyncio.ensure_future(wl.run(count=args.count, duration=args.duration))
+        try:
+            while not sending.done():
+                # Wake often enough to keep the promised interval; print only when due.
+                await asyncio.wait({sending}, timeout=min(1.0, max(args.progress_every, 0.05)))
+                printer.update(lambda elapsed: _progress(wl.counters, args, elapsed))
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        counters = sending.result()
+        printer.finish(lambda elapsed: _progress(counters, args, elapsed))
     print(json.dumps(counters.as_dict()))
     return 0
+
+
+def _progress(c: WorkloadCounters, args: argparse.Namespace, elapsed: float) -> Progress:
+    return Progress(
+        "workload",
+        c.sent,
+        "tx sent",
+        elapsed,
+        total=args.count,
+        duration=None if args.count else args.duration,
+        extra=f"transfers {c.transfers}, replacements {c.replacements}, nonce gaps {c.gaps}, "
+        f"reverts {c.reverts}, refused {c.errors}",
+    )

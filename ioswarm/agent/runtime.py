@@ -2,7 +2,9 @@
 
 One connection attempt runs three tasks (task stream, result submitter, heartbeat) and ends
 when any of them fails; the outer loop reconnects with capped exponential backoff and
-jitter. A ``shutdown`` directive or ``shutdown()`` ends the agent cleanly.
+jitter. A ``shutdown`` directive or ``shutdown()`` ends the agent cleanly. A permanent failure
+(:mod:`ioswarm.core.linkfailure`: credentials refused, registration refused, TLS that cannot
+work with the trusted CA) ends ``run()`` with an error naming the reason instead of retrying.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 import grpc.aio
@@ -23,7 +25,9 @@ from ioswarm import __version__
 from ioswarm.agent.validators import GatedValidator, Validator
 from ioswarm.config import AgentConfig
 from ioswarm.core.execution import ENGINE_ERROR
-from ioswarm.errors import ConfigError
+from ioswarm.core.linkfailure import FailureKind, PermanentFailure, permanent_failure
+from ioswarm.core.rewards import iotx_text
+from ioswarm.errors import AuthError, ConfigError, ProtocolError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
 from ioswarm.protocol import MAX_WIRE_MESSAGE_BYTES, Directive, auth_metadata
@@ -48,6 +52,7 @@ class AgentStats:
     submitted: int = 0
     submit_refusals: int = 0
     validator_errors: int = 0
+    connect_failures: int = 0
 
 
 class SessionTask(Protocol):
@@ -87,6 +92,7 @@ class Agent:
         self._last_batch_id = ""
         self.heartbeat_interval = 10.0
         self.exit_reason = ""
+        self._registering = False
 
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -107,6 +113,8 @@ class Agent:
                 raise ConfigError(
                     "--ca-cert", f"cannot read {self.config.ca_cert}: {exc.strerror}"
                 ) from exc
+            if b"-----BEGIN CERTIFICATE-----" not in root:
+                raise ConfigError("--ca-cert", f"{self.config.ca_cert} holds no PEM certificate")
         creds = grpc.ssl_channel_credentials(root_certificates=root)
         return grpc.aio.secure_channel(self.config.coordinator, creds, options=options)
 
@@ -118,7 +126,11 @@ class Agent:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Connect and work until shut down; reconnect with capped exponential backoff."""
+        """Connect and work until shut down; reconnect with capped exponential backoff.
+
+        Raises :class:`AuthError`, :class:`ConfigError` (``--ca-cert``) or
+        :class:`ProtocolError` on a permanent failure, after logging it.
+        """
         failures = 0
         while not self._stopping.is_set():
             started = time.monotonic()
@@ -127,27 +139,21 @@ class Agent:
             except _Stop:
                 break
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                ):
-                    log.error(
-                        "coordinator refused credentials agent_id=%s status=%s detail=%s",
-                        self.config.agent_id,
-                        exc.code().name,
-                        exc.details(),
-                    )
-                else:
-                    log.warning(
-                        "connection lost agent_id=%s status=%s detail=%s",
-                        self.config.agent_id,
-                        exc.code().name,
-                        exc.details(),
-                    )
+                detail = exc.details() or ""
+                failure = permanent_failure(exc.code().name, detail, registering=self._registering)
+                if failure is not None:
+                    self._stop_for(failure)
+                log.warning(
+                    "connection lost agent_id=%s status=%s detail=%s",
+                    self.config.agent_id,
+                    exc.code().name,
+                    detail,
+                )
             except (OSError, ConnectionError) as exc:
                 log.warning("connection failed agent_id=%s error=%s", self.config.agent_id, exc)
             if self._stopping.is_set():
                 break
+            self.stats.connect_failures += 1
             failures = 1 if time.monotonic() - started > 30 else failures + 1
             delay = min(self.config.reconnect_max_sec, 0.5 * 2 ** min(failures - 1, 8))
             delay *= random.uniform(0.8, 1.2)
@@ -155,9 +161,26 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    def _stop_for(self, failure: PermanentFailure) -> NoReturn:
+        """Stop for good: retrying cannot help. Raises the error the CLI prints in one line."""
+        self.exit_reason = failure.reason
+        self._stopping.set()
+        log.error(
+            "agent stopping agent_id=%s kind=%s reason=%s",
+            self.config.agent_id,
+            failure.kind.value,
+            failure.reason,
+        )
+        if failure.kind is FailureKind.TLS:
+            raise ConfigError("--ca-cert", failure.reason)
+        if failure.kind is FailureKind.CREDENTIALS:
+            raise AuthError(failure.reason)
+        raise ProtocolError(failure.reason)
+
     async def _session(self) -> None:
         async with self._channel() as channel:
             stub = pb_grpc.IOSwarmStub(channel)
+            self._registering = True
             resp = await stub.Register(
                 pb.RegisterRequest(
                     agent_id=self.config.agent_id,
@@ -170,10 +193,13 @@ class Agent:
                 timeout=10,
             )
             if not resp.accepted:
-                log.error(
-                    "registration refused agent_id=%s reason=%s", self.config.agent_id, resp.reason
+                self._stop_for(
+                    PermanentFailure(
+                        FailureKind.REGISTRATION,
+                        f"the coordinator refused registration: {resp.reason or 'no reason given'}",
+                    )
                 )
-                raise _Stop()
+            self._registering = False
             self.heartbeat_interval = float(resp.heartbeat_interval_sec or 10)
             self.stats.connects += 1
             log.info(
@@ -319,15 +345,25 @@ class Agent:
                     grpc.aio.Metadata(),
                     "coordinator asked to register again",
                 )
-            if resp.HasField("payout") and resp.payout.epoch:
-                log.info(
-                    "payout epoch=%d amount_iotx=%s rank=%d/%d",
-                    resp.payout.epoch,
-                    resp.payout.amount_iotx,
-                    resp.payout.rank,
-                    resp.payout.total_agents,
-                )
+            self.note_payout(resp)
             await asyncio.sleep(self.heartbeat_interval)
+
+    def note_payout(self, resp: pb.HeartbeatResponse) -> None:
+        """Log a payout notice; epoch 0 is an epoch like any other."""
+        if not resp.HasField("payout"):
+            return
+        p = resp.payout
+        # amount_wei is exact; the float is for display only when the wei string is missing.
+        amount = iotx_text(int(p.amount_wei)) if p.amount_wei.isdigit() else f"{p.amount_iotx:g}"
+        log.info(
+            "payout agent_id=%s epoch=%d amount_iotx=%s rank=%d/%d tx=%s",
+            self.config.agent_id,
+            p.epoch,
+            amount,
+            p.rank,
+            p.total_agents,
+            p.tx_hash or "-",
+        )
 
 
 def _latest_per_task(results: list[pb.TaskResult]) -> list[pb.TaskResult]:

@@ -1,5 +1,6 @@
 """gRPC authentication: every RPC carries exactly one ``x-ioswarm-agent-id`` and one
-``x-ioswarm-token``.
+``x-ioswarm-token``, except the methods of the standard health service
+(:mod:`ioswarm.coordinator.health`), which probes call without credentials.
 
 The interceptor checks both before any handler runs; the servicer gets the id from
 :func:`authenticated_agent`, which runs the same pure check (:mod:`ioswarm.core.credentials`)
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from ioswarm.coordinator.health import HEALTH_METHOD_PREFIX
 from ioswarm.core.credentials import MAX_AGENT_ID_LEN, CredentialsRefused, authenticate
 from ioswarm.protocol import AGENT_ID_KEY, TOKEN_KEY
 
@@ -105,6 +107,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"call metadata of {size} bytes; at most {MAX_METADATA_BYTES}",
             )
+        if handler_call_details.method.startswith(HEALTH_METHOD_PREFIX):
+            return handler  # health probes carry no agent credentials; nothing else is exempt
         try:
             authenticate(self._secret, metadata)
         except CredentialsRefused as exc:

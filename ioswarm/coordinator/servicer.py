@@ -21,6 +21,7 @@ from ioswarm.coordinator.auth import (
     authenticated_agent,
     log_refusal,
 )
+from ioswarm.coordinator.health import LoopHealth
 from ioswarm.coordinator.service import Coordinator
 from ioswarm.core.models import Level
 from ioswarm.core.wirescan import WireFormatError, count_field
@@ -352,6 +353,9 @@ class GrpcServer:
                 ),
             )
         )
+        self.health = LoopHealth(lambda: coordinator.loops.healthy)
+        self.health.add_to(self.server)
+        self._health_task: asyncio.Task[None] | None = None
         address = f"{cfg.grpc_host}:{cfg.grpc_port}"
         try:
             if cfg.tls_enabled:
@@ -367,6 +371,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
+        self._health_task = asyncio.create_task(self.health.run(), name="ioswarm-grpc-health")
         log.info(
             "grpc listening port=%d tls=%s max_connections=%d",
             self.port,
@@ -375,4 +380,8 @@ class GrpcServer:
         )
 
     async def stop(self, grace: float = 1.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         await self.server.stop(grace)

@@ -82,6 +82,12 @@ def wei_to_iotx(wei: int) -> float:
     return float(Decimal(wei) / WEI_PER_IOTX)
 
 
+def iotx_text(wei: int) -> str:
+    """Exact decimal IOTX of ``wei`` for people: ``1.5``, ``0.000000000000000001``, ``0``."""
+    text = f"{Decimal(wei) / WEI_PER_IOTX:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 @dataclass(frozen=True, slots=True)
 class RewardPolicy:
     """The reward rules of one coordinator, in integer units."""

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Mapping, Sequence
@@ -61,17 +62,37 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def find_anvil(env: Mapping[str, str] | None = None, binary: str | Path | None = None) -> Path:
-    """The anvil executable: ``binary``, else ``IOSWARM_ANVIL_BIN`` in ``env``, else the repo's."""
+def find_anvil(
+    env: Mapping[str, str] | None = None,
+    binary: str | Path | None = None,
+    *,
+    local: Path = DEFAULT_ANVIL_BIN,
+) -> Path:
+    """The anvil executable: ``binary``, else ``IOSWARM_ANVIL_BIN`` in ``env``, else the
+    project's own (``local``, installed by ``make tools``), else ``anvil`` on the ``PATH`` of
+    ``env`` (as after ``pip install`` beside a Foundry install)."""
     if binary is not None:
         path, source = Path(binary), "binary"
     elif env is not None and env.get(ANVIL_BIN_ENV):
         path, source = Path(env[ANVIL_BIN_ENV]), ANVIL_BIN_ENV
+    elif _executable(local):
+        path, source = local, ANVIL_BIN_ENV
     else:
-        path, source = DEFAULT_ANVIL_BIN, ANVIL_BIN_ENV
-    if not path.is_file() or not os.access(path, os.X_OK):
+        found = shutil.which("anvil", path=(env or {}).get("PATH", ""))
+        if found is None:
+            raise ConfigError(
+                ANVIL_BIN_ENV,
+                f"anvil not found: not set, not at {local} (run `make tools`) and not on PATH "
+                "(install Foundry, or set IOSWARM_ANVIL_BIN)",
+            )
+        path, source = Path(found), "PATH"
+    if not _executable(path):
         raise ConfigError(source, f"anvil executable not found at {path} (run `make tools`)")
     return _native_binary(path)
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 def _native_binary(path: Path) -> Path:

@@ -23,7 +23,7 @@ from web3.providers.async_base import AsyncBaseProvider
 from ioswarm.config import parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
-from ioswarm.core.rewards import PoolModel
+from ioswarm.core.rewards import PoolModel, iotx_text
 from ioswarm.core.shadow import ShadowCounts
 from ioswarm.core.tokens import agent_token
 from ioswarm.node.adapter import JsonRpcNode
@@ -429,61 +429,98 @@ def _prefetch_report(c: Any) -> dict[str, Any] | None:
     }
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The human summary printed at the end of a demo."""
+def _iotx(wei: object) -> str:
+    """``wei`` (int or decimal string; anything else counts as 0) as exact IOTX text."""
+    try:
+        return f"{iotx_text(int(str(wei)))} IOTX"
+    except ValueError:
+        return "0 IOTX"
+
+
+def _verdict(ok: bool) -> str:
+    return "OK" if ok else "CHECK"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The human summary printed at the end of a demo: amounts in IOTX, plain words.
+
+    Every key is read with a default, so a report with a part missing (an agent gone before
+    the end, no settlement yet) still prints.
+    """
+    tasks = report.get("tasks") or {}
+    workload = report.get("workload") or {}
     lines = [
         "",
         "== ioswarm demo report ==",
-        f"duration {report['duration_s']}s, {report['blocks']} blocks, {report['agents']} agents "
-        f"({', '.join(report['agent_levels'])})",
-        "tasks: " + ", ".join(f"{k} {v}" for k, v in report["tasks"].items()),
-        "workload: " + ", ".join(f"{k} {v}" for k, v in report["workload"].items()),
+        f"ran {report.get('duration_s', '?')}s over {report.get('blocks', 0)} blocks with "
+        f"{report.get('agents', 0)} agents ({', '.join(report.get('agent_levels') or [])})",
+        f"transactions: the workload sent {workload.get('sent', 0)} "
+        f"({workload.get('errors', 0)} refused by the node)"
+        + (
+            f", the contract workload {contracts.get('sent', 0)}"
+            if (contracts := report.get("contract_workload"))
+            else ""
+        ),
+        f"tasks: {tasks.get('created', 0)} created, {tasks.get('dispatched', 0)} handed out, "
+        f"{tasks.get('results', 0)} answered ({tasks.get('late', 0)} late), "
+        f"{tasks.get('reassigned', 0)} given to another agent, {tasks.get('dropped', 0)} dropped",
     ]
     if report.get("prefetch"):
-        lines.append("L3 prefetch: " + ", ".join(f"{k} {v}" for k, v in report["prefetch"].items()))
-    e = report["epochs"]
+        p = report["prefetch"]
+        lines.append(
+            f"L3 state prefetch: {p.get('txs', 0)} transactions, "
+            f"{p.get('rpc_calls_per_tx', 0)} node calls and {p.get('ms_per_tx', 0)} ms each"
+        )
+    e = report.get("epochs") or {}
     lines.append(
-        f"epochs: settled {e['settled']}, pending {e['pending']}, reverted {e['reverted']}, "
-        f"paid {int(e['paid_wei']) / 10**18:.6f} IOTX"
+        f"reward epochs: {e.get('settled', 0)} paid on-chain, {e.get('pending', 0)} waiting, "
+        f"{e.get('reverted', 0)} reverted; {_iotx(e.get('paid_wei', 0))} paid into the pool"
     )
-    for agent_id, a in report["per_agent"].items():
-        if "claimable_wei" in a:
-            same = (
-                "= ledger"
-                if a["claimable_equals_ledger"]
-                else "!= ledger " + a["ledger_claimable_wei"]
-            )
-            canaries = a.get("canaries") or {}
-            lines.append(
-                f"  {agent_id}: claimable {a['claimable_wei']} wei {same}; canaries "
-                f"{canaries.get('matched', 0)} right, {canaries.get('failed', 0)} wrong"
-            )
+    for agent_id, a in (report.get("per_agent") or {}).items():
+        if "claimable_wei" not in a:
+            lines.append(f"  {agent_id}: no reward figures (it left before the end)")
+            continue
+        claimable = _iotx(a.get("claimable_wei"))
+        ledger = _iotx(a.get("ledger_claimable_wei", a.get("claimable_wei")))
+        if a.get("claimable_equals_ledger", claimable == ledger):
+            same = "as the ledger says"
+        else:
+            same = f"but the ledger says {ledger} -> CHECK"
+        canaries = a.get("canaries") or {}
+        lines.append(
+            f"  {agent_id}: can claim {claimable}, {same}; test transactions (canaries) "
+            f"{canaries.get('matched', 0)} right, {canaries.get('failed', 0)} wrong"
+        )
     if report.get("adversaries"):
-        lines.append("adversaries (each must end with nothing claimable):")
+        lines.append("dishonest agents (each must end with nothing to claim):")
         lines.extend(f"  {line}" for line in adversary_lines(report["adversaries"]))
-    for agent_id, a in report["per_agent"].items():
+    for agent_id, a in (report.get("per_agent") or {}).items():
         if st := a.get("l4_state"):
-            ok = st["heights_checked"] > 0 and st["mismatched"] == 0
+            ok = st.get("heights_checked", 0) > 0 and st.get("mismatched", 0) == 0
             lines.append(
-                f"L4 state {agent_id}: state hash compared with the coordinator's at "
-                f"{st['heights_checked']} heights ({st['first_checked']}..{st['last_checked']}), "
-                f"mismatched {st['mismatched']} -> {'OK' if ok else 'CHECK'}"
+                f"L4 state of {agent_id}: agreed with the coordinator's at "
+                f"{st.get('heights_checked', 0) - st.get('mismatched', 0)} of "
+                f"{st.get('heights_checked', 0)} heights "
+                f"({st.get('first_checked', '?')}..{st.get('last_checked', '?')}) "
+                f"-> {_verdict(ok)}"
             )
-    for level, s in report["shadow"].items():
-        excluded = ", ".join(f"{k} {v}" for k, v in s["excluded"].items()) or "none"
-        ok = s["matched"] + sum(s["excluded"].values()) == s["compared"] and s["mismatched"] == 0
+    for level, s in (report.get("shadow") or {}).items():
+        excluded = s.get("excluded") or {}
+        skipped = sum(excluded.values())
+        why = f" ({', '.join(f'{k} {v}' for k, v in excluded.items())})" if excluded else ""
+        ok = s.get("matched", 0) + skipped == s.get("compared", 0) and s.get("mismatched", 0) == 0
         settled = ""
-        if level in ("L3", "L4") and s["excluded"]:
+        if level in ("L3", "L4") and skipped:
             left = s.get("unverified", 0)
-            pct = 100 * left / s["compared"] if s["compared"] else 0.0
+            pct = 100 * left / s["compared"] if s.get("compared") else 0.0
             settled = (
-                f"; re-verified {s.get('reverified', 0)}, left without an exact verdict "
-                f"{left} ({pct:.1f}% of compared)"
+                f"; {s.get('reverified', 0)} of those re-verified exactly by another agent, "
+                f"{left} left without an exact verdict ({pct:.1f}% of compared)"
             )
         lines.append(
-            f"shadow {level}: compared {s['compared']}, matched {s['matched']}, "
-            f"mismatched {s['mismatched']}, excluded: {excluded}{settled} "
-            f"-> {'OK' if ok else 'CHECK'}"
+            f"{level} answers checked against the chain: {s.get('compared', 0)} compared, "
+            f"{s.get('matched', 0)} agreed, {s.get('mismatched', 0)} disagreed, "
+            f"{skipped} not counted{why}{settled} -> {_verdict(ok)}"
         )
     return "\n".join(lines)
 
@@ -511,11 +548,11 @@ def adversary_lines(adversaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
             extra.append("refused " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items())))
         if a.get("throttled"):
             extra.append("throttled")
-        ok = int(a.get("claimable_wei", "0")) == 0
+        ok = _iotx(a.get("claimable_wei", "0")) == "0 IOTX"
         lines.append(
-            f"{agent_id} ({a['kind']}, {a['level']}): {verdicts}; "
+            f"{agent_id} ({a.get('kind', '?')}, {a.get('level', '?')}): {verdicts}; "
             + "; ".join([*extra, why])
-            + f"; ledger {a.get('ledger_wei', '0')} wei, claimable {a.get('claimable_wei', '0')}"
-            + f" wei -> {'OK' if ok else 'PAID'}"
+            + f"; ledger {_iotx(a.get('ledger_wei', '0'))}, can claim "
+            + f"{_iotx(a.get('claimable_wei', '0'))} -> {'OK' if ok else 'PAID'}"
         )
     return lines

@@ -22,15 +22,22 @@ import os
 import queue
 import threading
 import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from importlib import import_module
+from itertools import islice
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ioswarm.core.snapshot import SnapshotHeader, SnapshotReader, SnapshotTrailer, SnapshotWriter
+from ioswarm.core.snapshot import (
+    EntryBatch,
+    SnapshotHeader,
+    SnapshotReader,
+    SnapshotTrailer,
+    SnapshotWriter,
+)
 from ioswarm.errors import SnapshotFormatError, StoreError
 from ioswarm.state.bulkload import fsync_directory
 from ioswarm.state.store import NAMESPACES, StateStore
@@ -51,6 +58,38 @@ _QUEUE_DEPTH = 8  # chunks in flight between the threads: at most ~8-32 MiB
 _DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (zlib.error,) + (
     (_isal_zlib.error,) if _isal_zlib is not None else ()
 )
+
+
+PROGRESS_EVERY_ENTRIES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotProgress:
+    """How far an export or import is: entries so far (of ``total_entries`` when known) and,
+    for an import, compressed file bytes read of ``total_file_bytes``."""
+
+    entries: int
+    total_entries: int | None = None
+    file_bytes: int = 0
+    total_file_bytes: int | None = None
+
+
+ProgressCallback = Callable[[SnapshotProgress], None]
+
+
+def _reporting(
+    items: Iterable[tuple[bytes, bytes]],
+    base: int,
+    total: int | None,
+    progress: ProgressCallback,
+) -> Iterator[tuple[bytes, bytes]]:
+    """``items`` unchanged, calling ``progress`` after every ``PROGRESS_EVERY_ENTRIES``."""
+    it = iter(items)
+    done = base
+    while chunk := list(islice(it, PROGRESS_EVERY_ENTRIES)):
+        yield from chunk
+        done += len(chunk)
+        progress(SnapshotProgress(done, total))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +142,7 @@ def export_snapshot(
     height: int | None = None,
     *,
     compresslevel: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SnapshotInfo:
     """Stream ``namespaces`` of ``store`` into a gzip IOSWSNAP file at ``path``.
 
@@ -110,7 +150,9 @@ def export_snapshot(
     keeps the pages it reads alive, so the store file grows by what those diffs rewrite).
     ``height``, if given, must equal the store's height (LMDB keeps no history). The file is
     written under a temporary name, fsynced, then renamed: readers never see a partial
-    snapshot. ``compresslevel`` is the backend's level (ISA-L 0-3, zlib 0-9).
+    snapshot. ``compresslevel`` is the backend's level (ISA-L 0-3, zlib 0-9). ``progress``, if
+    given, is called every ``PROGRESS_EVERY_ENTRIES`` entries with the count so far and the
+    total (the view's entry counts).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -128,8 +170,14 @@ def export_snapshot(
                 sink = _ThreadedSink(out.write)
                 try:
                     writer = SnapshotWriter(sink.put, at_height)
+                    total = sum(view.count(ns) for ns in namespaces) if progress else None
+                    done = 0
                     for ns in namespaces:
-                        counts[ns] = writer.add_many(ns, view.iterate(ns))
+                        items: Iterable[tuple[bytes, bytes]] = view.iterate(ns)
+                        if progress is not None:
+                            items = _reporting(items, done, total, progress)
+                        counts[ns] = writer.add_many(ns, items)
+                        done += counts[ns]
                     trailer = writer.finish()
                 finally:
                     sink.close()
@@ -156,18 +204,38 @@ def export_snapshot(
     )
 
 
-def import_snapshot(path: str | Path, store: StateStore) -> ImportResult:
+def import_snapshot(
+    path: str | Path, store: StateStore, progress: ProgressCallback | None = None
+) -> ImportResult:
     """Load a gzip IOSWSNAP file into an empty ``store``; set its height and state hash.
 
     Entries are written in large transactions; until the last one commits the store is
     marked partial, and any failure (a damaged file included) leaves it empty again.
+    ``progress``, if given, is called after each batch of entries with the entries so far and
+    the compressed bytes read of the file's size.
     """
     path = Path(path)
     with _wrap_errors(path), _gunzip_threaded(path) as chunks:
         reader = SnapshotReader(chunks)
         header = reader.header  # a wrong file fails here, before the store is touched
-        state_hash = store.load_batches(reader.batches(), header.height)
+        batches: Iterable[EntryBatch] = reader.batches()
+        if progress is not None:
+            batches = _batch_reporting(batches, chunks, path.stat().st_size, progress)
+        state_hash = store.load_batches(batches, header.height)
         return ImportResult(header.height, reader.count, state_hash, reader.offset)
+
+
+def _batch_reporting(
+    batches: Iterable[EntryBatch],
+    source: _gunzip_threaded,
+    size: int,
+    progress: ProgressCallback,
+) -> Iterator[EntryBatch]:
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch.keys)
+        progress(SnapshotProgress(done, None, source.file_bytes, size))
 
 
 def inspect_snapshot(path: str | Path) -> SnapshotReport:

@@ -88,8 +88,8 @@ async def coordinator_process(
         def ports() -> bool:
             assert proc.returncode is None, running.log_text()
             text = running.log_text()
-            grpc = re.search(r"grpc listening port=(\d+)", text)
-            api = re.search(r"http api listening host=\S+ port=(\d+)", text)
+            grpc = re.search(r'grpc listening"? port=(\d+)', text)
+            api = re.search(r'http api listening"? host=\S+ port=(\d+)', text)
             if grpc and api:
                 running.grpc_port, running.api_port = int(grpc[1]), int(api[1])
                 return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -127,3 +128,67 @@ async def test_http_port_in_use_is_one_line_naming_swarm_api_port(
     assert len(lines) == 1, err
     assert "swarmApiPort" in lines[0] and f"127.0.0.1:{port}" in lines[0]
     assert "Traceback" not in err
+
+
+BAD_CHECKSUM = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"  # EIP-55 vector, last case flipped
+
+
+async def test_fund_refuses_a_bad_checksum_before_sending() -> None:
+    """``fund --to`` with a mistyped-case address exits 2 with one line naming --to; no
+    node is needed because nothing is sent."""
+    code, out, err = await run_cli(
+        "fund",
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--key",
+        "0x" + "11" * 32,
+        "--to",
+        BAD_CHECKSUM,
+        "--amount",
+        "0.1",
+    )
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "--to" in err and "EIP-55" in err
+
+
+async def test_agent_wallet_with_a_bad_checksum_names_the_flag() -> None:
+    """``agent --wallet`` with a bad EIP-55 checksum exits 2 naming --wallet."""
+    code, _, err = await run_cli(
+        "agent",
+        "--coordinator",
+        "127.0.0.1:9",
+        "--agent-id",
+        "a",
+        "--api-key",
+        agent_token(SECRET, "a"),
+        "--wallet",
+        BAD_CHECKSUM,
+        "--no-tls",
+    )
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "--wallet" in err and "EIP-55" in err
+
+
+async def test_workload_reports_progress_on_stderr(anvil: AnvilProcess) -> None:
+    """``ioswarm workload`` says what it funds, ends with a 'done' progress line on stderr,
+    and prints only the JSON counters on stdout."""
+    code, out, err = await run_cli(
+        "workload",
+        "--rpc-url",
+        anvil.url,
+        "--funder-key",
+        anvil.private_keys[0],
+        "--accounts",
+        "2",
+        "--count",
+        "6",
+        "--rate",
+        "50",
+        "--progress-every",
+        "0",
+    )
+    assert code == 0, err
+    counters = json.loads(out)
+    assert "workload: funding 2 accounts" in err
+    done = [line for line in err.splitlines() if line.startswith("workload done: ")]
+    assert len(done) == 1 and f"{counters['sent']}/6 tx sent" in done[0]
