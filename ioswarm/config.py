@@ -204,6 +204,13 @@ class LimitsConfig:
         "An HTTP request (a snapshot download included) still running after this is cut.",
         check=_positive,
     )
+    console_max_streams: int = _f(
+        "consoleMaxStreams",
+        32,
+        "Most open operator-console event streams (GET /api/events); more are refused 503. "
+        "Each holds one HTTP connection busy until httpRequestTimeoutSec cuts it.",
+        check=_positive,
+    )
     fd_reserve: int = _f(
         "fdReserve",
         128,

@@ -23,7 +23,7 @@ from tests.integration.swarm import coordinator_config, running_coordinator
 
 pytestmark = pytest.mark.integration
 
-LOOPS = ("dispatcher", "blocks", "mempool", "evictor", "settler", "http-connections")
+LOOPS = ("dispatcher", "blocks", "mempool", "evictor", "settler", "http-connections", "console")
 FAST = RestartPolicy(max_restarts=2, window_sec=60.0, backoff_base_sec=0.01, backoff_max_sec=0.05)
 
 
@@ -69,7 +69,7 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
     anvil: AnvilProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A non-node exception in each of the dispatcher, block watcher, mempool poller, evictor,
-    settler and HTTP connection sweeper loops is logged at ERROR with the loop name and
+    settler, HTTP connection sweeper and console loops is logged at ERROR with the loop name and
     traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs again; /healthz
     shows each restart."""
     caplog.set_level(logging.INFO)
@@ -85,6 +85,8 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         monkeypatch.setattr(c.gateway, "evict_stale", faults.wrap("evictor", c.gateway.evict_stale))
         gov = app.api.governor
         monkeypatch.setattr(gov, "sweep", faults.wrap("http-connections", gov.sweep))
+        feed = app.api.console
+        monkeypatch.setattr(feed, "step", faults.wrap("console", feed.step))
         assert {name for name, v in c.views.health()[1]["loops"].items()} == set(LOOPS)
         for loop in LOOPS:
             if loop != "settler":
