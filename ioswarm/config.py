@@ -250,7 +250,7 @@ class CoordinatorConfig:
         "swarmApiHost", "127.0.0.1", "Interface the HTTP monitoring API binds."
     )
     swarm_api_port: int = _f(
-        "swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, dashboard).", check=_port
+        "swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, console).", check=_port
     )
     tls_cert_file: str = _f(
         "tlsCertFile",

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -32,8 +33,9 @@ def find_chromium() -> str | None:
 class Page:
     """One tab, spoken to over its DevTools websocket."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, width: int) -> None:
         self._ws = ws
+        self.width = width
         self._ids = itertools.count(1)
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
@@ -59,15 +61,21 @@ class Page:
         return result["result"].get("value")
 
     async def screenshot(self, path: Path) -> None:
-        """Save the whole page as PNG at ``path``."""
+        """Save the whole page as PNG at ``path``, laid out at the window's width."""
         metrics = await self.send("Page.getLayoutMetrics")
-        size = metrics["cssContentSize"]
-        shot = await self.send(
-            "Page.captureScreenshot",
-            format="png",
-            captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        height = math.ceil(metrics["cssContentSize"]["height"])
+        # A viewport as tall as the page: no scrollbar takes width from the layout.
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
         )
+        try:
+            shot = await self.send("Page.captureScreenshot", format="png")
+        finally:
+            await self.send("Emulation.clearDeviceMetricsOverride")
         await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
 
 
@@ -113,7 +121,7 @@ async def chromium_page(
                 targets = await resp.json()
             tab = next(t for t in targets if t["type"] == "page")
             async with http.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                page = Page(ws)
+                page = Page(ws, width)
                 await page.send("Page.enable")
                 await page.send("Page.navigate", url=url)
                 yield page
