@@ -9,7 +9,7 @@ export IOSWARM_ANVIL_BIN := $(abspath $(ANVIL))
 export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
 
 # Debian tools the deploy tests run: command:package. Installed only when the command is missing.
-DEB_TOOLS := nginx:nginx promtool:prometheus systemd-analyze:systemd
+DEB_TOOLS := nginx:nginx promtool:prometheus systemd-analyze:systemd chromium:chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: venv tools debs test demo bench lint proto clean

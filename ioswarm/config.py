@@ -203,6 +203,13 @@ class LimitsConfig:
         "An HTTP request (a snapshot download included) still running after this is cut.",
         check=_positive,
     )
+    console_max_streams: int = _f(
+        "consoleMaxStreams",
+        32,
+        "Most open operator-console event streams (GET /api/events); more are refused 503. "
+        "Each holds one HTTP connection busy until httpRequestTimeoutSec cuts it.",
+        check=_positive,
+    )
     fd_reserve: int = _f(
         "fdReserve",
         128,
@@ -242,7 +249,7 @@ class CoordinatorConfig:
         "swarmApiHost", "127.0.0.1", "Interface the HTTP monitoring API binds."
     )
     swarm_api_port: int = _f(
-        "swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, dashboard).", check=_port
+        "swarmApiPort", 14690, "HTTP monitoring API port (stats, metrics, console).", check=_port
     )
     tls_cert_file: str = _f(
         "tlsCertFile",

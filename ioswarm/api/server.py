@@ -1,4 +1,5 @@
-"""The HTTP monitoring API (aiohttp): stats JSON, swarm views, health, Prometheus, dashboard."""
+"""The HTTP monitoring API (aiohttp): stats JSON, swarm views, health, Prometheus, and the
+operator console (a page fed by server-sent events)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ioswarm.api.connections import ConnectionGovernor
+from ioswarm.api.console import ConsoleFeed
 from ioswarm.core.connbudget import ConnectionTable
+from ioswarm.core.timeline import Sample
 from ioswarm.errors import ConfigError, StoreError
 
 log = logging.getLogger("ioswarm.api")
 
-STATS_CACHE_CONTROL = "public, max-age=30"
+# Live figures: a cached copy would show a browser frozen numbers.
+STATS_CACHE_CONTROL = "no-store"
+NO_STORE = {"Cache-Control": "no-store"}
 # Exported snapshot names: no path separators, no leading dot (temporary files).
 SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.snap\.gz$")
 
@@ -37,6 +42,7 @@ class SwarmView(Protocol):
     def health(self) -> tuple[bool, dict[str, Any]]: ...
     def epoch_view(self) -> dict[str, Any]: ...
     def rewards_view(self, agent_id: str) -> dict[str, Any]: ...
+    def sample(self, at: float) -> Sample: ...
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -53,11 +59,14 @@ def build_app(
     registry: CollectorRegistry,
     snapshot_dir: Path | None = None,
     middlewares: Sequence[Middleware] = (),
+    console: ConsoleFeed | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller runs it (tests use a free loopback port).
 
     With ``snapshot_dir`` (L4 sync on), ``GET /snapshots/<file>`` serves exported snapshots.
+    ``console`` feeds ``/api/events`` and ``/api/console`` (default: a feed of ``view``).
     """
+    feed = console or ConsoleFeed(view, registry)
 
     async def stats(_: web.Request) -> web.Response:
         return _json(
@@ -103,9 +112,12 @@ def build_app(
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def dashboard(_: web.Request) -> web.Response:
-        html = resources.files("ioswarm.api").joinpath("static/dashboard.html").read_text()
-        return web.Response(text=html, content_type="text/html")
+    async def console_page(_: web.Request) -> web.Response:
+        html = resources.files("ioswarm.api").joinpath("static/console.html").read_text()
+        return web.Response(text=html, content_type="text/html", headers=NO_STORE)
+
+    async def console_json(_: web.Request) -> web.Response:
+        return _json(feed.snapshot(), headers=NO_STORE)
 
     async def snapshot(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -127,7 +139,9 @@ def build_app(
     app.router.add_get("/swarm/epoch", epoch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/", dashboard)
+    app.router.add_get("/api/console", console_json)
+    app.router.add_get("/api/events", feed.events)
+    app.router.add_get("/", console_page)
     return app
 
 
@@ -158,12 +172,18 @@ class ApiServer:
         port: int,
         snapshot_dir: Path | None = None,
         table: ConnectionTable | None = None,
+        console: ConsoleFeed | None = None,
     ) -> None:
+        """``console`` (default: a feed of ``view`` with 32 streams) must be run by the
+        caller (:meth:`ConsoleFeed.run`) for its trends and pushes."""
+        self.console = console or ConsoleFeed(view, registry)
         self.governor = ConnectionGovernor(
             table or http_connection_table(256, 64, idle_timeout=15.0, request_timeout=600.0),
             registry,
         )
-        self._app = build_app(view, registry, snapshot_dir, [self.governor.middleware])
+        self._app = build_app(
+            view, registry, snapshot_dir, [self.governor.middleware], self.console
+        )
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -203,6 +223,7 @@ class ApiServer:
         )
 
     async def stop(self) -> None:
+        self.console.close()  # open event streams end, so shutdown does not wait on them
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ioswarm.core.models import Level
+from ioswarm.core.timeline import Sample
 
 if TYPE_CHECKING:
     from ioswarm.config import CoordinatorConfig
@@ -85,6 +86,19 @@ class SwarmViews:
             "uptime": _uptime(self._wall() - self._started_at),
             "updated_at": _iso(self._wall()),
         }
+
+    def sample(self, at: float) -> Sample:
+        """The running totals the console's trends are drawn from, stamped ``at``."""
+        total = self._shadow.totals()
+        return Sample(
+            at,
+            self._dispatcher.dispatched_total,
+            self._totals.results_accepted,
+            self._totals.latency_sum_sec,
+            self._totals.results_accepted,  # each accepted result has one latency
+            total.matched,
+            total.mismatched,
+        )
 
     def _epoch_stats(self, overall_accuracy: float) -> tuple[int, int, float]:
         """(epoch, tasks in it, accuracy in it); without an epoch manager, all-time figures."""

@@ -8,6 +8,7 @@ import signal
 
 from prometheus_client import CollectorRegistry
 
+from ioswarm.api.console import ConsoleFeed
 from ioswarm.api.server import ApiServer, http_connection_table
 from ioswarm.config import CoordinatorConfig
 from ioswarm.coordinator.budgets import connection_budget, return_large_buffers
@@ -63,6 +64,13 @@ class CoordinatorApp:
         self.budget = connection_budget(limits)
         return_large_buffers()
         self.grpc = GrpcServer(self.coordinator, max_connections=self.budget.grpc)
+        settler = self.epochs.settler if self.epochs is not None else None
+        console = ConsoleFeed(
+            self.coordinator.views,
+            self.registry,
+            max_streams=limits.console_max_streams,
+            claimable=settler.claimable if settler is not None else None,
+        )
         self.api = ApiServer(
             self.coordinator.views,
             self.registry,
@@ -75,8 +83,10 @@ class CoordinatorApp:
                 idle_timeout=float(limits.http_idle_timeout_sec),
                 request_timeout=float(limits.http_request_timeout_sec),
             ),
+            console=console,
         )
         self.coordinator.loops.add("http-connections", self.api.governor.run)
+        self.coordinator.loops.add("console", console.run)
 
     @property
     def grpc_port(self) -> int:

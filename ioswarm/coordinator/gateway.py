@@ -43,6 +43,7 @@ class Totals:
     results_declined: int = 0
     canary_results: int = 0  # accepted results for canary tasks (also in results_accepted)
     blocks_seen: int = 0
+    latency_sum_sec: float = 0.0  # dispatch-to-result time of accepted results, summed
 
 
 class AgentGateway:
@@ -296,6 +297,7 @@ class AgentGateway:
             per_level[task.level] = per_level.get(task.level, 0) + 1
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
+            totals.latency_sum_sec += elapsed
             agent_latency.observe(r.latency_us / 1e6)
             coinbase = predicted.coinbase if predicted is not None else b""
             if integrity.is_canary(task_id):

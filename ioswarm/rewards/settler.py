@@ -284,6 +284,10 @@ class Settler:
     def signer_address(self) -> str:
         return self._pool.signer_address
 
+    async def claimable(self, wallet: str) -> int:
+        """Whole wei ``wallet`` can claim from the pool now (a read, no signer funds)."""
+        return await self._pool.claimable(wallet)
+
     def wake(self) -> None:
         """A new epoch is queued: look at the queue now."""
         self._wake.set()

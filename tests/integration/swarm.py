@@ -22,9 +22,12 @@ from ioswarm.config import AgentConfig, CoordinatorConfig, parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
 from ioswarm.core.tokens import agent_token
+from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
 from ioswarm.protocol import auth_metadata
+from ioswarm.sim.anvil import AnvilProcess
+from tests.helpers import eventually
 
 SECRET = "integration-test-master-secret"
 WALLET = "0x" + "42" * 20
@@ -82,6 +85,44 @@ def start_agent(
     )
     agent = Agent(cfg, validator_for(level))
     return RunningAgent(agent, asyncio.create_task(agent.run()))
+
+
+async def drive_until_compared(anvil: AnvilProcess, app: CoordinatorApp, n: int) -> None:
+    """Send transfers until ``n`` verdicts were compared, then wait until nothing is in flight.
+
+    A tx mined before the mempool poll sees it makes no task, so keep sending until enough
+    verdicts are in rather than counting on any one tx.
+    """
+    c = app.coordinator
+    key = anvil.private_keys[0]
+    sent: list[bytes] = []
+    async with JsonRpcNode(anvil.url) as node:
+
+        async def step() -> bool:
+            if c.shadow.totals().compared >= n:
+                return True
+            sent.append(
+                await node.send_raw_transaction(signed_transfer(key, c.chain_id, len(sent)))
+            )
+            return False
+
+        await eventually(step, 60, interval=0.5, what=f"{n} shadow comparisons")
+
+        async def all_included() -> bool:
+            for h in sent:
+                if await node.call("eth_getTransactionReceipt", ["0x" + h.hex()]) is None:
+                    return False
+            return True
+
+        await eventually(all_included, 30, what="every sent tx included")
+    polls = c.poller.polls
+    await eventually(
+        lambda: (
+            c.poller.polls >= polls + 2 and c.scheduler.open_tasks == 0 and c.shadow.pending == 0
+        ),
+        30,
+        what="no task in flight and no verdict pending",
+    )
 
 
 def metadata(agent_id: str, token: str | None = None) -> tuple[tuple[str, str], ...]:

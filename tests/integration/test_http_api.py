@@ -16,15 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
-from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
 from tests.integration.swarm import (
+    drive_until_compared,
     metadata,
     register_request,
     running_coordinator,
-    signed_transfer,
     start_agent,
     stub,
 )
@@ -50,44 +49,6 @@ STATS_KEYS = {
     "uptime": str,
     "updated_at": str,
 }
-
-
-async def drive_until_compared(anvil: AnvilProcess, app: CoordinatorApp, n: int) -> None:
-    """Send transfers until ``n`` verdicts were compared, then wait until nothing is in flight.
-
-    A tx mined before the mempool poll sees it makes no task, so keep sending until enough
-    verdicts are in rather than counting on any one tx.
-    """
-    c = app.coordinator
-    key = anvil.private_keys[0]
-    sent: list[bytes] = []
-    async with JsonRpcNode(anvil.url) as node:
-
-        async def step() -> bool:
-            if c.shadow.totals().compared >= n:
-                return True
-            sent.append(
-                await node.send_raw_transaction(signed_transfer(key, c.chain_id, len(sent)))
-            )
-            return False
-
-        await eventually(step, 60, interval=0.5, what=f"{n} shadow comparisons")
-
-        async def all_included() -> bool:
-            for h in sent:
-                if await node.call("eth_getTransactionReceipt", ["0x" + h.hex()]) is None:
-                    return False
-            return True
-
-        await eventually(all_included, 30, what="every sent tx included")
-    polls = c.poller.polls
-    await eventually(
-        lambda: (
-            c.poller.polls >= polls + 2 and c.scheduler.open_tasks == 0 and c.shadow.pending == 0
-        ),
-        30,
-        what="no task in flight and no verdict pending",
-    )
 
 
 @pytest.fixture
@@ -126,12 +87,12 @@ async def test_stats_has_exactly_the_reference_keys_and_consistent_values(
     swarm: CoordinatorApp, http: aiohttp.ClientSession
 ) -> None:
     """/api/stats is the reference document: exact keys, exact types, the coordinator's numbers,
-    public CORS and a 30 s cache lifetime."""
+    public CORS and no caching (a cached copy showed a polling browser frozen numbers)."""
     c = swarm.coordinator
     async with http.get("/api/stats") as resp:
         assert resp.status == 200
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
-        assert resp.headers["Cache-Control"] == "public, max-age=30"
+        assert resp.headers["Cache-Control"] == "no-store"
         stats = await resp.json()
     assert set(stats) == set(STATS_KEYS)
     for key, kind in STATS_KEYS.items():

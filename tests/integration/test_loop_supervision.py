@@ -23,7 +23,16 @@ from tests.integration.swarm import coordinator_config, running_coordinator
 
 pytestmark = pytest.mark.integration
 
-LOOPS = ("dispatcher", "blocks", "mempool", "evictor", "settler", "http-connections", "reverify")
+LOOPS = (
+    "dispatcher",
+    "blocks",
+    "mempool",
+    "evictor",
+    "settler",
+    "http-connections",
+    "reverify",
+    "console",
+)
 FAST = RestartPolicy(max_restarts=2, window_sec=60.0, backoff_base_sec=0.01, backoff_max_sec=0.05)
 
 
@@ -69,9 +78,9 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
     anvil: AnvilProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A non-node exception in each of the dispatcher, block watcher, mempool poller, evictor,
-    settler, HTTP connection sweeper and re-verifier loops is logged at ERROR with the loop name and
-    traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs again; /healthz
-    shows each restart."""
+    settler, HTTP connection sweeper, re-verifier and console loops is logged at ERROR with the
+    loop name and traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs
+    again; /healthz shows each restart."""
     caplog.set_level(logging.INFO)
     faults = Faults()
     # The settler loop is entered once per (re)start, so its fault fires at start.
@@ -88,6 +97,8 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         assert c.reverifier is not None
         rv = c.reverifier
         monkeypatch.setattr(rv, "step", faults.wrap("reverify", rv.step))
+        feed = app.api.console
+        monkeypatch.setattr(feed, "step", faults.wrap("console", feed.step))
         assert {name for name, v in c.views.health()[1]["loops"].items()} == set(LOOPS)
         for loop in LOOPS:
             if loop != "settler":
