@@ -289,6 +289,12 @@ class CoordinatorConfig:
         "Per-task deadline; after it the task goes to another agent.",
         check=_positive,
     )
+    task_timeout_per_mgas_ms: int = _f(
+        "taskTimeoutPerMgasMs",
+        500,
+        "Extra deadline of an executing (L3/L4) task per million gas of its gas limit.",
+        check=_non_negative,
+    )
     max_batch_size: int = _f("maxBatchSize", 64, "Most tasks in one TaskBatch.", check=_positive)
     max_inflight_per_agent: int = _f(
         "maxInflightPerAgent",

@@ -156,6 +156,7 @@ class Reverifier:
             context_block=item.truth.block_number,
             avoid=item.agent_id,
             reverifies=original.level,
+            gas_limit=original.gas_limit,
         )
 
     def _give_up_waiting(self) -> None:

@@ -83,6 +83,7 @@ class Coordinator:
             queue_size=config.retry_queue_size,
             max_attempts=config.max_task_attempts,
             max_agents=config.max_agents,
+            timeout_per_gas=config.task_timeout_per_mgas_ms / 1000 / 1_000_000,
         )
         self.integrity = IntegrityDesk(
             config.canary_pct,

@@ -182,6 +182,7 @@ class TaskFactory:
                         accounts=state.accounts if state and not l4 else (),
                         read_set=state.read_set if state else frozenset(),
                         state_height=state_height if l4 and state_height is not None else 0,
+                        gas_limit=tx.gas,
                     )
                 )
         return tasks

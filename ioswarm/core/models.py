@@ -90,6 +90,8 @@ class Task:
     # the level that answer was at.
     avoid: str = ""
     reverifies: Level | None = None
+    # The transaction's gas limit: an executing task's deadline grows with it.
+    gas_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)

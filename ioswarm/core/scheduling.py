@@ -35,6 +35,10 @@ class Completion(Enum):
     UNKNOWN = "unknown"  # no such task was ever issued
 
 
+# EIP-7825's cap on a transaction's gas limit: no deadline grows past what it allows.
+MAX_TX_GAS = 2**24
+
+
 @dataclass(slots=True)
 class _AgentSlot:
     agent_id: str
@@ -161,9 +165,14 @@ class Scheduler:
         queue_size: int,
         max_attempts: int,
         max_agents: int = 100,
+        timeout_per_gas: float = 0.0,
     ) -> None:
-        """``max_agents`` (the registry's ``maxAgents``) only sizes the memory bounds."""
+        """``max_agents`` (the registry's ``maxAgents``) only sizes the memory bounds.
+        An executing task (L3/L4) gets ``task_timeout`` plus ``timeout_per_gas`` seconds per
+        unit of its transaction's gas limit: a heavy execution is not given up on only for
+        being heavy."""
         self.task_timeout = task_timeout
+        self.timeout_per_gas = timeout_per_gas
         self.max_inflight = max_inflight_per_agent
         self.queue_size = queue_size
         self.max_attempts = max_attempts
@@ -183,7 +192,14 @@ class Scheduler:
         self._rounds = itertools.count()
         # A finished task is remembered for as long as it could have lived, and once more:
         # an answer later than that is from an agent that held it over a whole task's life.
-        self._done = FinishedTasks((max_attempts + 1) * task_timeout, held * (max_attempts + 1))
+        longest = task_timeout + timeout_per_gas * MAX_TX_GAS
+        self._done = FinishedTasks((max_attempts + 1) * longest, held * (max_attempts + 1))
+
+    def timeout_for(self, task: Task) -> float:
+        """Seconds an agent has for ``task``."""
+        if task.level >= Level.L3 and self.timeout_per_gas:
+            return self.task_timeout + self.timeout_per_gas * min(task.gas_limit, MAX_TX_GAS)
+        return self.task_timeout
 
     # -- agents -----------------------------------------------------------------------------
 
@@ -279,7 +295,8 @@ class Scheduler:
         heaps: dict[Level, list[tuple[int, str]]] = {}
         skipped: list[int] = []
         deadline = now + self.task_timeout
-        due: list[tuple[int, int]] = []
+        due: dict[float, list[tuple[int, int]]] = {}
+        timeout_for = self.timeout_for
         while ready and free > 0:
             task_id = ready.popleft()
             state = tasks.get(task_id)
@@ -334,18 +351,19 @@ class Scheduler:
             slot.assigned_total += 1
             state.assignee = chosen
             state.attempts += 1
-            state.deadline = deadline
+            task_deadline = deadline if level < Level.L3 else now + timeout_for(state.task)
+            state.deadline = task_deadline
             if chosen not in state.past:
                 state.past += (chosen,)
-            due.append((task_id, state.attempts))
+            due.setdefault(task_deadline, []).append((task_id, state.attempts))
             batch = out.get(chosen)
             if batch is None:
                 out[chosen] = [state.task]
             else:
                 batch.append(state.task)
             free -= 1
-        if due:
-            heapq.heappush(self._deadlines, (deadline, next(self._rounds), due))
+        for at, entries in due.items():
+            heapq.heappush(self._deadlines, (at, next(self._rounds), entries))
         ready.extendleft(reversed(skipped))
         return out
 
@@ -364,7 +382,7 @@ class Scheduler:
         slot = self._agents.get(agent_id)
         if slot is None or task.task_id in self._tasks:
             return False
-        deadline = now + self.task_timeout
+        deadline = now + self.timeout_for(task)
         state = _TaskState(task, attempts=1, assignee=agent_id, deadline=deadline, past=(agent_id,))
         self._tasks[task.task_id] = state
         slot.inflight.add(task.task_id)

@@ -1,5 +1,6 @@
 """Re-verification: excluded executing-level verdicts are queued, and the re-verification
-task's answer is judged exactly; the scheduler never gives it to the excluded agent."""
+task's answer is judged exactly; the scheduler never gives it to the excluded agent, and gives
+executing tasks deadlines that grow with their gas."""
 
 from __future__ import annotations
 
@@ -127,3 +128,24 @@ def test_avoided_agent_still_gets_other_tasks() -> None:
     s.enqueue(exec_task(8))
     out = s.assign(now=0.0, max_batch=4)
     assert [t.task_id for t in out["a"]] == [8]
+
+
+def test_executing_deadlines_grow_with_gas_and_simple_ones_do_not() -> None:
+    """An L3 task's deadline is the base plus time per gas; an L2 task keeps the base."""
+    s = Scheduler(
+        task_timeout=2.0,
+        max_inflight_per_agent=8,
+        queue_size=100,
+        max_attempts=3,
+        timeout_per_gas=0.5 / 1_000_000,
+    )
+    heavy = exec_task(1, gas_limit=10_000_000)
+    light = replace(exec_task(2, gas_limit=10_000_000), level=Level.L2)
+    assert s.timeout_for(heavy) == 7.0 and s.timeout_for(light) == 2.0
+    s.add_agent("a", Level.L3)
+    s.enqueue(heavy)
+    s.enqueue(light)
+    s.assign(now=0.0, max_batch=4)
+    assert list(s.expire(now=3.0).reassigned) == [2]  # past the light task's deadline only
+    assert not s.expire(now=6.9).reassigned
+    assert list(s.expire(now=7.1).reassigned) == [1]
