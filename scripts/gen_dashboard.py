@@ -197,6 +197,18 @@ def panels() -> list[dict[str, Any]]:
             "Races between dispatch and inclusion that are not the agent's fault.",
         ),
         ts(
+            "Re-verification of excluded comparisons",
+            [
+                (
+                    f"sum by (result) (rate(ioswarm_shadow_reverify_total{{{SEL}}}[{RATE}]))",
+                    "{{result}}",
+                )
+            ],
+            "ops",
+            "Excluded executing-level answers sent to another agent with the real pre-state and "
+            "context (issued), or not (no_agent, no_trace, no_context, queue_full, unassigned).",
+        ),
+        ts(
             "Canaries",
             [
                 (

@@ -17,10 +17,14 @@ import aiohttp
 import pytest
 
 from ioswarm.core.models import Level
-from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
-from tests.integration.swarm import make_test_pki, running_coordinator, signed_transfer, start_agent
+from tests.integration.swarm import (
+    drive_until_compared,
+    make_test_pki,
+    running_coordinator,
+    start_agent,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -120,19 +124,7 @@ async def test_an_agent_through_nginx_tls_gets_its_results_counted(
             ]
             try:
                 await eventually(lambda: c.dispatcher.stream_count() == 2, 30, what="streams")
-                key = anvil.private_keys[0]
-                sent = 0
-                async with JsonRpcNode(anvil.url) as node:
-
-                    async def step() -> bool:
-                        nonlocal sent
-                        if c.totals.results_accepted >= 4 and c.shadow.totals().compared >= 2:
-                            return True
-                        await node.send_raw_transaction(signed_transfer(key, c.chain_id, sent))
-                        sent += 1
-                        return False
-
-                    await eventually(step, 60, interval=0.5, what="results through nginx")
+                await drive_until_compared(anvil, app, 4)  # four verdicts, so four results
                 ctx = ssl.create_default_context(cafile=str(ca))
                 async with aiohttp.ClientSession() as http:
                     base = f"https://localhost:{listen}"

@@ -19,11 +19,10 @@ from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm import __version__
 from ioswarm.core.models import Level
-from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.rewards.pool import RewardPool
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
-from tests.integration.swarm import running_coordinator, signed_transfer, start_agent
+from tests.integration.swarm import drive_until_compared, running_coordinator, start_agent
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,10 @@ async def test_a_running_coordinator_scrape_passes_promtool_and_feeds_every_pane
     assert promtool, "promtool is not installed (make debs installs Debian's prometheus)"
     signer_key = anvil.private_keys[2]
     w3: AsyncWeb3[AsyncBaseProvider] = AsyncWeb3(AsyncHTTPProvider(anvil.url))
-    pool = await RewardPool.deploy(w3, Account.from_key(signer_key))
+    try:
+        pool = await RewardPool.deploy(w3, Account.from_key(signer_key))
+    finally:
+        await w3.provider.disconnect()
     async with running_coordinator(
         anvil.url, rewardContract=pool.address, rewardSignerKey=signer_key, canaryPct=0
     ) as app:
@@ -61,19 +63,7 @@ async def test_a_running_coordinator_scrape_passes_promtool_and_feeds_every_pane
         ]
         try:
             await eventually(lambda: c.dispatcher.stream_count() == 2, 30, what="streams")
-            key = anvil.private_keys[0]
-            sent = 0
-            async with JsonRpcNode(anvil.url) as node:
-
-                async def step() -> bool:
-                    nonlocal sent
-                    if c.totals.results_accepted >= 2 and c.shadow.totals().compared >= 2:
-                        return True
-                    await node.send_raw_transaction(signed_transfer(key, c.chain_id, sent))
-                    sent += 1
-                    return False
-
-                await eventually(step, 60, interval=0.5, what="compared results")
+            await drive_until_compared(anvil, app, 2)
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"http://127.0.0.1:{app.api_port}/metrics") as resp,
