@@ -8,7 +8,7 @@ SOLCJS := $(TOOLS)/node_modules/.bin/solcjs
 export IOSWARM_ANVIL_BIN := $(abspath $(ANVIL))
 export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
 
-.PHONY: venv tools test demo bench lint proto clean
+.PHONY: venv tools test demo bench lint proto clean conformance
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -38,6 +38,10 @@ lint: venv
 	$(VENV)/bin/ruff check ioswarm cmd tests bench scripts contracts
 	$(VENV)/bin/ruff format --check ioswarm cmd tests bench scripts contracts
 	$(VENV)/bin/mypy ioswarm cmd/ioswarm_cli bench contracts
+
+# The whole Cancun + Prague state-test set (IOSWARM_CONFORMANCE_FIXTURES or FIXTURES=... to move it).
+conformance: venv
+	$(VENV)/bin/ioswarm conformance $(if $(FIXTURES),--fixtures $(FIXTURES))
 
 proto: venv
 	$(PY) scripts/gen_proto.py
