@@ -31,6 +31,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--only", default="", help="run only case ids containing this text")
     p.add_argument("--include-slow", action="store_true", help="also run the listed slow cases")
+    p.add_argument(
+        "--case-budget",
+        type=float,
+        default=120.0,
+        help="seconds one case may take before it fails as a timeout (0: no limit)",
+    )
     p.add_argument("--report-json", type=Path, help="write the counts and failures here")
     p.set_defaults(run=run)
 
@@ -44,7 +50,12 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         if index % _PROGRESS_EVERY == 0:
             print(f"... {index} cases, {time.monotonic() - started:.0f} s", file=sys.stderr)
 
-    report = run_suite(cases, include_slow=args.include_slow, progress=progress)
+    report = run_suite(
+        cases,
+        include_slow=args.include_slow,
+        case_budget=args.case_budget or None,
+        progress=progress,
+    )
     for line in report.lines():
         print(line)
     print(f"conformance: {time.monotonic() - started:.0f} s")

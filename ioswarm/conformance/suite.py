@@ -3,14 +3,40 @@ rate, and each failure with its detail (and, for a listed one, the reason it is 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 
 from ioswarm.conformance.fixtures import StateCase
 from ioswarm.conformance.known import Listing, listing_for
 from ioswarm.conformance.runner import CaseOutcome, run_case
 
-__all__ = ["SuiteReport", "run_suite"]
+__all__ = ["CaseTimeout", "SuiteReport", "run_suite", "run_within"]
+
+
+class CaseTimeout(BaseException):
+    """A case ran past its time budget. A BaseException on purpose: the engine turns every
+    Exception into a declared engine error, and this one must stop the case instead."""
+
+
+def _expire(signum: int, frame: FrameType | None) -> None:
+    raise CaseTimeout
+
+
+def run_within(case: StateCase, budget: float | None) -> CaseOutcome:
+    """``run_case(case)``, failed as a timeout after ``budget`` seconds (main thread only)."""
+    if budget is None:
+        return run_case(case)
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        return run_case(case)
+    except CaseTimeout:
+        return CaseOutcome(case.case_id, "fail", f"timeout: over the {budget:g} s case budget")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -61,9 +87,11 @@ def run_suite(
     cases: Iterable[StateCase],
     *,
     include_slow: bool = False,
+    case_budget: float | None = None,
     progress: Callable[[int, CaseOutcome | None], None] | None = None,
 ) -> SuiteReport:
-    """Run every case (skipping the listed slow ones unless ``include_slow``) and report."""
+    """Run every case (skipping the listed slow ones unless ``include_slow``) and report; a
+    case over ``case_budget`` seconds fails as a timeout."""
     report = SuiteReport()
     for index, case in enumerate(cases, 1):
         listing = listing_for(case.case_id)
@@ -72,7 +100,7 @@ def run_suite(
             if progress is not None:
                 progress(index, None)
             continue
-        outcome = run_case(case)
+        outcome = run_within(case, case_budget)
         if outcome.verdict == "pass":
             report.passed += 1
             if listing is not None and listing.kind == "fail":
