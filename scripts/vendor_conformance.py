@@ -6,7 +6,8 @@ one per failure class the engine once had), plus, from every folder of the tree,
 its smallest files up to a per-folder budget. Only Cancun and Prague posts are kept, and the
 files keep their paths, so case ids (and ioswarm/conformance/known.py) are the same in both.
 
-    python scripts/vendor_conformance.py ../shared/ethereum-tests --must cases.txt
+    python scripts/vendor_conformance.py ../shared/ethereum-tests --must cases.txt \
+        --exclude slow-cases.txt
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ def _trim(document: dict[str, Any], keep: set[str], label: str) -> dict[str, Any
                 one = {name: {**test, "post": {fork: [post]}}}
                 (case,) = cases_in(label, one)
                 if case.case_id in keep:
-                    kept.append(post)
+                    # The expected post-state is in ``hash``; the full dump is not needed.
+                    kept.append({k: v for k, v in post.items() if k != "state"})
             if kept:
                 posts[fork] = kept
         if posts:
+            # The signed transaction is in each post (txbytes): the template is not needed.
             slim = {k: v for k, v in test.items() if k != "_info"}
+            slim["transaction"] = {}
             out[name] = {**slim, "post": posts}
     return out
 
@@ -51,9 +55,10 @@ def main() -> None:
     parser.add_argument("--must", type=Path, help="case ids to include, one a line")
     parser.add_argument("--per-folder", type=int, default=6, help="cases per folder")
     parser.add_argument("--max-file-kb", type=int, default=60, help="skip larger files")
-    parser.add_argument("--skip", action="append", default=[], help="skip ids containing this")
+    parser.add_argument("--exclude", type=Path, help="case ids never to add as extras (slow)")
     args = parser.parse_args()
     must = set(args.must.read_text().split()) if args.must else set()
+    exclude = set(args.exclude.read_text().split()) if args.exclude else set()
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for path in find_fixture_files(args.root):
         by_folder[path.parent].append(path)
@@ -65,8 +70,8 @@ def main() -> None:
             label = path.relative_to(args.root).as_posix()
             document = json.loads(path.read_text())
             ids = [c.case_id for c in cases_in(label, document)]
-            ids = [i for i in ids if not any(s in i for s in args.skip)]
             keep = {i for i in ids if i in must}
+            ids = [i for i in ids if i not in exclude]
             small = path.stat().st_size <= args.max_file_kb * 1024
             if budget > 0 and small:
                 extra = [i for i in ids if i not in keep][: min(budget, 3)]
