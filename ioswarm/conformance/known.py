@@ -23,11 +23,12 @@ class Listing:
     reason: str
 
 
-# Measured on the shared 2-core machine with a 30 s budget per case; every other Cancun and
-# Prague case of the fixture tree passes. Patterns use "?" for the brackets of an id ("[" would
-# open an fnmatch character class).
-_BLAKE2 = "BLAKE2 F with millions of rounds: py-evm compresses in pure Python, over 30 s"
-_CALLS = "50,000 calls in one transaction, over 30 s in py-evm"
+# Measured on the shared 2-core machine (a 30 s budget per case, then each alone with 150 s);
+# every other Cancun and Prague case of the fixture tree passes. The 50,000-call cases
+# (stStaticCall/static_Call50000*, stQuadraticComplexityTest/Return50000_2) pass in about 12 s
+# alone (over 30 s on a loaded machine), so they are not listed. Patterns use "?" for the
+# brackets of an id ("[" would open an fnmatch character class).
+_BLAKE2 = "BLAKE2 F with millions of rounds in pure Python: 76-112 s alone in py-evm, or more"
 _BLS = "EIP-2537 pairing or multi-scalar multiplication in pure-Python py_ecc, over 30 s"
 
 KNOWN: Final[dict[str, Listing]] = {
@@ -37,10 +38,6 @@ KNOWN: Final[dict[str, Listing]] = {
     "*/CALLBlake2f.json::CALLBlake2f?Cancun-d9g0v0?": Listing("slow", _BLAKE2),
     "*/CALLCODEBlake2f.json::CALLCODEBlake2f?Cancun-d9g0v0?": Listing("slow", _BLAKE2),
     "*/CALLBlake2f_MaxRounds.json::*": Listing("slow", _BLAKE2),
-    "*/Return50000_2.json::Return50000_2?Cancun-d0g1v0?": Listing("slow", _CALLS),
-    "*/static_Call50000.json::static_Call50000?Cancun-d0g0v0?": Listing("slow", _CALLS),
-    "*/static_Call50000_identity2.json::*?Cancun-d0g0v0?": Listing("slow", _CALLS),
-    "*/static_Call50000_rip160.json::*?Cancun-d1g0v0?": Listing("slow", _CALLS),
     "*/bls12_g2msm/valid.json::*-max_discount-?*": Listing("slow", _BLS),
     "*/bls12_g2msm/valid.json::*-max_discount_plus_1-?*": Listing("slow", _BLS),
     "*/bls12_pairing/invalid.json::*-multi_inf_plus_g1_P_g2_inf_1-?*": Listing("slow", _BLS),
