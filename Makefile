@@ -12,7 +12,7 @@ export IOSWARM_SOLCJS_BIN := $(abspath $(SOLCJS))
 DEB_TOOLS := nginx:nginx promtool:prometheus systemd-analyze:systemd chromium:chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv tools debs test demo bench lint proto clean
+.PHONY: venv tools debs test demo bench lint proto clean conformance
 
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
@@ -56,6 +56,10 @@ lint: venv
 	$(VENV)/bin/ruff check ioswarm cmd tests bench scripts contracts
 	$(VENV)/bin/ruff format --check ioswarm cmd tests bench scripts contracts
 	$(VENV)/bin/mypy ioswarm cmd/ioswarm_cli bench contracts
+
+# The whole Cancun + Prague state-test set (IOSWARM_CONFORMANCE_FIXTURES or FIXTURES=... to move it).
+conformance: venv
+	$(VENV)/bin/ioswarm conformance $(if $(FIXTURES),--fixtures $(FIXTURES))
 
 proto: venv
 	$(PY) scripts/gen_proto.py

@@ -687,3 +687,18 @@ def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConf
         if values.get(k) is not None:
             merged[k] = values[k]
     return AgentConfig(**merged)
+
+
+CONFORMANCE_FIXTURES_ENV = "IOSWARM_CONFORMANCE_FIXTURES"
+DEFAULT_CONFORMANCE_FIXTURES = "../shared/ethereum-tests"
+
+
+def conformance_fixtures(flag: str | None, env: Mapping[str, str]) -> Path:
+    """The state-test fixture tree ``ioswarm conformance`` runs: ``--fixtures``, else
+    IOSWARM_CONFORMANCE_FIXTURES, else ../shared/ethereum-tests (beside the checkout)."""
+    raw = flag or env.get(CONFORMANCE_FIXTURES_ENV) or DEFAULT_CONFORMANCE_FIXTURES
+    path = Path(raw)
+    if not path.is_dir():
+        name = "--fixtures" if flag else CONFORMANCE_FIXTURES_ENV
+        raise ConfigError(name, f"not a directory of state-test fixtures: {raw}")
+    return path

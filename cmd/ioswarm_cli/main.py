@@ -12,6 +12,7 @@ from ioswarm import __version__
 from ioswarm.errors import ConfigError, IoswarmError, LoopFailed
 from ioswarm_cli import (
     agent,
+    conformance,
     coordinator,
     demo,
     keygen,
@@ -21,7 +22,17 @@ from ioswarm_cli import (
     workload,
 )
 
-COMMANDS = (coordinator, agent, keygen, workload, demo, rewards_cmds, snapshot, l4sim)
+COMMANDS = (
+    coordinator,
+    agent,
+    keygen,
+    workload,
+    demo,
+    rewards_cmds,
+    snapshot,
+    l4sim,
+    conformance,
+)
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

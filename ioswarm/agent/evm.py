@@ -52,6 +52,12 @@ from eth_typing import Address, BlockNumber, Hash32
 from eth_utils.exceptions import ValidationError as EvmValidationError
 from eth_utils.logging import get_extended_debug_logger
 
+from ioswarm.agent.evmprecompiles import (
+    MODEXP_ADDRESS,
+    POINT_EVALUATION_ADDRESS,
+    modexp,
+    point_evaluation,
+)
 from ioswarm.agent.evmstate import (
     JournaledTransientStorage,
     MissingStateRead,
@@ -73,15 +79,12 @@ from ioswarm.core.execution import (
 )
 from ioswarm.core.rules import (
     Reject,
-    TxTerms,
     chain_id_reject,
     nonce_reject,
     sender_code_reject,
     state_reject,
-    stateless_reject,
 )
 from ioswarm.core.tx import (
-    GAS_PER_BLOB,
     TX_ACCESS_LIST,
     TX_BLOB,
     TX_DYNAMIC_FEE,
@@ -90,6 +93,7 @@ from ioswarm.core.tx import (
     DecodedTx,
     decode_tx,
 )
+from ioswarm.core.validation import block_reject, tx_terms
 from ioswarm.errors import ValidationError
 
 __all__ = [
@@ -281,6 +285,7 @@ class _StateHooks(_StateBase):
     """The fork's State over a ProvidedStateDB, without trie or system-contract setup."""
 
     _transient_storage_class = JournaledTransientStorage
+    max_blobs_per_block: int  # per fork, below
 
     # BaseState.logger looks the logger up by name on every use, several times per transaction.
     logger = get_extended_debug_logger("eth.vm.state.ProvidedState")
@@ -301,6 +306,7 @@ class _StateHooks(_StateBase):
         self._block_hashes = block_hashes
         self.prague_floor = prague_floor
         self.context_reads: set[str] = set()
+        self.decoded_tx: DecodedTx | None = None  # set by the engine: the rules read it
         self.gas_used = 0
         self.coinbase_fee = 0
 
@@ -323,8 +329,17 @@ class _StateHooks(_StateBase):
         return Hash32(block_hash)
 
 
+def _precompile_table(precompiles: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The fork's precompiles with the replacements of :mod:`ioswarm.agent.evmprecompiles`."""
+    table = dict(precompiles)
+    table[Address(MODEXP_ADDRESS)] = modexp
+    table[Address(POINT_EVALUATION_ADDRESS)] = point_evaluation
+    return table
+
+
 class _PragueComputation(_ComputationHooks, PragueComputation):
     opcodes = _opcode_table(PragueComputation.opcodes)
+    _precompiles = _precompile_table(PragueComputation.get_precompiles())
 
 
 class _PragueExecutor(_ExecutorHooks, PragueTransactionExecutor):
@@ -332,12 +347,14 @@ class _PragueExecutor(_ExecutorHooks, PragueTransactionExecutor):
 
 
 class _PragueState(_StateHooks, PragueState):
+    max_blobs_per_block = 9  # EIP-7691
     computation_class = _PragueComputation
     transaction_executor_class = _PragueExecutor
 
 
 class _CancunComputation(_ComputationHooks, CancunComputation):
     opcodes = _opcode_table(CancunComputation.opcodes)
+    _precompiles = _precompile_table(CancunComputation.get_precompiles())
 
 
 class _CancunExecutor(_ExecutorHooks, CancunTransactionExecutor):
@@ -345,6 +362,7 @@ class _CancunExecutor(_ExecutorHooks, CancunTransactionExecutor):
 
 
 class _CancunState(_StateHooks, CancunState):
+    max_blobs_per_block = 6  # EIP-4844
     computation_class = _CancunComputation
     transaction_executor_class = _CancunExecutor
 
@@ -380,43 +398,27 @@ SUPPORTED_FORKS: Final = frozenset(_FORKS)
 
 
 def _precheck(state: Any, tx: Any) -> Reject | None:
-    """The shared L2 rules (:mod:`ioswarm.core.rules`) py-evm 0.12 does not enforce or orders
-    differently, plus what only the block and the sender's code decide: the base fee and
-    EIP-3607 senders (with the EIP-7702 delegation exception)."""
+    """The L2 rules, by the very functions L2 runs (:func:`ioswarm.core.validation.block_reject`
+    and :mod:`ioswarm.core.rules`), now with what only the block and the sender's account decide:
+    the base fee, the blob base fee and blob limit, nonce, balance (blob gas included) and
+    EIP-3607 senders (with the EIP-7702 delegation exception). py-evm's own checks run after."""
+    decoded: DecodedTx | None = state.decoded_tx
+    if decoded is None:  # a py-evm transaction applied directly (bench/l3_execution.py)
+        decoded = decode_tx(tx.encode())
     context = state.execution_context
-    reason = chain_id_reject(tx.chain_id, context.chain_id)
-    if reason is not None:
-        return reason
-    data = tx.data
-    legacy_fees = tx.type_id is None or tx.type_id == TX_ACCESS_LIST
-    blob_fee_cap = 0
-    if tx.type_id == TX_BLOB:
-        blob_fee_cap = len(tx.blob_versioned_hashes) * GAS_PER_BLOB * tx.max_fee_per_blob_gas
-    terms = TxTerms(
-        creates=tx.to == CREATE_CONTRACT_ADDRESS,
-        data_size=len(data),
-        gas_limit=tx.gas,
-        nonce=tx.nonce,
-        value=tx.value,
-        fee_cap=tx.gas_price if legacy_fees else tx.max_fee_per_gas,
-        tip_cap=None if legacy_fees else tx.max_priority_fee_per_gas,
-        blob_fee_cap=blob_fee_cap,
-    )
-    required = tx.intrinsic_gas
-    if state.prague_floor:
-        zeros = data.count(0)
-        required = max(required, 21_000 + 10 * (zeros + 4 * (len(data) - zeros)))
-    reason = stateless_reject(
-        terms,
-        required_gas=required,
+    reason = chain_id_reject(decoded.chain_id, context.chain_id) or block_reject(
+        decoded,
         block_gas_limit=state.gas_limit,
         base_fee=context.base_fee_per_gas,
+        blob_base_fee=state.blob_base_fee,
+        max_blobs=state.max_blobs_per_block,
+        calldata_floor=state.prague_floor,
     )
     if reason is not None:
         return reason
     sender = tx.sender
     return state_reject(
-        terms, nonce=state.get_nonce(sender), balance=state.get_balance(sender)
+        tx_terms(decoded), nonce=state.get_nonce(sender), balance=state.get_balance(sender)
     ) or sender_code_reject(state.get_code(sender))
 
 
@@ -526,6 +528,7 @@ class PyEvmEngine:
             return Execution(valid=False, reject_reason=Reject.UNSUPPORTED_TX_TYPE)
 
         state = provided_state(accounts, block, self._execution_context(block))
+        state.decoded_tx = tx
         db = state.account_db
         try:
             computation = state.apply_transaction(_to_pyevm_tx(fork, tx, sender))
@@ -652,7 +655,9 @@ def _account_changes(
         old_balance = before.balance if before else 0
         old_nonce = before.nonce if before else 0
         old_code = before.code if before else b""
-        if balance != old_balance or nonce != old_nonce or code != old_code:
+        deleted = before is not None and before.in_trie and not db.post_exists(address)
+        code_changed = code != old_code
+        if balance != old_balance or nonce != old_nonce or code_changed or deleted:
             changes.append(
                 AccountChange(
                     address,
@@ -660,7 +665,9 @@ def _account_changes(
                     balance,
                     old_nonce,
                     nonce,
-                    code if code != old_code else b"",
+                    code if code_changed else b"",
+                    code_cleared=code_changed and not code,
+                    deleted=deleted,
                 )
             )
     return tuple(changes)

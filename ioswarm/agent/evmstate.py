@@ -54,6 +54,7 @@ class ProvidedStateDB(AccountDatabaseAPI):
         coinbase: bytes,
         precompiles: frozenset[bytes],
     ) -> None:
+        self._has_storage: set[bytes] = set()  # accounts known to hold storage (EIP-7610)
         # Consulted again on a miss: a plain dict then adds nothing, while a lazy mapping over
         # a full local state (L4) answers from its store.
         self._accounts = accounts
@@ -66,8 +67,9 @@ class ProvidedStateDB(AccountDatabaseAPI):
             self._balance[address] = account.balance
             self._nonce[address] = account.nonce
             self._code[address] = account.code
-            # An empty account is how a non-existent one is given (EIP-161).
-            self._exists[address] = bool(account.balance or account.nonce or account.code)
+            self._exists[address] = account.in_trie
+            if account.has_storage:
+                self._has_storage.add(address)
             for slot, value in account.storage.items():
                 self._storage[address, int.from_bytes(slot, "big")] = int.from_bytes(value, "big")
         self._original: dict[tuple[bytes, int], int] = dict(self._storage)
@@ -94,7 +96,9 @@ class ProvidedStateDB(AccountDatabaseAPI):
             self._balance[address] = loaded.balance
             self._nonce[address] = loaded.nonce
             self._code[address] = loaded.code
-            self._exists[address] = not loaded.is_empty
+            self._exists[address] = loaded.in_trie
+            if loaded.has_storage:
+                self._has_storage.add(address)
             return
         if self.finalizing and (address == self._coinbase or address in self._precompiles):
             # Fee credit and EIP-161 clearing after execution; see the module docstring.
@@ -240,7 +244,18 @@ class ProvidedStateDB(AccountDatabaseAPI):
     # -- accounts --
 
     def account_has_code_or_nonce(self, address: bytes) -> bool:
-        return self.get_nonce(address) != 0 or self.get_code(address) != b""
+        """The create-collision test: py-evm asks it before every CREATE, CREATE2 and creation
+        transaction. EIP-7610 adds non-empty storage to nonce and code."""
+        return (
+            self.get_nonce(address) != 0
+            or self.get_code(address) != b""
+            or self._holds_storage(address)
+        )
+
+    def _holds_storage(self, address: bytes) -> bool:
+        if address in self._has_storage and address not in self._wiped:
+            return True
+        return any(value for (owner, _), value in self._storage.items() if owner == address)
 
     def delete_account(self, address: bytes) -> None:
         self.delete_storage(address)
@@ -306,6 +321,10 @@ class ProvidedStateDB(AccountDatabaseAPI):
     def post_account(self, address: bytes) -> tuple[int, int, bytes]:
         """Balance, nonce and code of ``address`` now."""
         return self._balance[address], self._nonce[address], self._code[address]
+
+    def post_exists(self, address: bytes) -> bool:
+        """Whether ``address`` exists now (EIP-161 clearing and SELFDESTRUCT remove it)."""
+        return self._exists[address]
 
     def post_slot(self, key: tuple[bytes, int]) -> int:
         """Current value of a slot that was written."""

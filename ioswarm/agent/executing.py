@@ -186,6 +186,8 @@ def execution_result(task_id: int, execution: Execution) -> pb.TaskResult:
                 nonce_before=c.nonce_before,
                 nonce_after=c.nonce_after,
                 created_code=c.created_code,
+                code_cleared=c.code_cleared,
+                deleted=c.deleted,
             )
             for c in execution.account_changes
         ],

@@ -56,7 +56,7 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
             balances[addr] = after - before
         if a.nonce_before != a.nonce_after:
             nonces[addr] = a.nonce_after
-        if a.created_code:
+        if a.created_code or a.code_cleared:  # b"": the account's delegation was cleared
             code[addr] = bytes(a.created_code)
     return ExecEffects(
         success=msg.status == pb.EXEC_SUCCESS,

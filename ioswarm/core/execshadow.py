@@ -51,7 +51,8 @@ class ExecEffects:
     # predecessor of the same sender moves the starting balance but not what this tx moves.
     balances: Mapping[bytes, int]
     nonces: Mapping[bytes, int]  # address -> nonce after (changed only)
-    code: Mapping[bytes, bytes]  # address -> code after (created or changed only)
+    # address -> code after, for changed code only; b"" when an EIP-7702 delegation was cleared
+    code: Mapping[bytes, bytes]
     coinbase_fee: int  # what the coinbase gained
     writes: frozenset[StateKey] = field(default_factory=frozenset)
 
@@ -112,7 +113,9 @@ def effects_from_diff(
         if after.nonce is not None:
             nonces[addr] = after.nonce
             writes.add((addr, b"nonce"))
-        if after.code is not None:
+        if after.code is not None and (after.code or before.code):
+            # Empty code after non-empty code is an EIP-7702 delegation cleared; empty code
+            # where there was none is no change.
             code[addr] = after.code
             writes.add((addr, b"code"))
         for slot in set(before.storage) | set(after.storage):
@@ -148,7 +151,7 @@ def first_difference(claim: ExecEffects, truth: ExecEffects) -> str | None:
         return "balance"
     if dict(claim.nonces) != dict(truth.nonces):
         return "nonce"
-    if {a: c for a, c in claim.code.items() if c} != {a: c for a, c in truth.code.items() if c}:
+    if dict(claim.code) != dict(truth.code):  # b"" is a cleared delegation on both sides
         return "code"
     if claim.coinbase_fee != truth.coinbase_fee:
         return "coinbase_fee"

@@ -73,11 +73,29 @@ class AccountInput:
     code: bytes = b""
     storage: Mapping[bytes, bytes] = field(default_factory=dict)
     """32-byte slot -> 32-byte value; only the listed slots may be read."""
+    has_storage: bool = False
+    """The account holds non-zero storage, whether or not a slot of it is listed (EIP-7610:
+    creating a contract over non-empty storage fails)."""
+    exists: bool | None = None
+    """Whether the account is in the state trie; None derives it (non-empty, or it holds
+    storage). An account with storage but no balance, nonce or code exists (EIP-7702 refund)."""
 
     @property
     def is_empty(self) -> bool:
-        """EIP-161 empty: how an account that does not exist on chain is given."""
+        """EIP-161 empty: no balance, nonce or code (an absent account is empty too)."""
         return not (self.balance or self.nonce or self.code)
+
+    @property
+    def in_trie(self) -> bool:
+        """Whether the account exists: as given, else non-empty or holding storage."""
+        if self.exists is not None:
+            return self.exists
+        return not self.is_empty or self.holds_storage
+
+    @property
+    def holds_storage(self) -> bool:
+        """Whether any storage of the account is known to be non-zero."""
+        return self.has_storage or any(any(v) for v in self.storage.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +133,7 @@ class StorageChange(NamedTuple):
 
 
 class AccountChange(NamedTuple):
-    """An account whose balance, nonce or code differs after the transaction."""
+    """An account whose balance, nonce, code or existence differs after the transaction."""
 
     address: bytes
     balance_before: int
@@ -124,6 +142,12 @@ class AccountChange(NamedTuple):
     nonce_after: int
     created_code: bytes
     """The account's code after the transaction when it changed (CREATE, EIP-7702), else b''."""
+    code_cleared: bool = False
+    """The account had code and has none after (an EIP-7702 delegation reset to the zero
+    address): told apart from unchanged code, which ``created_code == b''`` also means."""
+    deleted: bool = False
+    """The account existed before and does not after: EIP-161 cleared it as touched and empty
+    (balance, nonce and code may all be unchanged zeros, so only this field says it)."""
 
 
 class MissingKey(NamedTuple):

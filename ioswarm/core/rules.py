@@ -23,6 +23,7 @@ __all__ = [
     "Reject",
     "TxTerms",
     "bad_field",
+    "blob_reject",
     "chain_id_reject",
     "nonce_reject",
     "sender_code_reject",
@@ -54,6 +55,7 @@ class Reject(StrEnum):
     FEE_CAP_BELOW_TIP = "fee_cap_below_tip"  # EIP-1559
     FEE_CAP_BELOW_BASE_FEE = "fee_cap_below_base_fee"  # needs the block's base fee (L3/L4)
     BLOB_FEE_CAP_BELOW_BASE_FEE = "blob_fee_cap_below_base_fee"  # EIP-4844, at execution
+    TOO_MANY_BLOBS = "too_many_blobs"  # more blobs than the fork allows in a block
     INTRINSIC_GAS_TOO_HIGH = "intrinsic_gas_too_high"  # the gas limit is below it (or EIP-7623)
     # Rules on the sender's account state.
     MISSING_STATE = "missing_state"
@@ -126,6 +128,23 @@ def stateless_reject(
         return Reject.FEE_CAP_BELOW_BASE_FEE
     if required_gas > tx.gas_limit:
         return Reject.INTRINSIC_GAS_TOO_HIGH
+    return None
+
+
+def blob_reject(
+    blob_count: int,
+    max_fee_per_blob_gas: int,
+    *,
+    max_blobs: int | None,
+    blob_base_fee: int | None,
+) -> Reject | None:
+    """EIP-4844 rules of a blob transaction that need the block: no more blobs than a block
+    may hold (EIP-7691 raised it in Prague), and a blob fee cap at least the blob base fee.
+    ``None`` for what is not known (L2 tasks carry no block)."""
+    if max_blobs is not None and blob_count > max_blobs:
+        return Reject.TOO_MANY_BLOBS
+    if blob_base_fee is not None and blob_count and max_fee_per_blob_gas < blob_base_fee:
+        return Reject.BLOB_FEE_CAP_BELOW_BASE_FEE
     return None
 
 

@@ -15,6 +15,7 @@ from ioswarm.core.models import AccountSnapshot, Verdict
 from ioswarm.core.rules import (
     Reject,
     TxTerms,
+    blob_reject,
     chain_id_reject,
     state_reject,
     stateless_reject,
@@ -29,7 +30,7 @@ from ioswarm.core.tx import (
 )
 from ioswarm.errors import ValidationError
 
-__all__ = ["Check", "check_l1", "check_l2", "tx_terms"]
+__all__ = ["Check", "block_reject", "check_l1", "check_l2", "tx_terms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +87,9 @@ def check_l2(
         return first
     tx = first.tx
     assert tx is not None  # a valid L1 check always carries the decoded transaction
-    terms = tx_terms(tx)
-    # Prague: the gas limit must also cover the EIP-7623 calldata floor.
-    reason = stateless_reject(
-        terms,
-        required_gas=max(first.gas_estimate, floor_data_gas(tx)),
-        block_gas_limit=block_gas_limit,
-    ) or _state_reason(terms, first.sender, sender_state)
+    reason = block_reject(tx, block_gas_limit=block_gas_limit) or _state_reason(
+        tx_terms(tx), first.sender, sender_state
+    )
     if reason is not None:
         return Check(
             valid=False,
@@ -102,6 +99,39 @@ def check_l2(
             tx=tx,
         )
     return first
+
+
+def block_reject(
+    tx: DecodedTx,
+    *,
+    block_gas_limit: int,
+    base_fee: int | None = None,
+    blob_base_fee: int | None = None,
+    max_blobs: int | None = None,
+    calldata_floor: bool = True,
+) -> Reject | None:
+    """The first rule ``tx`` breaks that needs no account state, only the block: the one
+    function L2 and the L3/L4 precheck share. L2 knows only the gas limit; an executing level
+    also passes the base fee, the blob base fee and the fork's blob limit (None = unknown).
+
+    The gas limit must cover the intrinsic gas with the EIP-3860 initcode words and, where the
+    fork has it (``calldata_floor``, Prague), the EIP-7623 calldata floor.
+    """
+    required = intrinsic_gas(tx)
+    if calldata_floor:
+        required = max(required, floor_data_gas(tx))
+    reason = stateless_reject(
+        tx_terms(tx), required_gas=required, block_gas_limit=block_gas_limit, base_fee=base_fee
+    )
+    if reason is not None or tx.tx_type != TX_BLOB:
+        return reason
+    assert tx.max_fee_per_blob_gas is not None  # every blob transaction carries one
+    return blob_reject(
+        len(tx.blob_versioned_hashes),
+        tx.max_fee_per_blob_gas,
+        max_blobs=max_blobs,
+        blob_base_fee=blob_base_fee,
+    )
 
 
 def tx_terms(tx: DecodedTx) -> TxTerms:

@@ -192,20 +192,24 @@ class StorageChange(_message.Message):
     def __init__(self, address: _Optional[bytes] = ..., slot: _Optional[bytes] = ..., old_value: _Optional[bytes] = ..., new_value: _Optional[bytes] = ...) -> None: ...
 
 class AccountChange(_message.Message):
-    __slots__ = ("address", "balance_before", "balance_after", "nonce_before", "nonce_after", "created_code")
+    __slots__ = ("address", "balance_before", "balance_after", "nonce_before", "nonce_after", "created_code", "code_cleared", "deleted")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     BALANCE_BEFORE_FIELD_NUMBER: _ClassVar[int]
     BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     NONCE_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NONCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_CODE_FIELD_NUMBER: _ClassVar[int]
+    CODE_CLEARED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     address: bytes
     balance_before: bytes
     balance_after: bytes
     nonce_before: int
     nonce_after: int
     created_code: bytes
-    def __init__(self, address: _Optional[bytes] = ..., balance_before: _Optional[bytes] = ..., balance_after: _Optional[bytes] = ..., nonce_before: _Optional[int] = ..., nonce_after: _Optional[int] = ..., created_code: _Optional[bytes] = ...) -> None: ...
+    code_cleared: bool
+    deleted: bool
+    def __init__(self, address: _Optional[bytes] = ..., balance_before: _Optional[bytes] = ..., balance_after: _Optional[bytes] = ..., nonce_before: _Optional[int] = ..., nonce_after: _Optional[int] = ..., created_code: _Optional[bytes] = ..., code_cleared: _Optional[bool] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "valid", "reject_reason", "gas_estimate", "latency_us", "gas_used", "status", "return_data", "logs", "state_changes", "account_changes", "context_reads", "exec_error", "sender", "declined")

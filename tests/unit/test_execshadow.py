@@ -162,3 +162,17 @@ def test_predict_next_block() -> None:
     p = predict_next(head, 2, "prague", hashes)
     assert (p.number, p.timestamp, p.base_fee) == (301, 1002, 875_000_000)
     assert min(p.block_hashes) == 301 - 256 and max(p.block_hashes) == 300
+
+
+def test_a_cleared_delegation_is_compared_as_code() -> None:
+    """Empty code after a delegation is a change on both sides; an agent that does not report
+    the clearing mismatches on code, and empty code where there was none is no change."""
+    delegation = b"\xef\x01\x00" + TOKEN
+    pre = {SENDER: AccountDiff(balance=10, nonce=1, code=delegation), TOKEN: AccountDiff()}
+    post = {SENDER: AccountDiff(nonce=2, code=b""), TOKEN: AccountDiff(balance=1, code=b"")}
+    chain = effects_from_diff(True, 21_000, [], pre, post, COINBASE)
+    assert chain.code == {SENDER: b""}
+    cleared = ExecEffects(True, 21_000, (), {}, {TOKEN: 1}, {SENDER: 2}, {SENDER: b""}, 0)
+    assert first_difference(cleared, chain) is None
+    silent = ExecEffects(True, 21_000, (), {}, {TOKEN: 1}, {SENDER: 2}, {}, 0)
+    assert first_difference(silent, chain) == "code"

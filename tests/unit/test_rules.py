@@ -10,6 +10,7 @@ from ioswarm.core.rules import (
     Reject,
     TxTerms,
     bad_field,
+    blob_reject,
     sender_code_reject,
     state_reject,
     stateless_reject,
@@ -133,3 +134,25 @@ def test_every_name_is_its_wire_string() -> None:
     assert len({r.value for r in Reject}) == len(Reject)
     assert bad_field("nonce") == "bad_field:nonce"
     assert not {"nonce_mismatch", "fee_cap", "intrinsic_gas"} & {r.value for r in Reject}
+
+
+@pytest.mark.parametrize(
+    ("blobs", "fee_cap", "max_blobs", "blob_base_fee", "reason"),
+    [
+        (6, 1, 6, 1, None),
+        (7, 1, 6, 1, Reject.TOO_MANY_BLOBS),
+        (7, 1, None, 1, None),  # L2: no block, no limit known
+        (1, 9, 6, 10, Reject.BLOB_FEE_CAP_BELOW_BASE_FEE),
+        (1, 9, 6, None, None),
+        (10, 0, 9, 10, Reject.TOO_MANY_BLOBS),  # the count is checked first
+    ],
+)
+def test_blob_rules_need_the_block_and_check_count_before_fee(
+    blobs: int,
+    fee_cap: int,
+    max_blobs: int | None,
+    blob_base_fee: int | None,
+    reason: Reject | None,
+) -> None:
+    """At most the fork's blobs per block, and a blob fee cap at least the blob base fee."""
+    assert blob_reject(blobs, fee_cap, max_blobs=max_blobs, blob_base_fee=blob_base_fee) == reason
