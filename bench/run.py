@@ -32,7 +32,7 @@ def main() -> int:
         "l4_restart": l4_restart.run(),
         # The figure is for a >= 1 GB state; pass a smaller size for a quick look.
         "snapshot_io": snapshot_io.run(size_mb=int(sys.argv[1]) if len(sys.argv) > 1 else 1024),
-        "soak": soak.run(minutes=5.0),
+        "soak": soak.run(minutes=8.0),
     }
     print("\n== summary (JSON) ==")
     print(json.dumps(results, indent=2, default=str))

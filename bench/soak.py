@@ -9,7 +9,7 @@ tasks over the second half (flat), and the largest tables against their bounds.
 
 A longer run for operators: ``python bench/soak.py --minutes 120 --rate 20``.
 
-Run: ``python bench/soak.py [--minutes 5] [--rate 8] [--agents 4]``
+Run: ``python bench/soak.py [--minutes 8] [--rate 8] [--agents 4]``
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ async def soak(
     }
 
 
-def run(minutes: float = 5.0, rate: float = 8.0, agents: int = 4) -> dict[str, Any]:
+def run(minutes: float = 8.0, rate: float = 8.0, agents: int = 4) -> dict[str, Any]:
     result = asyncio.run(soak(minutes, rate, agents, churn_sec=15.0, sample_sec=5.0))
     print("== soak: coordinator process under workload and agent churn ==")
     for key, value in result.items():
@@ -250,7 +250,7 @@ def run(minutes: float = 5.0, rate: float = 8.0, agents: int = 4) -> dict[str, A
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=8.0)
     parser.add_argument("--agents", type=int, default=4)
     args = parser.parse_args()
