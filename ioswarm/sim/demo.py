@@ -457,7 +457,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"transactions: the workload sent {workload.get('sent', 0)} "
         f"({workload.get('errors', 0)} refused by the node)"
         + (
-            f", the contract workload {contracts.get('sent', 0)}"
+            f", the contract workload {_count(contracts.get('sent'))} "
+            f"({_count(contracts.get('errors'))} refused)"
             if (contracts := report.get("contract_workload"))
             else ""
         ),
@@ -523,6 +524,13 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{skipped} not counted{why}{settled} -> {_verdict(ok)}"
         )
     return "\n".join(lines)
+
+
+def _count(value: Any) -> int:
+    """A count that may be given per category (a mapping of counts)."""
+    if isinstance(value, Mapping):
+        return sum(int(v) for v in value.values())
+    return int(value or 0)
 
 
 def adversary_lines(adversaries: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -79,3 +79,14 @@ def test_an_agent_without_reward_figures_and_an_empty_report_print() -> None:
     """An agent that left before the end, and a report with nothing in it, still format."""
     assert "a-1: no reward figures" in format_report(_report())
     assert "== ioswarm demo report ==" in format_report({})
+
+
+def test_contract_workload_counts_per_category_are_summed() -> None:
+    """The contract workload reports per-category counts; the report prints their totals."""
+    report = dict(_report())
+    report["contract_workload"] = {
+        "sent": {"erc20_transfer": 7, "create": 3},
+        "errors": {"erc20_transfer": 1, "create": 0},
+    }
+    text = format_report(report)
+    assert "the contract workload 10 (1 refused)" in text and "erc20_transfer" not in text
