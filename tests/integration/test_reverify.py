@@ -17,6 +17,7 @@ from tests.integration.test_l3_shadow import GasOffByOne, start
 pytestmark = pytest.mark.integration
 
 TXS = 6
+MAX_ROUNDS = 4
 
 
 async def test_excluded_answers_are_reverified_exactly_by_another_agent(
@@ -44,34 +45,48 @@ async def test_excluded_answers_are_reverified_exactly_by_another_agent(
             start(app.grpc_port, "cheater", GasOffByOne()),
         ]
         await eventually(lambda: c.dispatcher.stream_count() == 2, 30, what="L3 streams")
-        sent = [await wl.send("ctx_timestamp", sender=i) for i in range(TXS)]
-        await eventually(lambda: c.totals.results_accepted >= TXS, 30, what="answers")
-        await anvil.rpc("evm_increaseTime", [1000])  # the block lands far from its prediction
-        await anvil.mine(1)
-        await wl.wait_included(sent)
 
         def l3() -> dict[str, object]:
             counts = c.shadow.by_level.get(Level.L3)
             return counts.as_dict() if counts is not None else {}
 
-        await eventually(
-            lambda: l3().get("excluded") and l3().get("unverified") == 0, 60, what="re-verified"
-        )
+        def excluded_of(agent_id: str) -> int:
+            counts = c.shadow.by_agent.get(agent_id)
+            return counts.excluded_total if counts is not None else 0
+
+        # Rounds until each agent had an answer excluded (the scheduler decides who gets
+        # what; a round's six transactions almost always split between the two).
+        rounds = 0
+        while rounds < MAX_ROUNDS and not (excluded_of("honest") and excluded_of("cheater")):
+            rounds += 1
+            sent = [await wl.send("ctx_timestamp", sender=i) for i in range(TXS)]
+            await eventually(
+                lambda n=rounds * TXS: c.totals.results_accepted >= n, 30, what="answers"
+            )
+            await anvil.rpc("evm_increaseTime", [1000])  # the block lands far from its prediction
+            await anvil.mine(1)
+            await wl.wait_included(sent)
+            await eventually(
+                lambda n=rounds * TXS: l3().get("compared", 0) >= n and l3().get("unverified") == 0,
+                60,
+                what="re-verified",
+            )
+        total = rounds * TXS
         counts = l3()
         excluded = counts["excluded"]
-        assert isinstance(excluded, dict) and sum(excluded.values()) == TXS, counts
+        assert isinstance(excluded, dict) and sum(excluded.values()) == total, counts
         # The first one read a timestamp nobody predicted; the rest also raced on its slot.
         assert set(excluded) <= {"block_context", "read_write_race"}, counts
-        assert counts["reverified"] == TXS
+        assert counts["reverified"] == total and counts["unverified"] == 0
         honest, cheater = c.shadow.by_agent["honest"], c.shadow.by_agent["cheater"]
         # Each re-verification went to the agent whose answer was not the excluded one.
-        assert honest.excluded_total + cheater.excluded_total == TXS
-        assert honest.mismatched == 0 and honest.matched == cheater.excluded_total
+        assert honest.excluded_total + cheater.excluded_total == total
+        assert honest.mismatched == 0 and honest.matched == cheater.excluded_total >= 1
         assert cheater.mismatched == honest.excluded_total >= 1
         assert set(cheater.mismatched_fields) == {"gas_used"}
         issued = app.registry.get_sample_value(
             "ioswarm_shadow_reverify_total", {"result": "issued"}
         )
-        assert issued == TXS
+        assert issued == total
         for a in agents:
             await a.stop()
