@@ -23,7 +23,7 @@ from typing import Protocol
 from ioswarm.core.models import AccountState, Level, Task
 from ioswarm.core.retention import TableSize
 from ioswarm.core.scheduling import Scheduler
-from ioswarm.core.shadow import Reverifiable, ShadowBook
+from ioswarm.core.shadow import MAX_REVERIFY_QUEUE, Reverifiable, ShadowBook
 from ioswarm.errors import NodeError
 
 log = logging.getLogger("ioswarm.reverify")
@@ -69,7 +69,6 @@ class Reverifier:
         self._clock = clock
         self._event = asyncio.Event()
         self._waiting: OrderedDict[int, float] = OrderedDict()
-        self.issued = 0
 
     def notify(self) -> None:
         """Something was excluded (called after each block)."""
@@ -78,7 +77,7 @@ class Reverifier:
 
     def tables(self) -> dict[str, TableSize]:
         return {
-            "reverify_queue": TableSize(len(self._shadow.reverifiable), MAX_WAITING),
+            "reverify_queue": TableSize(len(self._shadow.reverifiable), MAX_REVERIFY_QUEUE),
             "reverify_waiting": TableSize(len(self._waiting), MAX_WAITING),
         }
 
@@ -123,7 +122,6 @@ class Reverifier:
             while len(self._waiting) > MAX_WAITING:
                 self._waiting.popitem(last=False)
             self._count("issued")
-            self.issued += 1
             log.info(
                 "re-verifying tx=0x%s block=%d reason=%s excluded_agent=%s task_id=%d",
                 tx_hash.hex(),
