@@ -74,6 +74,12 @@ def _url(v: Any) -> str | None:
     return "must be an http:// or https:// URL"
 
 
+def _ws_url(v: Any) -> str | None:
+    if v in ("", "off") or re.match(r"^wss?://[^\s/]+", v):
+        return None
+    return 'must be a ws:// or wss:// URL, "" (derived from nodeRpcUrl) or "off"'
+
+
 def _amount(v: Any) -> str | None:
     try:
         d = Decimal(str(v))
@@ -235,6 +241,12 @@ class CoordinatorConfig:
         "JSON-RPC URL of the EVM node this coordinator runs beside.",
         check=_url,
     )
+    node_ws_url: str = _f(
+        "nodeWsUrl",
+        "",
+        'WebSocket URL the node pushes pending txs on (eth_subscribe newPendingTransactions); empty derives it from nodeRpcUrl (ws:// on the same host and port, as anvil and reth serve it), "off" polls only.',
+        check=_ws_url,
+    )
     chain_id: int = _f(
         "chainId",
         0,
@@ -282,6 +294,18 @@ class CoordinatorConfig:
     )
     poll_interval_ms: int = _f(
         "pollIntervalMs", 1000, "Mempool poll period in milliseconds.", check=_positive
+    )
+    mempool_gap_fill_ms: int = _f(
+        "mempoolGapFillMs",
+        2000,
+        "While the node pushes pending txs, the full txpool_content listing runs this often instead of every pollIntervalMs (it fills what a dropped connection missed).",
+        check=_positive,
+    )
+    proof_check_pct: float = _f(
+        "proofCheckPct",
+        1.0,
+        "Percentage of the addresses of each mempool state read also proven with eth_getProof against the block's state root (a consistency check of the plain reads; 100 proves every one).",
+        check=_percent,
     )
     task_timeout_ms: int = _f(
         "taskTimeoutMs",

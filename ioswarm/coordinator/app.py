@@ -39,7 +39,9 @@ class CoordinatorApp:
         self.config = config
         self.registry = registry or CollectorRegistry()
         self._owns_node = node is None
-        self.node: NodeClient = node or JsonRpcNode(config.node_rpc_url)
+        self.node: NodeClient = node or JsonRpcNode(
+            config.node_rpc_url, proof_check_sample=config.proof_check_pct / 100
+        )
         execution = (
             ExecutionReader(self.node.transport) if isinstance(self.node, JsonRpcNode) else None
         )
@@ -86,6 +88,7 @@ class CoordinatorApp:
             console=console,
         )
         self.coordinator.loops.add("http-connections", self.api.governor.run)
+
         self.coordinator.loops.add("console", console.run)
 
     @property

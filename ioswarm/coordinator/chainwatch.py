@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ioswarm.core.execshadow import effects_from_diff
-from ioswarm.core.mempool import Planned, plan_dispatch
+from ioswarm.core.mempool import PendingPool, Planned, plan_dispatch
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
 from ioswarm.core.retention import TableSize
 from ioswarm.core.syncguard import node_is_syncing
 from ioswarm.errors import NodeError, NodeUnreachable
 from ioswarm.node.adapter import NodeClient
 from ioswarm.node.execution import ExecutionReader, TxDiff
+from ioswarm.node.rpc import CallStats, counting_calls
+from ioswarm.node.ws import PendingTxStream
 
 log = logging.getLogger("ioswarm.chain")
 
@@ -68,8 +71,10 @@ async def retry_node_errors(
     interval: float,
     backoff: ErrorBackoff,
     on_error: Callable[[str], None],
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run ``step`` every ``interval`` until ``stop``; after a node error, wait ``backoff``.
+    A set ``wake`` starts the next step at once (not during an error backoff).
 
     The one retrying loop of the node readers. A node going away is expected and waited out
     here; any other exception is a bug and leaves the loop, so the loop supervisor logs it,
@@ -89,8 +94,24 @@ async def retry_node_errors(
         except Exception:
             on_error(loop)
             raise
+        if wake is not None and delay == interval:
+            await _first_of(stop, wake, delay)
+            continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event, within: float) -> None:
+    """Wait until ``stop`` or ``wake`` is set, or ``within`` seconds passed."""
+    if stop.is_set() or wake.is_set():
+        return
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 class BlockWatcher:
@@ -192,12 +213,15 @@ class BlockWatcher:
 
 
 class MempoolPoller:
-    """Reads pending transactions and turns each new one into tasks exactly once.
+    """Turns each new pending transaction into tasks exactly once, as soon as it is seen.
 
-    What it remembers follows the mempool: a dispatched hash and a (sender, nonce) slot's
-    owner are kept while the node still lists the transaction (a tx that left the mempool,
-    included or dropped, is not dispatched again unless the node lists it again), and never
-    more than ``max_tracked`` of each (``maxTrackedTxs``; the oldest go first).
+    Transactions arrive pushed by the node (:class:`~ioswarm.node.ws.PendingTxStream`, when
+    attached and connected) and from a full ``txpool_content`` listing, read every round while
+    no push is live and every ``gap_fill_interval`` while one is (it fills what a dropped
+    connection missed). A round takes what arrived, reads the state of the senders it needs in
+    one batch pinned to the head block, and hands the ready txs to ``make_tasks``; txs behind a
+    nonce gap wait in the pool for a later round. What it remembers is a
+    :class:`~ioswarm.core.mempool.PendingPool` (``maxTrackedTxs`` bounds each table).
     """
 
     def __init__(
@@ -216,54 +240,108 @@ class MempoolPoller:
         on_error: Callable[[str], None],
         on_syncing: Callable[[bool], None],
         max_tracked: int = 100_000,
+        gap_fill_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` stamps when each tx was first seen (the scheduler's clock: the latency
+        metrics subtract the two)."""
         self._node = node
         self.max_tracked = max_tracked
         self._head = head
         self._make_tasks = make_tasks
         self._needs_state = needs_state
         self._has_agents = has_agents
-        self._on_replaced = on_replaced
         self._interval = interval
+        self._gap_fill = gap_fill_interval if gap_fill_interval is not None else interval
         self._max_lag = sync_max_lag_sec
         self._wall = wall_clock
+        self._clock = clock
         self._on_error = on_error
         self._on_syncing = on_syncing
         self._backoff = ErrorBackoff(interval)
-        self._dispatched: OrderedDict[bytes, None] = OrderedDict()
-        self._slot_owner: dict[tuple[bytes, int], bytes] = {}
+        self.pool = PendingPool(max_tracked, on_replaced)
+        self._pushed: list[PendingTx] = []
+        self._pushed_hashes: list[bytes] = []
+        self.wake = asyncio.Event()
+        self.push: PendingTxStream | None = None
+        self._listed_at = -float("inf")
+        self._listed_connects = -1
         self._state_cache: dict[bytes, AccountSnapshot] = {}
         self._state_cache_block = -1
+        self.node_calls = CallStats()
+        self.seen = {"push": 0, "poll": 0}
         self.syncing = False
         self.polls = 0
+        self.listings = 0
         self.stale_skipped = 0
 
+    # -- push ----------------------------------------------------------------------------------
+
+    def attach_push(self, url: str) -> PendingTxStream:
+        """Take pending txs pushed over a WebSocket at ``url`` (run :meth:`run_push`)."""
+        self.push = PendingTxStream(url, self._on_pushed, self._on_pushed_hashes)
+        return self.push
+
+    @property
+    def push_live(self) -> bool:
+        return self.push is not None and self.push.live
+
+    def _on_pushed(self, txs: list[PendingTx]) -> None:
+        if len(self._pushed) < self.max_tracked:
+            self._pushed.extend(txs)
+        self.wake.set()
+
+    def _on_pushed_hashes(self, hashes: list[bytes]) -> None:
+        if len(self._pushed_hashes) < self.max_tracked:
+            self._pushed_hashes.extend(hashes)
+        self.wake.set()
+
+    async def run_push(self, stop: asyncio.Event) -> None:
+        """Keep the push subscription open until ``stop`` (the stream reconnects itself)."""
+        if self.push is not None:
+            await self.push.run(stop)
+        else:
+            await stop.wait()
+
+    # -- rounds --------------------------------------------------------------------------------
+
     def forget(self, tx_hashes: list[bytes]) -> None:
-        """Included transactions need no memory of having been dispatched."""
+        """Included transactions left the pool."""
+        now = self._clock()
         for h in tx_hashes:
-            self._dispatched.pop(h, None)
+            self.pool.drop(h, now)
 
     def was_dispatched(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._dispatched
+        return self.pool.was_dispatched(tx_hash)
+
+    def seen_at(self, tx_hash: bytes) -> float:
+        """When ``tx_hash`` was first seen (``clock`` time), 0.0 when it is not known."""
+        return self.pool.seen_at(tx_hash) or 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop``; node errors are retried here, anything else ends the loop."""
-        await retry_node_errors(
-            "mempool",
-            "mempool poller",
-            self.poll,
-            stop,
-            self._interval,
-            self._backoff,
-            self._on_error,
-        )
+        """Run rounds until ``stop``, one as soon as a push arrives and at least every
+        interval; node errors are retried here, anything else ends the loop. Every node
+        request a round makes is counted in :attr:`node_calls`."""
+        with counting_calls(self.node_calls):
+            await retry_node_errors(
+                "mempool",
+                "mempool poller",
+                self.poll,
+                stop,
+                self._interval,
+                self._backoff,
+                self._on_error,
+                wake=self.wake,
+            )
 
     async def poll(self) -> None:
-        """One poll, its result dropped (the shape :func:`retry_node_errors` steps)."""
+        """One round, its result dropped (the shape :func:`retry_node_errors` steps)."""
         await self.step()
 
     async def step(self) -> int:
-        """One poll; returns the number of tasks created."""
+        """One round; returns the number of tasks created."""
+        self.wake.clear()
+        await self._take_pushed()
         header = self._head.latest
         if header is None:
             return 0
@@ -282,79 +360,106 @@ class MempoolPoller:
         if syncing or not self._has_agents():
             return 0
         self.polls += 1
-        pending = await self._node.pending_transactions()
-        self._note_replacements(pending)
-        self._keep_listed(pending)
-        new = [tx for tx in pending if tx.tx_hash not in self._dispatched]
-        if not new:
+        if self._listing_due():
+            asked = self._clock()
+            listed = await self._node.pending_transactions()
+            self.seen["poll"] += self.pool.absorb_listing(listed, asked, self._clock())
+            self._listed_at = asked
+            self._listed_connects = self.push.connects if self.push is not None else 0
+            self.listings += 1
+        return await self._dispatch(header)
+
+    def _listing_due(self) -> bool:
+        if not self.push_live or self.push is None:
+            return True
+        if self.push.connects != self._listed_connects:
+            return True  # (re)connected: list once to fill the gap
+        return self._clock() - self._listed_at >= self._gap_fill
+
+    async def _take_pushed(self) -> None:
+        now = self._clock()
+        pushed, self._pushed = self._pushed, []
+        hashes, self._pushed_hashes = self._pushed_hashes, []
+        for tx in pushed:
+            self.seen["push"] += self.pool.add(tx, now)
+        if hashes:
+            for tx in await self._node.pending_by_hash(hashes):
+                self.seen["push"] += self.pool.add(tx, now)
+
+    async def _dispatch(self, header: BlockHeader) -> int:
+        waiting = self.pool.waiting()
+        if not waiting:
             return 0
+        need_raw = [tx.tx_hash for tx in waiting if tx.tx_hash not in self.pool.raw]
+        needs_state = self._needs_state()
+        # Raw bytes (once per tx) and head state (once per address and block) in parallel.
+        reads = await asyncio.gather(
+            self._head_states(waiting, header) if needs_state else _nothing(),
+            self._node.raw_transactions(need_raw) if need_raw else _nothing(),
+        )
+        states, raws = reads
+        now = self._clock()
+        for h in need_raw:
+            if h in raws:
+                self.pool.raw[h] = raws[h]
+            else:
+                self.pool.drop(h, now)  # left the mempool before its bytes were read
+        waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         ready: list[Planned | PendingTx]
-        if self._needs_state():
-            states = await self._head_states(new, header.number)
-            plan = plan_dispatch(new, pending, states)
+        if needs_state:
+            plan = plan_dispatch(waiting, self.pool.chains({t.sender for t in waiting}), states)
             self.stale_skipped += len(plan.stale)
+            self.pool.dispatched(tx.tx_hash for tx in plan.stale)  # never becomes a task
             ready = list(plan.ready)
         else:
-            ready = list(new)
+            ready = list(waiting)
         if not ready:
             return 0
         hashes = [(r.tx if isinstance(r, Planned) else r).tx_hash for r in ready]
-        raws = await self._node.raw_transactions(hashes)
-        # A tx that left the mempool between the two calls has no raw bytes: skip it.
-        items = [(item, raws[h]) for item, h in zip(ready, hashes, strict=True) if h in raws]
+        items = [(item, self.pool.raw[h]) for item, h in zip(ready, hashes, strict=True)]
         created = await self._make_tasks(items, header)
-        for h in hashes:
-            if h in raws:
-                self._dispatched[h] = None
-        while len(self._dispatched) > self.max_tracked:
-            self._dispatched.popitem(last=False)
+        self.pool.dispatched(hashes)
         return created
 
-    def _keep_listed(self, pending: list[PendingTx]) -> None:
-        """Forget dispatched hashes the node no longer lists (included, replaced, evicted)."""
-        if not self._dispatched:
-            return
-        listed = {tx.tx_hash for tx in pending}
-        for h in [h for h in self._dispatched if h not in listed]:
-            del self._dispatched[h]
-
-    def _note_replacements(self, pending: list[PendingTx]) -> None:
-        for tx in pending:
-            key = (tx.sender, tx.nonce)
-            old = self._slot_owner.get(key)
-            if old is not None and old != tx.tx_hash:
-                self._on_replaced(old)
-            self._slot_owner[key] = tx.tx_hash
-        # After the comparison: a replacement usually pushes its predecessor out of the pool
-        # in the same poll that shows it, so the old owner must be known until then.
-        live = {(tx.sender, tx.nonce) for tx in pending}
-        if len(live) != len(self._slot_owner):
-            self._slot_owner = {k: v for k, v in self._slot_owner.items() if k in live}
-        while len(self._slot_owner) > self.max_tracked:
-            del self._slot_owner[next(iter(self._slot_owner))]
-
-    async def _head_states(self, txs: list[PendingTx], block: int) -> dict[bytes, AccountSnapshot]:
-        """Sender and receiver state at the head block; cached until the head moves."""
-        if block != self._state_cache_block:
+    async def _head_states(
+        self, txs: list[PendingTx], header: BlockHeader
+    ) -> dict[bytes, AccountSnapshot]:
+        """Sender and receiver state at the head block (one batch pinned to its hash); cached
+        until the head moves."""
+        if header.number != self._state_cache_block:
             self._state_cache = {}
-            self._state_cache_block = block
+            self._state_cache_block = header.number
         wanted = {tx.sender for tx in txs} | {tx.to for tx in txs if tx.to is not None}
         missing = [a for a in wanted if a not in self._state_cache]
         if len(self._state_cache) + len(missing) > self.max_tracked:
             self._state_cache = {}  # a huge mempool within one block: start over
             missing = list(wanted)
         if missing:
-            self._state_cache.update(await self._node.accounts(missing, block))
+            self._state_cache.update(
+                await self._node.accounts(missing, header.number, block_hash=header.hash)
+            )
         return self._state_cache
 
     def cached_state(self, address: bytes) -> AccountSnapshot | None:
         return self._state_cache.get(address)
 
+    def figures(self) -> dict[str, Any]:
+        """What ``MempoolCollector`` exports: txs seen by source, listings, node cost."""
+        return {
+            "seen": dict(self.seen),
+            "listings": self.listings,
+            "requests": self.node_calls.requests,
+            "seconds": self.node_calls.seconds,
+            "push_live": self.push_live,
+        }
+
     def tables(self) -> dict[str, TableSize]:
         """Sizes and bounds of what the poller remembers."""
-        bound = self.max_tracked
         return {
-            "mempool_dispatched": TableSize(len(self._dispatched), bound),
-            "mempool_slot_owners": TableSize(len(self._slot_owner), bound),
-            "mempool_state_cache": TableSize(len(self._state_cache), bound),
+            **self.pool.tables(),
+            "mempool_state_cache": TableSize(len(self._state_cache), self.max_tracked),
         }
+
+
+async def _nothing() -> dict[bytes, Any]:
+    return {}

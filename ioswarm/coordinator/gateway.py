@@ -17,7 +17,7 @@ from ioswarm.coordinator.chainwatch import Head
 from ioswarm.coordinator.comparisons import ComparisonCounter
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
-from ioswarm.coordinator.metrics import CoordinatorMetrics
+from ioswarm.coordinator.metrics import CoordinatorMetrics, TaskStages
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
 from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE
 from ioswarm.core.models import Level, Verdict
@@ -83,6 +83,7 @@ class AgentGateway:
         self._epochs = epochs
         self._state_sync = state_sync
         self._clock = clock
+        self._stages = TaskStages(metrics.task_stage)
         self.admission = SubmissionGate(
             config.submit_rate_per_sec,
             config.submit_burst,
@@ -275,6 +276,7 @@ class AgentGateway:
         integrity = self._integrity.book
         agents = self._registry.agent_ids
         totals = self._totals
+        now = self._clock()
         for r, task_id, kind in zip(batch.results, ids, kinds, strict=True):
             if kind is Completion.LATE or kind is Completion.FORGOTTEN:
                 # Too late to count: answered elsewhere, timed out, or finished so long ago
@@ -297,6 +299,7 @@ class AgentGateway:
             per_level[task.level] = per_level.get(task.level, 0) + 1
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
+            self._stages.observe(task, elapsed, now)
             totals.latency_sum_sec += elapsed
             agent_latency.observe(r.latency_us / 1e6)
             coinbase = predicted.coinbase if predicted is not None else b""

@@ -15,14 +15,20 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ioswarm import __version__
+from ioswarm.core.models import Level, Task
 from ioswarm.core.retention import TableSizes
 from ioswarm.core.speedups import NATIVE
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Fine below 100 ms, where the targets of seen-to-result latency are.
+STAGE_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+STAGES = ("seen_to_queued", "queued_to_dispatched", "dispatched_to_result", "seen_to_result")
 
 
 class CoordinatorMetrics:
@@ -82,7 +88,15 @@ class CoordinatorMetrics:
             "ioswarm_task_latency_seconds",
             "Dispatch to accepted result.",
             ["level"],
-            buckets=LATENCY_BUCKETS,
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.task_stage = Histogram(
+            "ioswarm_task_stage_seconds",
+            "Time of a task's stages, for accepted results: seen_to_queued (mempool seen to "
+            "task made), queued_to_dispatched, dispatched_to_result, and seen_to_result.",
+            ["stage", "level"],
+            buckets=STAGE_BUCKETS,
             registry=registry,
         )
         self.agent_latency = Histogram(
@@ -227,4 +241,72 @@ class TableCollector(Collector):
         yield bound
         yield GaugeMetricFamily(
             "ioswarm_asyncio_tasks", "Tasks in the coordinator's event loop.", value=tasks
+        )
+
+
+class TaskStages:
+    """Observes a finished task's stages in ``ioswarm_task_stage_seconds`` (each level's
+    children looked up once)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._children: dict[Level, tuple[Any, ...]] = {}
+
+    def observe(self, task: Task, dispatched_for: float, now: float) -> None:
+        """``dispatched_for``: seconds from the (last) dispatch to the result at ``now``."""
+        c = self._children.get(task.level)
+        if c is None:
+            c = tuple(self._histogram.labels(stage=s, level=task.level.name) for s in STAGES)
+            self._children[task.level] = c
+        c[2].observe(dispatched_for)
+        if task.queued_at:
+            c[1].observe(max(0.0, now - dispatched_for - task.queued_at))
+            if task.seen_at:
+                c[0].observe(max(0.0, task.queued_at - task.seen_at))
+                c[3].observe(max(0.0, now - task.seen_at))
+
+
+class MempoolCollector(Collector):
+    """How pending txs reach the coordinator and what preparing their tasks costs the node,
+    read from the mempool poller at scrape time."""
+
+    def __init__(self, figures: Callable[[], Mapping[str, Any]]) -> None:
+        self._figures = figures
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families({})
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._figures())
+
+    @staticmethod
+    def _families(f: Mapping[str, Any]) -> Iterator[Metric]:
+        seen = CounterMetricFamily(
+            "ioswarm_mempool_seen",
+            "Pending txs taken in, by how they were first seen (push or poll).",
+            labels=["source"],
+        )
+        for source, n in sorted(f.get("seen", {}).items()):
+            seen.add_metric([source], n)
+        yield seen
+        yield CounterMetricFamily(
+            "ioswarm_mempool_listings",
+            "Full txpool_content listings read (every round without push, gap fills with it).",
+            value=f.get("listings", 0),
+        )
+        yield CounterMetricFamily(
+            "ioswarm_mempool_node_requests",
+            "JSON-RPC requests made to take in pending txs and prepare their tasks (state "
+            "reads, raw bytes, L3 prefetch); divide by ioswarm_mempool_seen_total for per tx.",
+            value=f.get("requests", 0),
+        )
+        yield CounterMetricFamily(
+            "ioswarm_mempool_node_seconds",
+            "Seconds spent waiting for the node's answers to those requests.",
+            value=f.get("seconds", 0.0),
+        )
+        yield GaugeMetricFamily(
+            "ioswarm_mempool_push_up",
+            "1 while the node pushes pending txs over WebSocket, else 0 (polling only).",
+            value=1.0 if f.get("push_live") else 0.0,
         )

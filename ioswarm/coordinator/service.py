@@ -21,7 +21,7 @@ from ioswarm.coordinator.comparisons import ComparisonCounter
 from ioswarm.coordinator.dispatcher import Dispatcher
 from ioswarm.coordinator.gateway import AgentGateway, Totals
 from ioswarm.coordinator.integrity import IntegrityDesk
-from ioswarm.coordinator.metrics import CoordinatorMetrics, TableCollector
+from ioswarm.coordinator.metrics import CoordinatorMetrics, MempoolCollector, TableCollector
 from ioswarm.coordinator.prefetch import StatePrefetcher
 from ioswarm.coordinator.reverify import Reverifier
 from ioswarm.coordinator.supervisor import LoopSupervisor, RestartPolicy
@@ -40,9 +40,10 @@ from ioswarm.core.retention import DepartedAgents, TableSize, sweep_agents
 from ioswarm.core.scheduling import Scheduler
 from ioswarm.core.shadow import ShadowBook
 from ioswarm.errors import ConfigError, NodeError
-from ioswarm.node.adapter import NodeClient
+from ioswarm.node.adapter import JsonRpcNode, NodeClient
 from ioswarm.node.canarytruth import CanaryTruthReader
 from ioswarm.node.execution import ExecutionReader, TxDiff
+from ioswarm.node.ws import ws_url_for
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.state.sync import StateSync
 
@@ -119,6 +120,8 @@ class Coordinator:
             self.prefetcher,
             self._receiver_state,
             state_height=lambda: state_sync.height if state_sync is not None else None,
+            seen_at=lambda tx_hash: self.poller.seen_at(tx_hash),  # noqa: PLW0108 (made below)
+            clock=clock,
         )
         interval = config.poll_interval_ms / 1000
         self.watcher = BlockWatcher(
@@ -131,20 +134,7 @@ class Coordinator:
             wants_effects=lambda: self.task_level >= Level.L3 and self.config.shadow_mode,
             state_sink=self._on_block_state if state_sync is not None else None,
         )
-        self.poller = MempoolPoller(
-            node,
-            self.head,
-            self._make_tasks,
-            needs_state=lambda: max(self._dispatch_levels(), default=Level.L1) >= Level.L2,
-            has_agents=lambda: self.dispatcher.stream_count() > 0,
-            on_replaced=self.shadow.note_replaced,
-            interval=interval,
-            sync_max_lag_sec=config.sync_max_lag_sec,
-            wall_clock=wall_clock,
-            on_error=self._node_error,
-            on_syncing=lambda s: self.metrics.node_syncing.set(1 if s else 0),
-            max_tracked=config.max_tracked_txs,
-        )
+        self.poller = _mempool_poller(self, interval, clock, wall_clock)
         self.comparisons = ComparisonCounter(self.metrics, self.integrity, self.registry, epochs)
         self.gateway = AgentGateway(
             config,
@@ -171,6 +161,8 @@ class Coordinator:
         self.loops.add("dispatcher", self.dispatcher.run)
         self.loops.add("blocks", lambda: self.watcher.run(self._stop))
         self.loops.add("mempool", lambda: self.poller.run(self._stop))
+        if self.poller.push is not None:
+            self.loops.add("mempool-push", lambda: self.poller.run_push(self._stop))
         self.loops.add("evictor", self._evict_loop)
         self.reverifier = _reverifier(self)
         if self.reverifier is not None:
@@ -426,3 +418,34 @@ def _reverifier(c: Coordinator) -> Reverifier | None:
 
 
 __all__ = ["Coordinator", "NodeError"]
+
+
+def _mempool_poller(
+    c: Coordinator,
+    interval: float,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> MempoolPoller:
+    """The mempool loop's poller, pushed to over WebSocket when the node is a JSON-RPC node and
+    ``nodeWsUrl`` is not ``off`` (the poll then fills in what a dropped connection missed)."""
+    config = c.config
+    poller = MempoolPoller(
+        c.node,
+        c.head,
+        c._make_tasks,
+        needs_state=lambda: max(c._dispatch_levels(), default=Level.L1) >= Level.L2,
+        has_agents=lambda: c.dispatcher.stream_count() > 0,
+        on_replaced=c.shadow.note_replaced,
+        interval=interval,
+        sync_max_lag_sec=config.sync_max_lag_sec,
+        wall_clock=wall_clock,
+        on_error=c._node_error,
+        on_syncing=lambda s: c.metrics.node_syncing.set(1 if s else 0),
+        max_tracked=config.max_tracked_txs,
+        gap_fill_interval=config.mempool_gap_fill_ms / 1000,
+        clock=clock,
+    )
+    if config.node_ws_url != "off" and isinstance(c.node, JsonRpcNode):
+        poller.attach_push(config.node_ws_url or ws_url_for(config.node_rpc_url))
+    c.metrics.registry.register(MempoolCollector(poller.figures))
+    return poller

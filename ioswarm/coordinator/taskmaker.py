@@ -123,9 +123,14 @@ class TaskFactory:
         prefetcher: StatePrefetcher | None,
         receiver_state: Callable[[bytes], AccountSnapshot | None],
         state_height: Callable[[], int | None] = lambda: None,
+        seen_at: Callable[[bytes], float] = lambda tx_hash: 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``state_height`` is the L4 state store's height (None while L4 sync is not ready:
-        L4 agents then get L3 tasks, which they can also execute)."""
+        L4 agents then get L3 tasks, which they can also execute). ``seen_at`` says when a tx
+        was first seen in the mempool, on ``clock`` (which stamps when a task is queued)."""
+        self._seen_at = seen_at
+        self._clock = clock
         self._prefetcher = prefetcher
         self._state_height = state_height
         self._receiver_state = receiver_state
@@ -148,6 +153,7 @@ class TaskFactory:
         if any(lv >= Level.L3 for lv in levels):
             prefetched = await self._prefetch(items, header)
         tasks = []
+        queued_at = self._clock()
         for item, raw in items:
             tx = item.tx if isinstance(item, Planned) else item
             sender_state = item.sender_state if isinstance(item, Planned) else None
@@ -183,6 +189,8 @@ class TaskFactory:
                         read_set=state.read_set if state else frozenset(),
                         state_height=state_height if l4 and state_height is not None else 0,
                         gas_limit=tx.gas,
+                        seen_at=self._seen_at(tx.tx_hash),
+                        queued_at=queued_at,
                     )
                 )
         return tasks

@@ -11,10 +11,12 @@ gap is filled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ioswarm.core.models import AccountSnapshot, PendingTx
+from ioswarm.core.retention import TableSize
 
 
 def max_cost(tx: PendingTx) -> int:
@@ -81,3 +83,125 @@ def plan_dispatch(
         )
         ready.append(Planned(tx, state))
     return Plan(ready, held, stale)
+
+
+class PendingPool:
+    """What the coordinator knows of the node's mempool, fed by pushes and by listings.
+
+    Each transaction is taken in once, when first seen (its first-seen time kept for the
+    latency metrics), waits until it is dispatched, and is forgotten when it leaves the pool:
+    included (:meth:`drop`), replaced by another tx in its (sender, nonce) slot, or no longer
+    listed by a full listing asked for after it was seen. A tx that left is not taken in again
+    from a push or from a listing older than its leaving. Every table is bounded by
+    ``max_tracked`` (the oldest go first).
+    """
+
+    def __init__(self, max_tracked: int, on_replaced: Callable[[bytes], None]) -> None:
+        self.max_tracked = max_tracked
+        self._on_replaced = on_replaced
+        self._txs: dict[bytes, PendingTx] = {}  # insertion order: first seen first
+        self._seen: dict[bytes, float] = {}
+        self._slots: dict[tuple[bytes, int], bytes] = {}
+        self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
+        self._waiting: dict[bytes, None] = {}
+        self._dispatched: OrderedDict[bytes, None] = OrderedDict()
+        self._gone: OrderedDict[bytes, float] = OrderedDict()
+        self.raw: dict[bytes, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def add(self, tx: PendingTx, now: float, listed_at: float | None = None) -> bool:
+        """Take in ``tx`` seen at ``now`` (``listed_at``: when the listing that shows it was
+        asked for; None for a push). Returns whether it was new."""
+        h = tx.tx_hash
+        if h in self._txs:
+            return False
+        gone = self._gone.get(h)
+        if gone is not None:
+            if listed_at is None or gone >= listed_at:
+                return False
+            del self._gone[h]  # listed again after it left (a reorg): a new life
+        key = (tx.sender, tx.nonce)
+        old = self._slots.get(key)
+        if old is not None and old != h:
+            self._on_replaced(old)
+            self.drop(old, now)
+        self._slots[key] = h
+        self._txs[h] = tx
+        self._seen[h] = now
+        self._by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
+        self._waiting[h] = None
+        while len(self._txs) > self.max_tracked:
+            self.drop(next(iter(self._txs)), now)
+        return True
+
+    def drop(self, tx_hash: bytes, now: float) -> None:
+        """``tx_hash`` left the pool (included, replaced, evicted); its slot owner stays
+        known until a listing shows the slot empty, so a late replacement is still seen."""
+        tx = self._txs.pop(tx_hash, None)
+        if tx is None:
+            return
+        self._seen.pop(tx_hash, None)
+        self._waiting.pop(tx_hash, None)
+        self._dispatched.pop(tx_hash, None)
+        self.raw.pop(tx_hash, None)
+        chain = self._by_sender.get(tx.sender)
+        if chain is not None and chain.get(tx.nonce) is tx:
+            del chain[tx.nonce]
+            if not chain:
+                del self._by_sender[tx.sender]
+        self._gone[tx_hash] = now
+        while len(self._gone) > self.max_tracked:
+            self._gone.popitem(last=False)
+
+    def absorb_listing(self, listed: Iterable[PendingTx], asked_at: float, now: float) -> int:
+        """A full listing asked for at ``asked_at``: take in what is new, drop what it no longer
+        shows (unless seen after it was asked for); returns how many were new."""
+        new = 0
+        live: set[bytes] = set()
+        slots: set[tuple[bytes, int]] = set()
+        for tx in listed:
+            live.add(tx.tx_hash)
+            slots.add((tx.sender, tx.nonce))
+            new += self.add(tx, now, listed_at=asked_at)
+        for h in [h for h, t in self._seen.items() if t < asked_at and h not in live]:
+            self.drop(h, now)
+        slots.update((tx.sender, tx.nonce) for tx in self._txs.values())
+        if len(slots) != len(self._slots):
+            self._slots = {k: v for k, v in self._slots.items() if k in slots}
+        while len(self._slots) > self.max_tracked:
+            del self._slots[next(iter(self._slots))]
+        return new
+
+    def waiting(self) -> list[PendingTx]:
+        """Txs not dispatched yet (new, or held behind a nonce gap), first seen first."""
+        return [self._txs[h] for h in self._waiting]
+
+    def chains(self, senders: Iterable[bytes]) -> list[PendingTx]:
+        """Every known pending tx of these senders (the predecessors :func:`plan_dispatch`
+        charges a tx's balance with)."""
+        return [tx for s in senders for tx in self._by_sender.get(s, {}).values()]
+
+    def dispatched(self, hashes: Iterable[bytes]) -> None:
+        """These txs became tasks (or can never become one: stale nonce)."""
+        for h in hashes:
+            if h in self._waiting:
+                del self._waiting[h]
+                self._dispatched[h] = None
+                self.raw.pop(h, None)
+
+    def was_dispatched(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._dispatched
+
+    def seen_at(self, tx_hash: bytes) -> float | None:
+        return self._seen.get(tx_hash)
+
+    def tables(self) -> dict[str, TableSize]:
+        bound = self.max_tracked
+        return {
+            "mempool_pool": TableSize(len(self._txs), bound),
+            "mempool_dispatched": TableSize(len(self._dispatched), bound),
+            "mempool_slot_owners": TableSize(len(self._slots), bound),
+            "mempool_gone": TableSize(len(self._gone), bound),
+        }

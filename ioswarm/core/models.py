@@ -92,6 +92,10 @@ class Task:
     reverifies: Level | None = None
     # The transaction's gas limit: an executing task's deadline grows with it.
     gas_limit: int = 0
+    # When the coordinator first saw the tx in the mempool and when this task was queued
+    # (the scheduler's monotonic clock; 0.0 for tasks not made from a mempool tx).
+    seen_at: float = 0.0
+    queued_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ logs one warning and switches for good to a slower combination of basic methods.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from typing import Any, Literal, Protocol, overload
 from eth_hash.auto import keccak
 
 from ioswarm.core.execshadow import Log
-from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, BlockHeader, PendingTx
+from ioswarm.core.models import AccountSnapshot, BlockHeader, PendingTx
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
+from ioswarm.node.accounts import AccountReader
 from ioswarm.node.fields import (
     BlockId,
     Obj,
@@ -28,8 +30,6 @@ from ioswarm.node.fields import (
     data,
     fixed,
     hexstr,
-    proof_matches,
-    proof_state_root,
     quantity,
     show,
 )
@@ -38,7 +38,6 @@ from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy
 log = logging.getLogger("ioswarm.node")
 
 _ZERO_HASH = b"\x00" * 32
-PROOF_ATTEMPTS = 3  # reads of one block answered with another block's state before giving up
 # "already known" (geth), "known transaction" (older geth/parity), "already imported" (anvil).
 _ALREADY_KNOWN = re.compile(r"already known|known transaction|already imported", re.IGNORECASE)
 
@@ -92,10 +91,12 @@ class NodeClient(Protocol):
 
     async def pending_transactions(self) -> list[PendingTx]: ...
 
+    async def pending_by_hash(self, hashes: Iterable[bytes]) -> list[PendingTx]: ...
+
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]: ...
 
     async def accounts(
-        self, addresses: Iterable[bytes], block_number: BlockId
+        self, addresses: Iterable[bytes], block_number: BlockId, block_hash: bytes | None = None
     ) -> dict[bytes, AccountSnapshot]: ...
 
     async def block_receipts(self, number: int) -> list[Receipt]: ...
@@ -143,6 +144,12 @@ def _parse_pending(obj: Obj) -> PendingTx:
     )
 
 
+def pending_from_json(method: str, raw: Any, where: str = "result") -> PendingTx | None:
+    """A pending tx from a node's transaction object; None once the object names a block."""
+    obj = Obj(method, raw, where)
+    return None if obj.has("blockNumber") else _parse_pending(obj)
+
+
 def _parse_receipt(obj: Obj) -> Receipt:
     return Receipt(
         tx_hash=obj.fixed("transactionHash", 32),
@@ -183,13 +190,17 @@ class JsonRpcNode:
         force_receipt_fallback: bool = False,
         max_tracked_pending: int = 10_000,
         transport: JsonRpcTransport | None = None,
+        proof_check_sample: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        """``proof_check_sample``: see :class:`~ioswarm.node.accounts.AccountReader`."""
+        self._parsed: dict[str, PendingTx] = {}
         self.transport = transport or JsonRpcTransport(
             url, timeout=timeout, retry=retry, max_batch=max_batch
         )
+        self.account_reader = AccountReader(self.transport, proof_check_sample, rng)
         self._use_filter = force_filter_fallback
         self._per_tx_receipts = force_receipt_fallback
-        self._proof_ok = True
         self._filter_id: str | None = None
         self._tracked: dict[bytes, PendingTx] = {}
         self._tracked_block = -1
@@ -291,83 +302,11 @@ class JsonRpcNode:
         return out
 
     async def accounts(
-        self, addresses: Iterable[bytes], block_number: BlockId
+        self, addresses: Iterable[bytes], block_number: BlockId, block_hash: bytes | None = None
     ) -> dict[bytes, AccountSnapshot]:
-        """Balance, nonce and code hash of each address at a block (``eth_getProof``)."""
-        wanted = list(dict.fromkeys(addresses))
-        if not wanted:
-            return {}
-        block = block_param(block_number)
-        if self._proof_ok:
-            calls = [("eth_getProof", [hexstr(a), [], block]) for a in wanted]
-            for _ in range(PROOF_ATTEMPTS):
-                results = await self.transport.batch(
-                    [("eth_getBlockByNumber", [block, False]), *calls]
-                )
-                proofs = results[1:]
-                if any(isinstance(r.error, MethodNotSupported) for r in proofs):
-                    break
-                # Checked against the block's state root: a node can answer with the state of
-                # another block (anvil does while it mines the next one); ask again if so.
-                root = proof_state_root(results[0].unwrap(), f"result[{block}]")
-                objs = [
-                    Obj("eth_getProof", r.unwrap(), f"result[{hexstr(a)}]")
-                    for a, r in zip(wanted, proofs, strict=True)
-                ]
-                if all(proof_matches(o, root) for o in objs):
-                    return {
-                        a: self._proof_snapshot(a, o) for a, o in zip(wanted, objs, strict=True)
-                    }
-            else:
-                raise NodeError(
-                    "eth_getProof",
-                    f"block {block}: answered {PROOF_ATTEMPTS} times with another block's state "
-                    "(account proof root != stateRoot)",
-                )
-            self._proof_ok = False
-            log.warning(
-                "node lacks eth_getProof, reading accounts with eth_getBalance, "
-                "eth_getTransactionCount and eth_getCode url=%s",
-                self.transport.safe_url,
-            )
-        return await self._accounts_by_parts(wanted, block)
-
-    def _proof_snapshot(self, address: bytes, obj: Obj) -> AccountSnapshot:
-        method, where = obj.method, obj.where
-        if obj.has("address") and obj.fixed("address", 20) != address:
-            raise NodeError(method, f"field {where}.address: answer is for another account")
-        code_hash = obj.fixed("codeHash", 32)
-        return AccountSnapshot(
-            address=address,
-            balance=obj.quantity("balance"),
-            nonce=obj.quantity("nonce"),
-            # Some clients report a zero code hash for accounts that do not exist yet.
-            code_hash=EMPTY_CODE_HASH if code_hash == _ZERO_HASH else code_hash,
-        )
-
-    async def _accounts_by_parts(
-        self, wanted: list[bytes], block: str
-    ) -> dict[bytes, AccountSnapshot]:
-        calls = []
-        for a in wanted:
-            calls += [
-                ("eth_getBalance", [hexstr(a), block]),
-                ("eth_getTransactionCount", [hexstr(a), block]),
-                ("eth_getCode", [hexstr(a), block]),
-            ]
-        results = await self.transport.batch(calls)
-        out: dict[bytes, AccountSnapshot] = {}
-        for i, a in enumerate(wanted):
-            bal, nonce, code = (r.unwrap() for r in results[3 * i : 3 * i + 3])
-            where = f"result[{hexstr(a)}]"
-            code_bytes = data("eth_getCode", where, code)
-            out[a] = AccountSnapshot(
-                address=a,
-                balance=quantity("eth_getBalance", where, bal),
-                nonce=quantity("eth_getTransactionCount", where, nonce),
-                code_hash=_keccak(code_bytes) if code_bytes else EMPTY_CODE_HASH,
-            )
-        return out
+        """Balance, nonce and code hash of each address at a block (one batch; see
+        :class:`~ioswarm.node.accounts.AccountReader`)."""
+        return await self.account_reader.read(addresses, block_number, block_hash)
 
     async def block_receipts(self, number: int) -> list[Receipt]:
         """Receipts of every tx in block ``number``, in block order."""
@@ -426,17 +365,39 @@ class JsonRpcNode:
                 )
         return await self._pending_via_filter()
 
+    async def pending_by_hash(self, hashes: Iterable[bytes]) -> list[PendingTx]:
+        """The still-pending txs among ``hashes`` (one batch of ``eth_getTransactionByHash``)."""
+        method = "eth_getTransactionByHash"
+        wanted = list(dict.fromkeys(hashes))
+        results = await self.transport.batch([(method, [hexstr(h)]) for h in wanted])
+        out = []
+        for h, res in zip(wanted, results, strict=True):
+            value = res.unwrap()
+            tx = None if value is None else pending_from_json(method, value, f"result[{hexstr(h)}]")
+            if tx is not None:
+                out.append(tx)
+        return out
+
     async def _txpool_content(self) -> list[PendingTx]:
         method = "txpool_content"
         obj = Obj(method, await self.call(method))
         out: dict[bytes, PendingTx] = {}
+        # Each tx is parsed and checked once, when first listed; later polls look it up by
+        # the hash text (the cache holds only what the last answer listed).
+        known, parsed = self._parsed, {}
         for section in ("pending", "queued"):
             by_sender = obj.child(section)
             for sender, by_nonce in by_sender.raw.items():
                 per_sender = Obj(method, by_nonce, f"{by_sender.where}[{sender}]")
                 for nonce, tx in per_sender.raw.items():
-                    ptx = _parse_pending(Obj(method, tx, f"{per_sender.where}[{nonce}]"))
+                    key = tx.get("hash") if isinstance(tx, dict) else None
+                    ptx = known.get(key) if isinstance(key, str) else None
+                    if ptx is None:
+                        ptx = _parse_pending(Obj(method, tx, f"{per_sender.where}[{nonce}]"))
+                    if isinstance(key, str):
+                        parsed[key] = ptx
                     out.setdefault(ptx.tx_hash, ptx)
+        self._parsed = parsed
         return list(out.values())
 
     async def _pending_via_filter(self) -> list[PendingTx]:

@@ -15,7 +15,10 @@ import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -76,6 +79,44 @@ def redact_url(url: str) -> str:
 def is_method_missing(code: int | None, message: str) -> bool:
     """Whether a JSON-RPC error says the method itself is not implemented by this node."""
     return code in _METHOD_MISSING_CODES or bool(_METHOD_MISSING_TEXT.search(message))
+
+
+@dataclass
+class CallStats:
+    """Node requests and the time spent waiting for their answers."""
+
+    requests: int = 0
+    """JSON-RPC calls (each item of a batch counts)."""
+    round_trips: int = 0
+    """HTTP exchanges (a batch is one, each retry another)."""
+    seconds: float = 0.0
+    """Wall time from sending a request to having its answer, summed over round trips."""
+
+    def add(self, requests: int, round_trips: int, seconds: float) -> None:
+        self.requests += requests
+        self.round_trips += round_trips
+        self.seconds += seconds
+
+
+_COUNTING: ContextVar[CallStats | None] = ContextVar("ioswarm_node_calls", default=None)
+
+
+@contextmanager
+def counting_calls(stats: CallStats) -> Iterator[CallStats]:
+    """Count every node request made in this context (and in tasks it starts) in ``stats``,
+    on top of the transport's own totals: how a loop learns what its work costs the node."""
+    token = _COUNTING.set(stats)
+    try:
+        yield stats
+    finally:
+        _COUNTING.reset(token)
+
+
+def _count(requests: int, round_trips: int, seconds: float, own: CallStats) -> None:
+    own.add(requests, round_trips, seconds)
+    extra = _COUNTING.get()
+    if extra is not None:
+        extra.add(requests, round_trips, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +199,7 @@ class JsonRpcTransport:
         self._reachable = True
         self._batch_ok = True
         self._closed = False
+        self.stats = CallStats()
 
     async def __aenter__(self) -> JsonRpcTransport:
         return self
@@ -286,8 +328,10 @@ class JsonRpcTransport:
         data = json.dumps(payload, separators=(",", ":")).encode()
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         failure: NodeError = NodeUnreachable(label, "no attempt made")
+        requests = len(payload) if isinstance(payload, list) else 1
         for attempt in range(1, tries + 1):
             session = self._session_now(label)
+            started = time.perf_counter()
             try:
                 async with session.post(self.url, data=data, timeout=timeout) as resp:
                     status = resp.status
@@ -295,9 +339,11 @@ class JsonRpcTransport:
             except aiohttp.InvalidURL as exc:
                 raise NodeError(label, f"invalid node URL {self.safe_url}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
+                _count(requests, 1, time.perf_counter() - started, self.stats)
                 failure = NodeUnreachable(label, _describe(exc))
                 failure.__cause__ = exc
             else:
+                _count(requests, 1, time.perf_counter() - started, self.stats)
                 if 200 <= status < 300 or not _retry_status(status, body):
                     self._mark_reachable()
                     if 200 <= status < 300 or _looks_like_jsonrpc(body):
