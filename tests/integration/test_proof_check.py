@@ -60,11 +60,22 @@ async def test_a_proof_of_another_block_is_not_used(
         assert got[FRESH].snapshot.balance == 5
 
 
+class LatestBalanceTransport(JsonRpcTransport):
+    """Answers eth_getBalance for "latest" whatever block it names: a node whose plain reads
+    are off by a block (the proofs are honest)."""
+
+    async def batch(
+        self, calls: Sequence[JsonRpcCall], *, attempts: int | None = None
+    ) -> list[RpcResult]:
+        moved = [(m, [p[0], "latest"]) if m == "eth_getBalance" else (m, p) for m, p in calls]
+        return await super().batch(moved, attempts=attempts)
+
+
 async def test_account_reads_retry_then_refuse_another_blocks_state(
     anvil_manual: AnvilProcess,
 ) -> None:
-    """The adapter's account reads (L2 sender state) fail with a clear error rather than use a
-    proof of another block; at the block the answer really is from, they pass."""
+    """The adapter's proof check (L2 sender state) fails with a clear error rather than use a
+    proof of another block; at the block the answer really is from, it passes."""
     anvil = anvil_manual
     await anvil.mine(1)
     before = int(str(await anvil.rpc("eth_blockNumber")), 16)
@@ -74,7 +85,40 @@ async def test_account_reads_retry_then_refuse_another_blocks_state(
     await anvil.mine(1)
     async with JsonRpcNode(anvil.url) as honest:
         assert (await honest.accounts([FRESH], before))[FRESH].balance == 0
-    async with JsonRpcNode(anvil.url, transport=LatestStateTransport(anvil.url)) as racy:
+    racy_transport = LatestStateTransport(anvil.url)
+    async with JsonRpcNode(anvil.url, transport=racy_transport, proof_check_sample=1.0) as racy:
         with pytest.raises(NodeError, match="another block's state"):
             await racy.accounts([FRESH], before)
         assert (await racy.accounts([FRESH], before + 1))[FRESH].balance == 5
+
+
+async def test_sampled_proofs_catch_plain_reads_of_another_block(
+    anvil_manual: AnvilProcess,
+) -> None:
+    """Plain reads are pinned to the block's hash; a node whose plain answers come from another
+    block passes unchecked without proofs, and is refused once the sampled proof covers the
+    address."""
+    anvil = anvil_manual
+    await anvil.mine(1)
+    before = int(str(await anvil.rpc("eth_blockNumber")), 16)
+    block = await anvil.rpc("eth_getBlockByNumber", [hex(before), False])
+    assert isinstance(block, dict)
+    block_hash = bytes.fromhex(block["hash"][2:])
+    await anvil.rpc(
+        "eth_sendTransaction", [{"from": DEV0, "to": "0x" + FRESH.hex(), "value": "0x5"}]
+    )
+    await anvil.mine(1)
+    async with JsonRpcNode(anvil.url) as honest:
+        # By hash: the state of that block, however far the chain has moved since.
+        assert (await honest.accounts([FRESH], before, block_hash))[FRESH].balance == 0
+        assert honest.account_reader.proofs_checked == 0  # the default samples none here
+    unchecked = JsonRpcNode(anvil.url, transport=LatestBalanceTransport(anvil.url))
+    async with unchecked:
+        assert (await unchecked.accounts([FRESH], before, block_hash))[FRESH].balance == 5
+    checked = JsonRpcNode(
+        anvil.url, transport=LatestBalanceTransport(anvil.url), proof_check_sample=1.0
+    )
+    async with checked:
+        with pytest.raises(NodeError, match="proven as"):
+            await checked.accounts([FRESH], before, block_hash)
+        assert checked.account_reader.proofs_checked == 1
