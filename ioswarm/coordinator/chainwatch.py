@@ -392,12 +392,18 @@ class MempoolPoller:
             return 0
         need_raw = [tx.tx_hash for tx in waiting if tx.tx_hash not in self.pool.raw]
         needs_state = self._needs_state()
-        # Raw bytes (once per tx) and head state (once per address and block) in parallel.
-        reads = await asyncio.gather(
-            self._head_states(waiting, header) if needs_state else _nothing(),
+        # Raw bytes (once per tx) and the node's head in parallel; then the state at that head.
+        latest, raws = await asyncio.gather(
+            self._node.block_number() if needs_state else _no_block(),
             self._node.raw_transactions(need_raw) if need_raw else _nothing(),
         )
-        states, raws = reads
+        if latest > header.number:
+            # The block watcher has not caught up: a pushed tx may already be in that block,
+            # and its sender's nonce there is what tells.
+            header = await self._node.get_block(latest)
+            if self._head.tip is None or header.number > self._head.tip.number:
+                self._head.tip = header
+        states = await self._head_states(waiting, header) if needs_state else {}
         now = self._clock()
         for h in need_raw:
             if h in raws:
@@ -463,3 +469,7 @@ class MempoolPoller:
 
 async def _nothing() -> dict[bytes, Any]:
     return {}
+
+
+async def _no_block() -> int:
+    return -1

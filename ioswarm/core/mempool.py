@@ -139,6 +139,9 @@ class PendingPool:
     def drop(self, tx_hash: bytes, now: float) -> None:
         """``tx_hash`` left the pool (included, replaced, evicted); its slot owner stays
         known until a listing shows the slot empty, so a late replacement is still seen."""
+        self._gone[tx_hash] = now  # also when unknown: an included tx is never taken in
+        while len(self._gone) > self.max_tracked:
+            self._gone.popitem(last=False)
         tx = self._txs.pop(tx_hash, None)
         if tx is None:
             return
@@ -151,9 +154,6 @@ class PendingPool:
             del chain[tx.nonce]
             if not chain:
                 del self._by_sender[tx.sender]
-        self._gone[tx_hash] = now
-        while len(self._gone) > self.max_tracked:
-            self._gone.popitem(last=False)
 
     def absorb_listing(self, listed: Iterable[PendingTx], asked_at: float, now: float) -> int:
         """A full listing asked for at ``asked_at``: take in what is new, drop what it no longer

@@ -27,6 +27,7 @@ LOOPS = (
     "dispatcher",
     "blocks",
     "mempool",
+    "mempool-push",
     "evictor",
     "settler",
     "http-connections",
@@ -77,8 +78,8 @@ def restarts(app: CoordinatorApp, loop: str) -> float:
 async def test_each_loop_that_raises_is_logged_counted_and_restarted(
     anvil: AnvilProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A non-node exception in each of the dispatcher, block watcher, mempool poller, evictor,
-    settler, HTTP connection sweeper, re-verifier and console loops is logged at ERROR with the
+    """A non-node exception in each of the dispatcher, block watcher, mempool poller, mempool
+    push, evictor, settler, HTTP connection sweeper, re-verifier and console loops is logged at ERROR with the
     loop name and traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs
     again; /healthz shows each restart."""
     caplog.set_level(logging.INFO)
@@ -91,6 +92,10 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         monkeypatch.setattr(c.dispatcher, "step", faults.wrap("dispatcher", c.dispatcher.step))
         monkeypatch.setattr(app.node, "block_number", faults.wrap("blocks", app.node.block_number))
         monkeypatch.setattr(c.poller, "step", faults.wrap("mempool", c.poller.step))
+        push = c.poller.push
+        assert push is not None
+        # Called for each pushed tx: the test sends one while it waits for this loop.
+        monkeypatch.setattr(push, "_deliver", faults.wrap("mempool-push", push._deliver))
         monkeypatch.setattr(c.gateway, "evict_stale", faults.wrap("evictor", c.gateway.evict_stale))
         gov = app.api.governor
         monkeypatch.setattr(gov, "sweep", faults.wrap("http-connections", gov.sweep))
@@ -103,7 +108,13 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         for loop in LOOPS:
             if loop != "settler":
                 faults.armed.add(loop)
-            await eventually(lambda loop=loop: faults.calls_after[loop] >= 1, 20, what=loop)
+            async def ran_again(loop: str = loop) -> bool:
+                if loop == "mempool-push" and faults.calls_after[loop] == 0:
+                    dev = (await anvil.rpc("eth_accounts"))[0]  # type: ignore[index]
+                    await anvil.rpc("eth_sendTransaction", [{"from": dev, "to": dev}])
+                return faults.calls_after[loop] >= 1
+
+            await eventually(ran_again, 20, interval=0.2, what=loop)
             assert restarts(app, loop) == 1
             assert c.views.health()[1]["loops"][loop] == {"state": "running", "restarts": 1}
             logged = [
