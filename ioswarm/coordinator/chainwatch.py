@@ -286,6 +286,11 @@ class MempoolPoller:
     def push_live(self) -> bool:
         return self.push is not None and self.push.live
 
+    @property
+    def gap_filled(self) -> bool:
+        """Whether the pool was listed since the push (re)connected."""
+        return self.push is not None and self._listed_connects == self.push.connects
+
     def _on_pushed(self, txs: list[PendingTx]) -> None:
         if len(self._pushed) < self.max_tracked:
             self._pushed.extend(txs)

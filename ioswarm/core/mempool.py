@@ -134,6 +134,8 @@ class PendingPool:
         self._waiting[h] = None
         while len(self._txs) > self.max_tracked:
             self.drop(next(iter(self._txs)), now)
+        while len(self._slots) > self.max_tracked:
+            del self._slots[next(iter(self._slots))]
         return True
 
     def drop(self, tx_hash: bytes, now: float) -> None:

@@ -108,6 +108,7 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         for loop in LOOPS:
             if loop != "settler":
                 faults.armed.add(loop)
+
             async def ran_again(loop: str = loop) -> bool:
                 if loop == "mempool-push" and faults.calls_after[loop] == 0:
                     dev = (await anvil.rpc("eth_accounts"))[0]  # type: ignore[index]
