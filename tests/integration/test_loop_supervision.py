@@ -79,9 +79,9 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
     anvil: AnvilProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A non-node exception in each of the dispatcher, block watcher, mempool poller, mempool
-    push, evictor, settler, HTTP connection sweeper, re-verifier and console loops is logged at ERROR with the
-    loop name and traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs
-    again; /healthz shows each restart."""
+    push, evictor, settler, HTTP connection sweeper, re-verifier and console loops is logged at
+    ERROR with the loop name and traceback, counted in ioswarm_loop_restarts_total{loop} and the
+    loop runs again; /healthz shows each restart."""
     caplog.set_level(logging.INFO)
     faults = Faults()
     # The settler loop is entered once per (re)start, so its fault fires at start.
