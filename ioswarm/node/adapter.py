@@ -103,6 +103,8 @@ class NodeClient(Protocol):
 
     async def send_raw_transaction(self, raw: bytes) -> bytes: ...
 
+    async def send_raw_transactions(self, raws: Sequence[bytes]) -> list[bytes | NodeError]: ...
+
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any: ...
 
     async def close(self) -> None: ...
@@ -282,6 +284,20 @@ class JsonRpcNode:
                 return _keccak(raw)
             raise
         return fixed(method, "result", result, 32)
+
+    async def send_raw_transactions(self, raws: Sequence[bytes]) -> list[bytes | NodeError]:
+        """Submit signed txs in JSON-RPC batches; per tx its hash or the node's refusal."""
+        method = "eth_sendRawTransaction"
+        results = await self.transport.batch([(method, [hexstr(r)]) for r in raws])
+        out: list[bytes | NodeError] = []
+        for raw, res in zip(raws, results, strict=True):
+            if res.error is None:
+                out.append(fixed(method, "result", res.value, 32))
+            elif _ALREADY_KNOWN.search(res.error.detail):
+                out.append(_keccak(raw))
+            else:
+                out.append(res.error)
+        return out
 
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
         """Signed tx bytes by hash; hashes the node no longer has are absent."""

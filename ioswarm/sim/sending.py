@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eth_account import Account
@@ -90,3 +91,110 @@ class FeeOracle:
             self._fees = Fees(max_fee, min(self.tip_wei, max_fee))
             self._at = now
         return self._fees
+
+
+@dataclass
+class SendReport:
+    """What a paced send achieved."""
+
+    sent: int = 0
+    """Transactions the node accepted."""
+    refused: int = 0
+    """Transactions the node refused (or could not be reached for)."""
+    seconds: float = 0.0
+    """From the first send to the last answer."""
+
+    @property
+    def rate(self) -> float:
+        """Accepted transactions per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def presign_transfers(
+    accounts: Sequence[LocalAccount],
+    next_nonce: list[int],
+    count: int,
+    chain_id: int,
+    fees: Fees,
+    rng: random.Random,
+    gas: int = 21_000,
+) -> list[bytes]:
+    """``count`` signed EIP-1559 transfers between ``accounts``, senders in turn, nonces taken
+    from (and advanced in) ``next_nonce``: signing is done before sending starts, so the send
+    rate is not bound by it."""
+    if len(accounts) < 2:
+        raise ValueError("transfers need at least two accounts")
+    addresses = [bytes.fromhex(a.address[2:]) for a in accounts]
+    raws = []
+    for k in range(count):
+        i = k % len(accounts)
+        to = addresses[(i + 1 + rng.randrange(len(accounts) - 1)) % len(accounts)]
+        tx = {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": next_nonce[i],
+            "to": to,
+            "value": rng.randrange(1, 10**12),
+            "gas": gas,
+            "data": b"",
+            "maxFeePerGas": fees.max_fee,
+            "maxPriorityFeePerGas": fees.tip,
+        }
+        next_nonce[i] += 1
+        raws.append(bytes(accounts[i].sign_transaction(tx).raw_transaction))  # type: ignore[arg-type]
+    return raws
+
+
+async def send_paced(
+    node: NodeClient,
+    raws: Sequence[bytes],
+    rate: float,
+    *,
+    max_batch: int = 64,
+    in_flight: int = 16,
+    on_sent: Callable[[bytes, float], None] | None = None,
+) -> SendReport:
+    """Send pre-signed ``raws`` at ``rate`` tx/s: whatever is due goes out as one JSON-RPC batch
+    (at most ``max_batch``), with up to ``in_flight`` batches awaiting answers at once, so a
+    slow answer does not hold back the next send. ``on_sent(hash, perf_counter)`` is called for
+    each accepted tx."""
+    if rate <= 0:
+        raise ValueError("rate must be > 0 tx/s")
+    report = SendReport()
+    slots = asyncio.Semaphore(in_flight)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def send(chunk: Sequence[bytes]) -> None:
+        try:
+            answers = await node.send_raw_transactions(chunk)
+        except NodeError:
+            report.refused += len(chunk)
+            return
+        finally:
+            slots.release()
+        now = time.perf_counter()
+        for answer in answers:
+            if isinstance(answer, bytes):
+                report.sent += 1
+                if on_sent is not None:
+                    on_sent(answer, now)
+            else:
+                report.refused += 1
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    i = 0
+    while i < len(raws):
+        due = min(len(raws), int((loop.time() - start) * rate) + 1)
+        if due <= i:
+            await asyncio.sleep(max(0.0005, start + i / rate - loop.time()))
+            continue
+        chunk = raws[i : min(due, i + max_batch)]
+        i += len(chunk)
+        await slots.acquire()
+        task = asyncio.create_task(send(chunk))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    report.seconds = loop.time() - start
+    return report
