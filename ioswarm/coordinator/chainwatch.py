@@ -260,7 +260,7 @@ class MempoolPoller:
         self._on_syncing = on_syncing
         self._backoff = ErrorBackoff(interval)
         self.pool = PendingPool(max_tracked, on_replaced)
-        self._pushed: list[PendingTx] = []
+        self._pushed: list[tuple[PendingTx, bytes | None]] = []
         self._pushed_hashes: list[bytes] = []
         self.wake = asyncio.Event()
         self.push: PendingTxStream | None = None
@@ -291,7 +291,7 @@ class MempoolPoller:
         """Whether the pool was listed since the push (re)connected."""
         return self.push is not None and self._listed_connects == self.push.connects
 
-    def _on_pushed(self, txs: list[PendingTx]) -> None:
+    def _on_pushed(self, txs: list[tuple[PendingTx, bytes | None]]) -> None:
         if len(self._pushed) < self.max_tracked:
             self._pushed.extend(txs)
         self.wake.set()
@@ -385,8 +385,11 @@ class MempoolPoller:
         now = self._clock()
         pushed, self._pushed = self._pushed, []
         hashes, self._pushed_hashes = self._pushed_hashes, []
-        for tx in pushed:
-            self.seen["push"] += self.pool.add(tx, now)
+        for tx, raw in pushed:
+            if self.pool.add(tx, now):
+                self.seen["push"] += 1
+                if raw is not None:
+                    self.pool.raw[tx.tx_hash] = raw  # rebuilt from the push: no fetch
         if hashes:
             for tx in await self._node.pending_by_hash(hashes):
                 self.seen["push"] += self.pool.add(tx, now)

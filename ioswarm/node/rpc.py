@@ -244,16 +244,19 @@ class JsonRpcTransport:
         """Send the calls as JSON-RPC batches (``max_batch`` per POST), answers in call order.
 
         Errors of single items come back inside their :class:`RpcResult`; a failure of the whole
-        exchange (unreachable, not JSON) raises.
+        exchange (unreachable, not JSON) raises. The POSTs of one call go out together (up to
+        the session's connection limit), so a large read costs about one round trip.
         """
-        results: list[RpcResult] = []
-        for start in range(0, len(calls), self.max_batch):
-            chunk = calls[start : start + self.max_batch]
-            if self._batch_ok:
-                results.extend(await self._batch_chunk(chunk, attempts))
-            else:
-                results.extend(await self._one_by_one(chunk, attempts))
-        return results
+        chunks = [calls[s : s + self.max_batch] for s in range(0, len(calls), self.max_batch)]
+        if len(chunks) == 1:
+            return await self._chunk(chunks[0], attempts)
+        parts = await asyncio.gather(*(self._chunk(c, attempts) for c in chunks))
+        return [r for part in parts for r in part]
+
+    async def _chunk(self, calls: Sequence[JsonRpcCall], attempts: int | None) -> list[RpcResult]:
+        if self._batch_ok:
+            return await self._batch_chunk(calls, attempts)
+        return await self._one_by_one(calls, attempts)
 
     async def _batch_chunk(
         self, calls: Sequence[JsonRpcCall], attempts: int | None

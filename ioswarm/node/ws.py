@@ -27,6 +27,7 @@ from ioswarm.errors import NodeError
 from ioswarm.node.adapter import pending_from_json
 from ioswarm.node.fields import fixed
 from ioswarm.node.rpc import RetryPolicy, backoff_delay, is_method_missing, redact_url
+from ioswarm.node.txjson import raw_from_json
 
 log = logging.getLogger("ioswarm.node")
 
@@ -48,13 +49,14 @@ class PushUnsupported(Exception):
 
 
 class PendingTxStream:
-    """Feeds ``on_txs`` (full transactions) or ``on_hashes`` (hash-only notifications) with
-    every transaction the node announces, until stopped."""
+    """Feeds ``on_txs`` (full transactions, each with its signed bytes where they could be
+    rebuilt) or ``on_hashes`` (hash-only notifications) with every transaction the node
+    announces, until stopped."""
 
     def __init__(
         self,
         url: str,
-        on_txs: Callable[[list[PendingTx]], None],
+        on_txs: Callable[[list[tuple[PendingTx, bytes | None]]], None],
         on_hashes: Callable[[list[bytes]], None],
         *,
         policy: RetryPolicy = RECONNECT_POLICY,
@@ -203,4 +205,4 @@ class PendingTxStream:
             log.warning("mempool push notification ignored error=%s", exc)
             return
         if tx is not None:
-            self._on_txs([tx])
+            self._on_txs([(tx, raw_from_json(result, tx.tx_hash))])
