@@ -3,9 +3,10 @@
 One anvil (prague, one-second blocks, a 300M block gas limit so 1,000 transfers a second fit)
 serves every case. Per case (level, rate): a fresh coordinator in this process (the real
 ``CoordinatorApp``: WebSocket push mempool, gRPC server, shadow mode on), two real agent
-processes (``ioswarm agent`` at the case's level, over loopback gRPC), and pre-signed plain
-transfers sent at the case's rate in pipelined JSON-RPC batches for ``seconds`` seconds
-(:meth:`~ioswarm.sim.workload.Workload.run_presigned`). The figures:
+processes (``ioswarm agent`` at the case's level, over loopback gRPC), and a workload process
+(``ioswarm workload --presigned``) sending pre-signed plain transfers at the case's rate in
+pipelined JSON-RPC batches for ``seconds`` seconds. The figures (taken from the moment the
+workload starts sending):
 
 - ``seen_to_result`` p50/p99: from the moment the coordinator first saw a tx in the mempool to
   the accepted result of its task (exact samples of what ``ioswarm_task_stage_seconds``
@@ -27,12 +28,14 @@ Run: ``python bench/latency.py [seconds]``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,8 @@ from ioswarm.config import parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.coordinator.metrics import TaskStages
 from ioswarm.core.models import Level, Task
-from ioswarm.node.adapter import JsonRpcNode
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.demo import DemoAgents
-from ioswarm.sim.workload import Workload
 
 CASES = (
     (Level.L1, 300.0),
@@ -58,6 +59,7 @@ CASES = (
 AGENTS_PER_CASE = 2
 ACCOUNTS = 200
 DRAIN_SEC = 5.0
+SEND_LIMIT_SEC = 60.0  # funding and signing, beyond the sending itself
 READY_SEC = 30.0
 TARGET_FAST_SEC = 0.100  # L1/L2 p99 at 1,000 tx/s
 TARGET_L3_SEC = 1.0  # L3 p99 at 300 tx/s
@@ -72,6 +74,11 @@ class Samples:
         self.seen_to_queued: list[float] = []
         self.dispatched_to_result: list[float] = []
         self._observe = TaskStages.observe
+
+    def clear(self) -> None:
+        self.seen_to_result.clear()
+        self.seen_to_queued.clear()
+        self.dispatched_to_result.clear()
 
     def __enter__(self) -> Samples:
         samples = self
@@ -102,8 +109,50 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
+async def _send(
+    anvil: AnvilProcess, funder_key: str, rate: float, count: int, on_sending: Callable[[], None]
+) -> dict[str, Any]:
+    """Run the workload process; ``on_sending`` is called once its accounts are funded and its
+    transfers signed, just before it sends."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ioswarm_cli.main",
+        "workload",
+        "--rpc-url",
+        anvil.url,
+        "--funder-key",
+        funder_key,
+        "--presigned",
+        "--rate",
+        str(rate),
+        "--count",
+        str(count),
+        "--accounts",
+        str(ACCOUNTS),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(SEND_LIMIT_SEC + count / rate):
+            while line := await proc.stderr.readline():
+                if b"signing" in line:
+                    # Signing takes a while; the sending starts right after it.
+                    on_sending()
+            out = await proc.stdout.read()
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return report
+
+
 async def _case(
-    anvil: AnvilProcess, wl: Workload, level: Level, rate: float, seconds: float
+    anvil: AnvilProcess, funder_key: str, level: Level, rate: float, seconds: float
 ) -> dict[str, Any]:
     secret = secrets.token_hex(24)
     config = parse_config(
@@ -134,10 +183,15 @@ async def _case(
                     if time.monotonic() > deadline:
                         raise RuntimeError("agents or mempool push not ready in time")
                     await asyncio.sleep(0.1)
-                calls_before = c.poller.node_calls.requests
-                node_sec_before = c.poller.node_calls.seconds
-                seen_before = sum(c.poller.seen.values())
-                report = await wl.run_presigned(count)
+                before = [0, 0.0, 0, 0]
+
+                def sending() -> None:
+                    samples.clear()
+                    calls = c.poller.node_calls
+                    before[:] = [calls.requests, calls.seconds, sum(c.poller.seen.values())]
+                    before.append(c.poller.seen["push"])
+
+                report = await _send(anvil, funder_key, rate, count, sending)
                 drain_until = time.monotonic() + DRAIN_SEC
                 last = -1
                 while time.monotonic() < drain_until:
@@ -146,10 +200,10 @@ async def _case(
                         break
                     last = done
                     await asyncio.sleep(0.5)
-                seen = sum(c.poller.seen.values()) - seen_before
-                calls = c.poller.node_calls.requests - calls_before
-                node_sec = c.poller.node_calls.seconds - node_sec_before
-                push_seen = c.poller.seen["push"]
+                calls = c.poller.node_calls.requests - before[0]
+                node_sec = c.poller.node_calls.seconds - before[1]
+                seen = sum(c.poller.seen.values()) - before[2]
+                push_seen = c.poller.seen["push"] - before[-1]
             finally:
                 await agents.stop()
     p99 = quantile(samples.seen_to_result, 0.99)
@@ -161,14 +215,14 @@ async def _case(
     return {
         "level": level.name,
         "asked_tx_per_sec": rate,
-        "achieved_tx_per_sec": round(report.rate, 1),
-        "sent": report.sent,
-        "refused": report.refused,
+        "achieved_tx_per_sec": report["achieved_tx_per_sec"],
+        "sent": report["transfers"],
+        "refused": report["errors"],
         "txs_seen": seen,
         "seen_by_push_share": round(push_seen / seen, 3) if seen else None,
         "verdicts": len(samples.seen_to_result),
-        "verdicts_per_sent": round(len(samples.seen_to_result) / report.sent, 3)
-        if report.sent
+        "verdicts_per_sent": round(len(samples.seen_to_result) / report["transfers"], 3)
+        if report["transfers"]
         else None,
         "seen_to_result_p50_ms": ms(quantile(samples.seen_to_result, 0.5)),
         "seen_to_result_p99_ms": ms(p99),
@@ -205,20 +259,14 @@ def _print(r: dict[str, Any]) -> None:
 async def _run(seconds: float, cases: tuple[tuple[Level, float], ...]) -> dict[str, Any]:
     logging.getLogger("ioswarm").setLevel(logging.WARNING)
     out: dict[str, Any] = {"seconds_per_case": seconds, "agents": "2 agent processes per case"}
-    async with (
-        AnvilProcess(
-            env=os.environ, block_time=1.0, extra_args=("--gas-limit", "300000000")
-        ) as anvil,
-        JsonRpcNode(anvil.url) as node,
-    ):
-        wl = Workload(
-            node, anvil.private_keys[0], chain_id=anvil.chain_id, accounts=ACCOUNTS, seed=1
-        )
-        await wl.setup()
-        for level, rate in cases:
-            wl.rate = rate
+    async with AnvilProcess(
+        env=os.environ, block_time=1.0, extra_args=("--gas-limit", "300000000")
+    ) as anvil:
+        for i, (level, rate) in enumerate(cases):
+            # Each case funds fresh accounts from its own development key.
+            key = anvil.private_keys[1 + i % (len(anvil.private_keys) - 1)]
             try:
-                result = await _case(anvil, wl, level, rate, seconds)
+                result = await _case(anvil, key, level, rate, seconds)
             except Exception as exc:  # one failed case must not hide the others
                 print(f"{level.name} @ {rate:g} tx/s failed: {exc!r}", flush=True)
                 out[f"{level.name}_{int(rate)}"] = {"error": repr(exc)}

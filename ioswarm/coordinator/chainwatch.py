@@ -260,11 +260,12 @@ class MempoolPoller:
         self._on_syncing = on_syncing
         self._backoff = ErrorBackoff(interval)
         self.pool = PendingPool(max_tracked, on_replaced)
-        self._pushed: list[tuple[PendingTx, bytes | None]] = []
+        self._pushed: list[tuple[PendingTx, bytes | None, float]] = []
         self._pushed_hashes: list[bytes] = []
         self.wake = asyncio.Event()
         self.push: PendingTxStream | None = None
         self._listed_at = -float("inf")
+        self._gap_fill_task: asyncio.Task[None] | None = None
         self._listed_connects = -1
         self._state_cache: dict[bytes, AccountSnapshot] = {}
         self._state_cache_block = -1
@@ -293,7 +294,8 @@ class MempoolPoller:
 
     def _on_pushed(self, txs: list[tuple[PendingTx, bytes | None]]) -> None:
         if len(self._pushed) < self.max_tracked:
-            self._pushed.extend(txs)
+            now = self._clock()  # seen when it arrived, not when a round takes it in
+            self._pushed.extend((tx, raw, now) for tx, raw in txs)
         self.wake.set()
 
     def _on_pushed_hashes(self, hashes: list[bytes]) -> None:
@@ -327,17 +329,23 @@ class MempoolPoller:
         """Run rounds until ``stop``, one as soon as a push arrives and at least every
         interval; node errors are retried here, anything else ends the loop. Every node
         request a round makes is counted in :attr:`node_calls`."""
-        with counting_calls(self.node_calls):
-            await retry_node_errors(
-                "mempool",
-                "mempool poller",
-                self.poll,
-                stop,
-                self._interval,
-                self._backoff,
-                self._on_error,
-                wake=self.wake,
-            )
+        try:
+            with counting_calls(self.node_calls):
+                await retry_node_errors(
+                    "mempool",
+                    "mempool poller",
+                    self.poll,
+                    stop,
+                    self._interval,
+                    self._backoff,
+                    self._on_error,
+                    wake=self.wake,
+                )
+        finally:
+            if self._gap_fill_task is not None:
+                self._gap_fill_task.cancel()
+                await asyncio.gather(self._gap_fill_task, return_exceptions=True)
+                self._gap_fill_task = None
 
     async def poll(self) -> None:
         """One round, its result dropped (the shape :func:`retry_node_errors` steps)."""
@@ -365,14 +373,30 @@ class MempoolPoller:
         if syncing or not self._has_agents():
             return 0
         self.polls += 1
+        gap_fill = self._gap_fill_task
+        if gap_fill is not None and gap_fill.done():
+            self._gap_fill_task = None
+            gap_fill.result()  # its node error (retried) or its bug (the loop ends)
         if self._listing_due():
-            asked = self._clock()
-            listed = await self._node.pending_transactions()
-            self.seen["poll"] += self.pool.absorb_listing(listed, asked, self._clock())
-            self._listed_at = asked
-            self._listed_connects = self.push.connects if self.push is not None else 0
-            self.listings += 1
+            if not self.push_live:
+                await self._list()  # the poll is the only source: list before dispatching
+            elif self._gap_fill_task is None:
+                # Beside pushes, a listing (slow on a big pool) must not hold them back.
+                self._listed_at = self._clock()
+                self._gap_fill_task = asyncio.create_task(self._list(), name="ioswarm-gap-fill")
         return await self._dispatch(header)
+
+    async def _list(self) -> None:
+        asked = self._clock()
+        connects = self.push.connects if self.push is not None else 0
+        listed = await self._node.pending_transactions()
+        new = self.pool.absorb_listing(listed, asked, self._clock())
+        self.seen["poll"] += new
+        self._listed_at = asked
+        self._listed_connects = connects
+        self.listings += 1
+        if new:
+            self.wake.set()  # dispatch what it found without waiting for the next round
 
     def _listing_due(self) -> bool:
         if not self.push_live or self.push is None:
@@ -385,8 +409,8 @@ class MempoolPoller:
         now = self._clock()
         pushed, self._pushed = self._pushed, []
         hashes, self._pushed_hashes = self._pushed_hashes, []
-        for tx, raw in pushed:
-            if self.pool.add(tx, now):
+        for tx, raw, arrived in pushed:
+            if self.pool.add(tx, arrived):
                 self.seen["push"] += 1
                 if raw is not None:
                     self.pool.raw[tx.tx_hash] = raw  # rebuilt from the push: no fetch
