@@ -265,7 +265,8 @@ class MempoolPoller:
         self.wake = asyncio.Event()
         self.push: PendingTxStream | None = None
         self._listed_at = -float("inf")
-        self._gap_fill_task: asyncio.Task[None] | None = None
+        # Node reads running beside the rounds ("gap-fill" listing, "raws" of unpushed txs).
+        self._side: dict[str, asyncio.Task[None]] = {}
         self._listed_connects = -1
         self._state_cache: dict[bytes, AccountSnapshot] = {}
         self._state_cache_block = -1
@@ -342,10 +343,10 @@ class MempoolPoller:
                     wake=self.wake,
                 )
         finally:
-            if self._gap_fill_task is not None:
-                self._gap_fill_task.cancel()
-                await asyncio.gather(self._gap_fill_task, return_exceptions=True)
-                self._gap_fill_task = None
+            side, self._side = self._side, {}
+            for task in side.values():
+                task.cancel()
+            await asyncio.gather(*side.values(), return_exceptions=True)
 
     async def poll(self) -> None:
         """One round, its result dropped (the shape :func:`retry_node_errors` steps)."""
@@ -373,17 +374,17 @@ class MempoolPoller:
         if syncing or not self._has_agents():
             return 0
         self.polls += 1
-        gap_fill = self._gap_fill_task
-        if gap_fill is not None and gap_fill.done():
-            self._gap_fill_task = None
-            gap_fill.result()  # its node error (retried) or its bug (the loop ends)
+        for name, task in list(self._side.items()):
+            if task.done():
+                del self._side[name]
+                task.result()  # its node error (retried) or its bug (the loop ends)
         if self._listing_due():
             if not self.push_live:
                 await self._list()  # the poll is the only source: list before dispatching
-            elif self._gap_fill_task is None:
+            elif "gap-fill" not in self._side:
                 # Beside pushes, a listing (slow on a big pool) must not hold them back.
                 self._listed_at = self._clock()
-                self._gap_fill_task = asyncio.create_task(self._list(), name="ioswarm-gap-fill")
+                self._side["gap-fill"] = asyncio.create_task(self._list())
         return await self._dispatch(header)
 
     async def _list(self) -> None:
@@ -423,12 +424,17 @@ class MempoolPoller:
         if not waiting:
             return 0
         need_raw = [tx.tx_hash for tx in waiting if tx.tx_hash not in self.pool.raw]
+        if need_raw and not self.push_live:
+            await self._read_raws(need_raw)  # polling only: every tx needs its bytes read
+        elif need_raw and "raws" not in self._side:
+            # Bytes not pushed (hash-only pushes, listed txs) are read beside the round: a slow
+            # answer must not hold back the txs whose bytes came with their push.
+            self._side["raws"] = asyncio.create_task(self._read_raws(need_raw))
+        waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
+        if not waiting:
+            return 0
         needs_state = self._needs_state()
-        # Raw bytes (once per tx) and the node's head in parallel; then the state at that head.
-        latest, raws = await asyncio.gather(
-            self._node.block_number() if needs_state else _no_block(),
-            self._node.raw_transactions(need_raw) if need_raw else _nothing(),
-        )
+        latest = await self._node.block_number() if needs_state else -1
         if latest > header.number:
             # The block watcher has not caught up: a pushed tx may already be in that block,
             # and its sender's nonce there is what tells.
@@ -436,12 +442,6 @@ class MempoolPoller:
             if self._head.tip is None or header.number > self._head.tip.number:
                 self._head.tip = header
         states = await self._head_states(waiting, header) if needs_state else {}
-        now = self._clock()
-        for h in need_raw:
-            if h in raws:
-                self.pool.raw[h] = raws[h]
-            else:
-                self.pool.drop(h, now)  # left the mempool before its bytes were read
         waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         ready: list[Planned | PendingTx]
         if needs_state:
@@ -458,6 +458,16 @@ class MempoolPoller:
         created = await self._make_tasks(items, header)
         self.pool.dispatched(hashes)
         return created
+
+    async def _read_raws(self, hashes: list[bytes]) -> None:
+        raws = await self._node.raw_transactions(hashes)
+        now = self._clock()
+        for h in hashes:
+            if h in raws:
+                self.pool.raw[h] = raws[h]
+            else:
+                self.pool.drop(h, now)  # left the mempool before its bytes were read
+        self.wake.set()
 
     async def _head_states(
         self, txs: list[PendingTx], header: BlockHeader
@@ -497,11 +507,3 @@ class MempoolPoller:
             **self.pool.tables(),
             "mempool_state_cache": TableSize(len(self._state_cache), self.max_tracked),
         }
-
-
-async def _nothing() -> dict[bytes, Any]:
-    return {}
-
-
-async def _no_block() -> int:
-    return -1
