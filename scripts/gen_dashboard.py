@@ -132,6 +132,33 @@ def panels() -> list[dict[str, Any]]:
             "Quantiles of the time from dispatch to an accepted result.",
         ),
         ts(
+            "Seen to result (mempool seen to accepted result)",
+            [
+                (
+                    f"{p}({q}, sum by (le, level) (rate(ioswarm_task_stage_seconds_bucket"
+                    f'{{{SEL},stage="seen_to_result"}}[{RATE}])))',
+                    f"p{int(q * 100)} {{{{level}}}}",
+                )
+                for q in (0.5, 0.99)
+            ],
+            "s",
+            "Quantiles of the time from the coordinator first seeing a tx to an accepted "
+            "result of its task.",
+        ),
+        ts(
+            "Task stages (p99)",
+            [
+                (
+                    f"{p}(0.99, sum by (le, stage) (rate(ioswarm_task_stage_seconds_bucket"
+                    f"{{{SEL}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+            "seen_to_queued is the coordinator's own preparation (node reads included), "
+            "queued_to_dispatched the wait for an agent, dispatched_to_result the agents'.",
+        ),
+        ts(
             "Agent validation time",
             [
                 (
@@ -233,6 +260,38 @@ def panels() -> list[dict[str, Any]]:
             ],
             "none",
             "Latest block seen; syncing is 1 while polling pauses.",
+        ),
+        ts(
+            "Mempool intake",
+            [
+                (
+                    f"sum by (source) (rate(ioswarm_mempool_seen_total{{{SEL}}}[{RATE}]))",
+                    "seen by {{source}}",
+                ),
+                (f"sum(rate(ioswarm_mempool_listings_total{{{SEL}}}[{RATE}]))", "listings"),
+                (f"min(ioswarm_mempool_push_up{{{SEL}}})", "push up"),
+            ],
+            "ops",
+            "Pending txs taken in per second by push and by txpool listing; push up is 0 "
+            "while the node's WebSocket is down (the poll alone then lists the pool).",
+        ),
+        ts(
+            "Node cost per pending tx",
+            [
+                (
+                    f"sum(rate(ioswarm_mempool_node_requests_total{{{SEL}}}[{RATE}])) / "
+                    f"sum(rate(ioswarm_mempool_seen_total{{{SEL}}}[{RATE}]))",
+                    "requests per tx",
+                ),
+                (
+                    f"sum(rate(ioswarm_mempool_node_seconds_total{{{SEL}}}[{RATE}])) / "
+                    f"sum(rate(ioswarm_mempool_seen_total{{{SEL}}}[{RATE}]))",
+                    "node seconds per tx",
+                ),
+            ],
+            "none",
+            "JSON-RPC requests and node answer time spent per pending tx taken in (state "
+            "reads, raw bytes, L3 prefetch).",
         ),
         ts(
             "Node errors",

@@ -91,6 +91,9 @@ class CoordinatorMetrics:
             buckets=STAGE_BUCKETS,
             registry=registry,
         )
+        # Read from the mempool poller at scrape time (its figures are set when it is made).
+        self.mempool = MempoolCollector(dict)
+        registry.register(self.mempool)
         self.task_stage = Histogram(
             "ioswarm_task_stage_seconds",
             "Time of a task's stages, for accepted results: seen_to_queued (mempool seen to "
@@ -271,13 +274,13 @@ class MempoolCollector(Collector):
     read from the mempool poller at scrape time."""
 
     def __init__(self, figures: Callable[[], Mapping[str, Any]]) -> None:
-        self._figures = figures
+        self.figures = figures
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families({})
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families(self._figures())
+        yield from self._families(self.figures())
 
     @staticmethod
     def _families(f: Mapping[str, Any]) -> Iterator[Metric]:

@@ -21,7 +21,7 @@ from ioswarm.coordinator.comparisons import ComparisonCounter
 from ioswarm.coordinator.dispatcher import Dispatcher
 from ioswarm.coordinator.gateway import AgentGateway, Totals
 from ioswarm.coordinator.integrity import IntegrityDesk
-from ioswarm.coordinator.metrics import CoordinatorMetrics, MempoolCollector, TableCollector
+from ioswarm.coordinator.metrics import CoordinatorMetrics, TableCollector
 from ioswarm.coordinator.prefetch import StatePrefetcher
 from ioswarm.coordinator.reverify import Reverifier
 from ioswarm.coordinator.supervisor import LoopSupervisor, RestartPolicy
@@ -447,5 +447,5 @@ def _mempool_poller(
     )
     if config.node_ws_url != "off" and isinstance(c.node, JsonRpcNode):
         poller.attach_push(config.node_ws_url or ws_url_for(config.node_rpc_url))
-    c.metrics.registry.register(MempoolCollector(poller.figures))
+    c.metrics.mempool.figures = poller.figures
     return poller
