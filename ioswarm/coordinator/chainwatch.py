@@ -433,15 +433,20 @@ class MempoolPoller:
         waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         if not waiting:
             return 0
+        states: dict[bytes, AccountSnapshot] = {}
         needs_state = self._needs_state()
-        latest = await self._node.block_number() if needs_state else -1
-        if latest > header.number:
-            # The block watcher has not caught up: a pushed tx may already be in that block,
-            # and its sender's nonce there is what tells.
-            header = await self._node.get_block(latest)
-            if self._head.tip is None or header.number > self._head.tip.number:
-                self._head.tip = header
-        states = await self._head_states(waiting, header) if needs_state else {}
+        if needs_state:
+            # The node's head is asked beside the state reads (most are cached): when the block
+            # watcher has not caught up, a pushed tx may already be in the newer block, and its
+            # sender's nonce there is what tells.
+            latest, states = await asyncio.gather(
+                self._node.block_number(), self._head_states(waiting, header)
+            )
+            if latest > header.number:
+                header = await self._node.get_block(latest)
+                if self._head.tip is None or header.number > self._head.tip.number:
+                    self._head.tip = header
+                states = await self._head_states(waiting, header)
         waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         ready: list[Planned | PendingTx]
         if needs_state:
@@ -472,12 +477,14 @@ class MempoolPoller:
     async def _head_states(
         self, txs: list[PendingTx], header: BlockHeader
     ) -> dict[bytes, AccountSnapshot]:
-        """Sender and receiver state at the head block (one batch pinned to its hash); cached
-        until the head moves."""
+        """Sender state at the head block (one batch pinned to its hash); cached until the
+        head moves."""
         if header.number != self._state_cache_block:
             self._state_cache = {}
             self._state_cache_block = header.number
-        wanted = {tx.sender for tx in txs} | {tx.to for tx in txs if tx.to is not None}
+        # Senders only: their nonce and balance are what L2 checks. A recipient's state goes
+        # out with a task when it is known anyway (a recipient that also sends).
+        wanted = {tx.sender for tx in txs}
         missing = [a for a in wanted if a not in self._state_cache]
         if len(self._state_cache) + len(missing) > self.max_tracked:
             self._state_cache = {}  # a huge mempool within one block: start over
