@@ -183,13 +183,19 @@ async def _case(
                     if time.monotonic() > deadline:
                         raise RuntimeError("agents or mempool push not ready in time")
                     await asyncio.sleep(0.1)
-                before = [0, 0.0, 0, 0]
+                before: list[float] = [0, 0.0, 0, 0, 0.0, 0.0]
 
                 def sending() -> None:
                     samples.clear()
                     calls = c.poller.node_calls
-                    before[:] = [calls.requests, calls.seconds, sum(c.poller.seen.values())]
-                    before.append(c.poller.seen["push"])
+                    before[:] = [
+                        calls.requests,
+                        calls.seconds,
+                        sum(c.poller.seen.values()),
+                        c.poller.seen["push"],
+                        time.process_time(),
+                        time.monotonic(),
+                    ]
 
                 report = await _send(anvil, funder_key, rate, count, sending)
                 drain_until = time.monotonic() + DRAIN_SEC
@@ -203,7 +209,9 @@ async def _case(
                 calls = c.poller.node_calls.requests - before[0]
                 node_sec = c.poller.node_calls.seconds - before[1]
                 seen = sum(c.poller.seen.values()) - before[2]
-                push_seen = c.poller.seen["push"] - before[-1]
+                push_seen = c.poller.seen["push"] - before[3]
+                cpu = time.process_time() - before[4]
+                wall = time.monotonic() - before[5]
             finally:
                 await agents.stop()
     p99 = quantile(samples.seen_to_result, 0.99)
@@ -230,6 +238,10 @@ async def _case(
         "dispatched_to_result_p99_ms": ms(quantile(samples.dispatched_to_result, 0.99)),
         "node_requests_per_tx": round(calls / seen, 2) if seen else None,
         "node_ms_per_tx": round(node_sec / seen * 1000, 3) if seen else None,
+        # Summed answer time of the mempool path's requests over wall time: above 1 the node
+        # has several of them waiting at once, i.e. the node, not the coordinator, is the limit.
+        "node_busy": round(node_sec / wall, 2) if wall else None,
+        "coordinator_cpu_ms_per_tx": round(cpu / seen * 1000, 3) if seen else None,
         "target_p99_ms": ms(target),
         "p99_over_target": round(p99 / target, 2) if target and p99 is not None else None,
         "own_share_p99_over_target": round(own_p99 / TARGET_OWN_SEC, 2)
@@ -250,7 +262,8 @@ def _print(r: dict[str, Any]) -> None:
         f"({target}); coordinator's own share p99 {r['seen_to_queued_p99_ms']} ms "
         f"(target < 100 ms, ratio {r['own_share_p99_over_target']}); agents p99 "
         f"{r['dispatched_to_result_p99_ms']} ms; verdicts/sent {r['verdicts_per_sent']}; "
-        f"node {r['node_requests_per_tx']} requests/tx, {r['node_ms_per_tx']} ms/tx; "
+        f"node {r['node_requests_per_tx']} requests/tx, {r['node_ms_per_tx']} ms/tx, busy "
+        f"{r['node_busy']}; coordinator CPU {r['coordinator_cpu_ms_per_tx']} ms/tx; "
         f"seen by push {r['seen_by_push_share']}",
         flush=True,
     )

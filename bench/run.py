@@ -14,6 +14,7 @@ from bench import (
     l1_recovery,
     l3_execution,
     l4_restart,
+    latency,
     prefetch_cost,
     settlement_gas,
     snapshot_io,
@@ -25,6 +26,7 @@ def main() -> int:
     results = {
         "l1_recovery": l1_recovery.run(),
         "coordinator_throughput": coordinator_throughput.run(),
+        "latency": latency.run(),
         "l3_execution": l3_execution.run(),
         "conformance": conformance.run(),
         "settlement_gas": settlement_gas.run(),
