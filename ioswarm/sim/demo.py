@@ -338,6 +338,7 @@ async def run_demo(
                 "workload": workload.counters.as_dict(),
                 "contract_workload": contracts.counters.as_dict() if contracts else None,
                 "prefetch": _prefetch_report(c),
+                "mempool": _mempool_report(c),
                 "tasks": {
                     "created": c.totals.tasks_created,
                     "dispatched": c.dispatcher.dispatched_total,
@@ -411,6 +412,20 @@ async def rewards_report(
             "paid_wei": str(paid),
         },
         "agents": agents,
+    }
+
+
+def _mempool_report(c: Any) -> dict[str, Any]:
+    """How pending txs were seen and what taking them in cost the node, per tx."""
+    poller = c.poller
+    seen = sum(poller.seen.values())
+    calls = poller.node_calls
+    return {
+        "seen": dict(poller.seen),
+        "listings": poller.listings,
+        "push_live_at_end": poller.push_live,
+        "node_requests_per_tx": round(calls.requests / seen, 2) if seen else None,
+        "node_ms_per_tx": round(calls.seconds * 1000 / seen, 3) if seen else None,
     }
 
 
