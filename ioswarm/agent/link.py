@@ -118,6 +118,7 @@ class CoordinatorLink:
         self._last_batch_id = ""
         self.heartbeat_interval = 10.0
         self.connected = False
+        self.failure: PermanentFailure | None = None
         self._registering = False
 
     @property
@@ -179,14 +180,9 @@ class CoordinatorLink:
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     def _stop_for(self, failure: PermanentFailure) -> NoReturn:
-        """Give this coordinator up: retrying cannot help. Raises the error naming why."""
-        log.error(
-            "link stopping agent_id=%s coordinator=%s kind=%s reason=%s",
-            self.config.agent_id,
-            self.coordinator,
-            failure.kind.value,
-            failure.reason,
-        )
+        """Give this coordinator up: retrying cannot help. Raises the error naming why (the
+        agent logs it, and :attr:`failure` keeps it)."""
+        self.failure = failure
         if failure.kind is FailureKind.TLS:
             raise ConfigError("--ca-cert", failure.reason)
         if failure.kind is FailureKind.CREDENTIALS:

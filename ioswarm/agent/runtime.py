@@ -128,14 +128,16 @@ class Agent:
                 await link.run()
                 return None
             except IoswarmError as exc:
-                if len(self.links) > 1:
-                    log.error(
-                        "coordinator given up agent_id=%s coordinator=%s reason=%s; "
-                        "serving the others",
-                        self.config.agent_id,
-                        link.coordinator,
-                        exc,
-                    )
+                # Alone, the link's end is the agent's; beside others, only that coordinator's.
+                log.error(
+                    "agent stopping agent_id=%s coordinator=%s kind=%s reason=%s"
+                    if len(self.links) == 1
+                    else "coordinator given up agent_id=%s coordinator=%s kind=%s reason=%s",
+                    self.config.agent_id,
+                    link.coordinator,
+                    link.failure.kind.value if link.failure else "error",
+                    link.failure.reason if link.failure else exc,
+                )
                 return exc
             except Exception:  # a bug in one link must not take the others down
                 log.exception(
