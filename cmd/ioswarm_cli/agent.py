@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -176,3 +178,11 @@ def _validator(config: AgentConfig) -> tuple[Validator, StateFollower | None]:
     )
     follower.open()  # a store left by an earlier run is ready before the first task
     return validator_for(Level.L4, state=follower), follower
+
+
+def reference_main(argv: Sequence[str] | None = None) -> int:
+    """``ioswarm-agent``, the reference agent's command name: ``ioswarm-agent FLAGS`` runs
+    ``ioswarm agent FLAGS``, so its service units and scripts work with ioswarm installed."""
+    from ioswarm_cli.main import main  # noqa: PLC0415 - main imports this module
+
+    return main(["agent", *(sys.argv[1:] if argv is None else argv)])

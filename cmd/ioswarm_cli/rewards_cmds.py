@@ -33,6 +33,7 @@ DEFAULT_RPC = "http://127.0.0.1:8545"
 HTTP_TIMEOUT_SEC = 15.0
 SIGNER_KEY_ENV = "IOSWARM_REWARD_SIGNER_KEY"
 WALLET_KEY_ENV = "IOSWARM_WALLET_KEY"
+REFERENCE_KEY_ENV = "IOSWARM_PRIVATE_KEY"  # the reference agent's name for the wallet key
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 Runner = Callable[[argparse.Namespace, dict[str, str]], Coroutine[Any, Any, int]]
@@ -98,7 +99,9 @@ def _rpc_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     return str(url)
 
 
-def _key(args: argparse.Namespace, env: Mapping[str, str], env_name: str) -> LocalAccount:
+def _key(
+    args: argparse.Namespace, env: Mapping[str, str], env_name: str, alias: str = ""
+) -> LocalAccount:
     if args.key:
         source, text = "--key", args.key
     elif args.key_file:
@@ -109,6 +112,8 @@ def _key(args: argparse.Namespace, env: Mapping[str, str], env_name: str) -> Loc
             raise ConfigError(source, f"cannot read {args.key_file}: {exc.strerror}") from exc
     elif env.get(env_name):
         source, text = env_name, env[env_name]
+    elif alias and env.get(alias):
+        source, text = alias, env[alias]
     elif env.get(env_name + "_FILE"):
         source = env_name + "_FILE"
         try:
@@ -195,7 +200,7 @@ async def run_fund(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 async def run_claim(args: argparse.Namespace, env: dict[str, str]) -> int:
     url = _rpc_url(args, env)
-    wallet = _key(args, env, WALLET_KEY_ENV)
+    wallet = _key(args, env, WALLET_KEY_ENV, alias=REFERENCE_KEY_ENV)
     flag = "--pool" if args.pool else "IOSWARM_REWARD_CONTRACT"
     address = _address(args.pool or env.get("IOSWARM_REWARD_CONTRACT"), flag)
     async with _web3(url) as w3:
@@ -260,7 +265,12 @@ def render_rewards(doc: Mapping[str, Any]) -> str:
 
 
 async def run_rewards(args: argparse.Namespace, env: dict[str, str]) -> int:
-    base = args.coordinator or env.get("IOSWARM_COORDINATOR_API")
+    # IOSWARM_COORDINATOR_HTTP is the reference agent's name for the same URL.
+    base = (
+        args.coordinator
+        or env.get("IOSWARM_COORDINATOR_API")
+        or env.get("IOSWARM_COORDINATOR_HTTP")
+    )
     if not base or not re.match(r"^https?://[^\s/]+", base):
         raise ConfigError(
             "--coordinator", f"must be the coordinator's http(s) API URL, got {base!r}"

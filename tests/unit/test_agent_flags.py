@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 from ioswarm_cli import agent as agent_cmd
+from ioswarm_cli import rewards_cmds
 from ioswarm_cli.main import build_parser
 
 from ioswarm.config import AgentConfig, agent_config
@@ -200,3 +201,25 @@ def test_abbreviated_flags_are_refused(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         build_parser().parse_args(["agent", "--coord=a:1"])
     assert "--coord=a:1" in capsys.readouterr().err
+
+
+def test_ioswarm_agent_is_the_reference_command_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ioswarm-agent FLAGS`` is ``ioswarm agent FLAGS``: a bad flag exits 2 naming it."""
+    code = agent_cmd.reference_main(
+        ["--coordinator=nohostport", "--agent-id=x", f"--api-key={KEY_A}", f"--wallet={WALLET}"]
+    )
+    assert code == 2 and "--coordinator" in capsys.readouterr().err
+
+
+def test_the_wallet_key_may_come_from_the_reference_variable() -> None:
+    """The wallet key (``claim``) is read from IOSWARM_PRIVATE_KEY, the reference's name, when
+    IOSWARM_WALLET_KEY is not set."""
+    key = "0x" + "5a" * 32
+    args = argparse.Namespace(key=None, key_file=None)
+    account = rewards_cmds._key(
+        args,
+        {"IOSWARM_PRIVATE_KEY": key},
+        rewards_cmds.WALLET_KEY_ENV,
+        alias=rewards_cmds.REFERENCE_KEY_ENV,
+    )
+    assert account.key.hex().removeprefix("0x") == "5a" * 32
