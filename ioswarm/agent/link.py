@@ -308,6 +308,7 @@ class CoordinatorLink:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not final:
                     self.stats.submit_refusals += 1
                     await asyncio.sleep(self.budget.refused(exc.details() or "", time.monotonic()))
+                    await self._take_budget()
                     continue
                 if exc.code() in RETRYABLE and not final:
                     raise

@@ -70,8 +70,6 @@ class Agent:
         options = [
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.max_receive_message_length", MAX_WIRE_MESSAGE_BYTES),
-            # Each link its own connection, even to coordinators behind one address.
-            ("grpc.use_local_subchannel_pool", 1),
         ]
         if not link.tls:
             return grpc.aio.insecure_channel(link.coordinator, options=options)
