@@ -4,6 +4,7 @@ environment variables, several coordinators, io1 wallets; every bad value names 
 from __future__ import annotations
 
 import argparse
+import types
 
 import pytest
 from ioswarm_cli import agent as agent_cmd
@@ -223,3 +224,24 @@ def test_the_wallet_key_may_come_from_the_reference_variable() -> None:
         alias=rewards_cmds.REFERENCE_KEY_ENV,
     )
     assert account.key.hex().removeprefix("0x") == "5a" * 32
+
+
+def test_agent_subcommands_plug_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module listed in SUBCOMMANDS becomes ``ioswarm agent NAME`` with its own run; the
+    agent's own flags still parse without a subcommand."""
+
+    async def status(args: argparse.Namespace, env: dict[str, str]) -> int:
+        return 0
+
+    def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        p = sub.add_parser("status")
+        p.add_argument("--datadir")
+        p.set_defaults(run=status)
+
+    plugin = types.ModuleType("status_plugin")
+    plugin.add_parser = add_parser  # type: ignore[attr-defined]
+    monkeypatch.setattr(agent_cmd, "SUBCOMMANDS", (plugin,))
+    args = build_parser().parse_args(["agent", "status", "--datadir", "/d"])
+    assert args.run is status and args.datadir == "/d"
+    args = build_parser().parse_args(["agent", "-agent-id=x", "--tls=false"])
+    assert args.run is agent_cmd.run and args.agent_command is None and args.tls is False
