@@ -17,6 +17,7 @@ from ioswarm_cli import (
     demo,
     keygen,
     l4sim,
+    l4test,
     rewards_cmds,
     snapshot,
     workload,
@@ -31,6 +32,7 @@ COMMANDS = (
     rewards_cmds,
     snapshot,
     l4sim,
+    l4test,
     conformance,
 )
 
