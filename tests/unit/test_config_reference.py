@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ioswarm.config import load_config, parse_config
+from ioswarm.config import documented_keys, load_config, parse_config
 from ioswarm.configfile import ConfigNote
 from ioswarm.core.address import to_io
 from ioswarm.errors import ConfigError
@@ -193,3 +193,58 @@ def test_a_bbolt_file_as_diff_store_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({**_flat(), "diffStorePath": str(bolt)})
     assert err.value.key == "diffStorePath" and "bbolt" in err.value.problem
+
+
+# Every yaml key of the Go coordinator's Config and RewardConfig (iotex-core ioswarm/config.go
+# and ioswarm/reward.go, branch ioswarm-v2.3.5).
+GO_KEYS = [
+    "enabled",
+    "grpcPort",
+    "swarmApiPort",
+    "maxAgents",
+    "taskLevel",
+    "shadowMode",
+    "pollIntervalMs",
+    "masterSecret",
+    "delegateAddress",
+    "epochRewardIOTX",
+    "rewardContract",
+    "rewardSignerKey",
+    "rewardRpcUrl",
+    "rewardChainId",
+    "diffBufferSize",
+    "diffStoreEnabled",
+    "diffStorePath",
+    "diffRetainHeight",
+    "reward.delegateCutPct",
+    "reward.epochBlocks",
+    "reward.minTasksForReward",
+    "reward.bonusAccuracyPct",
+    "reward.bonusMultiplier",
+]
+
+
+def test_every_go_coordinator_key_is_implemented() -> None:
+    """No key of the Go coordinator's config is unknown here, so none needs a warning."""
+    assert set(GO_KEYS) <= set(documented_keys())
+
+
+def test_go_defaults_that_differ_are_the_documented_ones() -> None:
+    """The defaults the migration table lists as different are the loader's defaults."""
+    cfg = parse_config({"masterSecret": "0123456789abcdef"})
+    assert cfg.enabled is True and cfg.epoch_reward_wei == 10**18
+    assert cfg.diff_store_enabled is False and cfg.reward.epoch_blocks == 720
+    assert (cfg.reward_rpc_url, cfg.reward_chain_id) == ("", 0)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Migrating from the Go coordinator", 1)[1].split("\n## ", 1)[0]
+    for key in (
+        "enabled",
+        "masterSecret",
+        "epochRewardIOTX",
+        "diffStoreEnabled",
+        "reward.epochBlocks",
+        "rewardRpcUrl",
+        "rewardChainId",
+        "diffStorePath",
+    ):
+        assert f"| `{key}` |" in table, key
