@@ -46,7 +46,16 @@ def add_parser(sub: Any) -> None:
         "--from-height",
         type=int,
         default=0,
-        help="first height to stream (default 0: live blocks only)",
+        help="first height to stream (default 0: live blocks only; ignored with --datadir)",
+    )
+    p.add_argument(
+        "--datadir",
+        help="also replay every diff on a local state kept here (an L4 agent's store; loaded "
+        "from --snapshot or the coordinator's snapshot when empty): each diff's entries must "
+        "then produce its post-state hash",
+    )
+    p.add_argument(
+        "--snapshot", metavar="FILE|URL", help="with --datadir: IOSWSNAP to load an empty state"
     )
     p.set_defaults(run=run)
 
@@ -92,17 +101,36 @@ def _read_ca(path: str) -> bytes:
 async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     target, agent_id, key, wallet = _credentials(args, env)
     ca_pem = _read_ca(args.ca_cert) if args.tls and args.ca_cert else None
-    async with probe_channel(target, tls=args.tls, ca_pem=ca_pem) as channel:
-        probe = DiffStreamProbe(
-            pb_grpc.IOSwarmStub(channel),
-            agent_id=agent_id,
-            wallet=wallet,
-            metadata=auth_metadata(agent_id, key),
-            blocks=args.blocks,
-            timeout=args.timeout,
-            from_height=args.from_height,
+    metadata = auth_metadata(agent_id, key)
+    replay = None
+    if args.datadir:
+        # LMDB loads only when a state is replayed.
+        from ioswarm.agent.l4sync import StateFollower  # noqa: PLC0415
+
+        replay = StateFollower(
+            args.datadir, agent_id=agent_id, metadata=metadata, snapshot=args.snapshot
         )
-        print(f"l4test coordinator={target} agent_id={agent_id} blocks={args.blocks}", flush=True)
-        verdict = await probe.run()
+    elif args.snapshot:
+        raise ConfigError("--snapshot", "needs --datadir (the state it loads into)")
+    try:
+        async with probe_channel(target, tls=args.tls, ca_pem=ca_pem) as channel:
+            probe = DiffStreamProbe(
+                pb_grpc.IOSwarmStub(channel),
+                agent_id=agent_id,
+                wallet=wallet,
+                metadata=metadata,
+                blocks=args.blocks,
+                timeout=args.timeout,
+                from_height=args.from_height,
+                replay=replay,
+            )
+            print(
+                f"l4test coordinator={target} agent_id={agent_id} blocks={args.blocks}",
+                flush=True,
+            )
+            verdict = await probe.run()
+    finally:
+        if replay is not None:
+            replay.close()
     print(verdict.line(), flush=True)
     return 0 if verdict.passed else EXIT_FAIL

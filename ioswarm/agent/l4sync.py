@@ -299,6 +299,13 @@ class StateFollower:
             # wrong, and only a fresh snapshot repairs it.
             self._need_snapshot = True
 
+    async def bootstrap(self, stub: DiffStub) -> None:
+        """Make the store complete once: resume it, else load the snapshot given or the
+        coordinator's (for a one-off follower such as ``ioswarm l4test --datadir``)."""
+        self.open()
+        if not self.ready.is_set():
+            await self._bootstrap(stub, refresh=False)
+
     async def _bootstrap(self, stub: DiffStub, *, refresh: bool) -> None:
         """Load a snapshot into the store: the one given (first time only) or the coordinator's."""
         source = None if refresh else self.snapshot_source

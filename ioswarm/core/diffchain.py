@@ -76,11 +76,13 @@ class DiffLink:
 
 
 class DiffChainCheck:
-    """Checks a stream of diffs link by link; the first diff sets where the chain starts."""
+    """Checks a stream of diffs link by link, from a known state or from the first diff."""
 
-    def __init__(self) -> None:
-        self.height: int | None = None
-        self.state_hash = ZERO_HASH
+    def __init__(self, height: int | None = None, state_hash: bytes = ZERO_HASH) -> None:
+        """Start from a known state (``height``, ``state_hash``), or let the first diff
+        anchor the chain."""
+        self.height = height
+        self.state_hash = state_hash
         self.block_hash = b""
         self.checked = 0
 

@@ -188,3 +188,38 @@ async def test_l4test_fails_where_l4_is_off(anvil: AnvilProcess) -> None:
     assert code == 1
     verdict = out.strip().splitlines()[-1]
     assert verdict.startswith("FAIL blocks=0") and "FAILED_PRECONDITION" in verdict
+
+
+async def test_l4test_replays_diffs_on_a_local_state(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """With --datadir the probe loads the coordinator's snapshot, streams from its height and
+    applies 3 diffs: PASS with state=replayed and the coordinator's hash at that height."""
+    async with running_coordinator(
+        anvil.url, taskLevel="L4", diffStoreEnabled=True, snapshotIntervalBlocks=2
+    ) as app:
+        sync = app.state_sync
+        assert sync is not None
+        await eventually(sync.latest_snapshot, 60, what="a snapshot exported")
+        code, out, err = await run_cli(
+            "l4test",
+            "--coordinator",
+            f"127.0.0.1:{app.grpc_port}",
+            "--no-tls",
+            "--secret",
+            SECRET,
+            "--wallet",
+            WALLET,
+            "--blocks",
+            "3",
+            "--timeout",
+            "90",
+            "--datadir",
+            str(tmp_path / "probe"),
+        )
+        assert code == 0, out + err
+        verdict = out.strip().splitlines()[-1]
+        m = re.fullmatch(
+            r"PASS blocks=3 height=(\d+) state_hash=0x([0-9a-f]{64}) state=replayed", verdict
+        )
+        assert m is not None, verdict
+        recorded = sync.diffs.get(int(m[1]))
+        assert recorded is not None and bytes(recorded.post_state_hash).hex() == m[2]

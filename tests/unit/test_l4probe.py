@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ioswarm.agent.l4probe import DiffStreamProbe
+from ioswarm.errors import ProtocolError
 from ioswarm.proto import ioswarm_pb2 as pb
 
 
@@ -120,3 +121,78 @@ async def test_refused_registration_fails() -> None:
     """A coordinator that refuses the probe's registration is a FAIL giving its reason."""
     verdict = await probe(FakeStub([], accept=False)).run()
     assert not verdict.passed and verdict.reason == "register refused: full"
+
+
+class FakeState:
+    """A local state at height 49 with hash 0 that refuses the diff of ``bad_height``."""
+
+    def __init__(self, bad_height: int | None = None) -> None:
+        self.height, self.state_hash = 49, _h(0)
+        self.bad_height = bad_height
+        self.applied: list[int] = []
+        self.bootstrapped = False
+
+    async def bootstrap(self, stub: Any) -> None:
+        self.bootstrapped = True
+
+    def apply(self, diff: pb.StateDiff) -> bool:
+        if diff.height == self.bad_height:
+            raise ProtocolError(f"state diff {diff.height} rejected: post state hash mismatch")
+        self.applied.append(diff.height)
+        self.height, self.state_hash = diff.height, bytes(diff.post_state_hash)
+        return True
+
+
+class RecordingStub(FakeStub):
+    def __init__(self, items: list[pb.StateDiff]) -> None:
+        super().__init__(items)
+        self.asked: list[pb.StreamStateDiffsRequest] = []
+
+    @property
+    def StreamStateDiffs(self) -> Any:  # noqa: N802 - gRPC method name
+        def call(req: pb.StreamStateDiffsRequest, metadata: Any) -> FakeCall:
+            self.asked.append(req)
+            return self.call
+
+        return call
+
+    @property
+    def DownloadSnapshot(self) -> Any:  # noqa: N802 - gRPC method name
+        raise AssertionError("the fake state bootstraps itself")
+
+
+async def test_replay_streams_from_the_local_height_and_applies_every_diff() -> None:
+    """With a local state at 49 the stream starts at 50, the first diff's link to the local
+    hash is checked too, and every checked diff is applied."""
+    stub, state = RecordingStub(diffs(5)), FakeState()
+    verdict = await probe_with(stub, state).run()
+    assert verdict.passed and verdict.blocks == 3 and verdict.line().endswith("state=replayed")
+    assert state.bootstrapped and stub.asked[0].from_height == 50
+    assert state.applied == [50, 51, 52]
+
+
+async def test_replay_failure_is_a_fail_naming_the_height() -> None:
+    """A diff whose entries the local state refuses is a FAIL naming its height."""
+    verdict = await probe_with(RecordingStub(diffs(5)), FakeState(bad_height=51)).run()
+    assert not verdict.passed and verdict.blocks == 1
+    assert verdict.reason.startswith("replay failed at height 51: ")
+
+
+async def test_replay_checks_the_first_diff_against_the_local_hash() -> None:
+    """A stream whose first diff does not follow the local state fails at that diff."""
+    state = FakeState()
+    state.state_hash = _h(77)
+    verdict = await probe_with(RecordingStub(diffs(5)), state).run()
+    assert not verdict.passed and verdict.broken is not None and verdict.broken.height == 50
+
+
+def probe_with(stub: FakeStub, state: FakeState) -> DiffStreamProbe:
+    return DiffStreamProbe(
+        stub,
+        agent_id="probe",
+        wallet="0x" + "42" * 20,
+        metadata=(),
+        blocks=3,
+        timeout=5.0,
+        replay=state,
+    )
