@@ -25,6 +25,7 @@ SYSTEMD_RUNNING = Path("/run/systemd/system")  # sd_booted(3): present when syst
 
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,200}")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 HARDENING = """\
 NoNewPrivileges=true
@@ -63,6 +64,15 @@ class AgentService:
             raise ConfigError("--agent-id", "cannot name a directory: . and .. are refused")
         if not self.command or not self.command[0].startswith("/"):
             raise ConfigError("--bin", "must be an absolute path (systemd runs no PATH lookup)")
+        if self.user and not _USER.fullmatch(self.user):
+            raise ConfigError("--user", "must be a user name (lowercase letters, digits, _ -)")
+        for flag, value in (
+            ("--bin", " ".join(self.command)),
+            ("--datadir", self.datadir),
+            ("--env-file", str(self.env_path)),
+        ):
+            if _has_control(value):
+                raise ConfigError(flag, "must not contain control characters (newlines included)")
 
     @property
     def unit_name(self) -> str:
@@ -135,8 +145,12 @@ def _exec_arg(arg: str) -> str:
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _has_control(value: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
 def _env_value(key: str, value: str) -> str:
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _has_control(value):
         raise ConfigError(key, "must not contain control characters (newlines included)")
     if _PLAIN_ARG.fullmatch(value):
         return value

@@ -125,6 +125,10 @@ def test_unit_refuses_injection(tmp_path: Path) -> None:
         AgentService("n", svc.config, ["ioswarm"], svc.env_path)
     with pytest.raises(ConfigError, match="--name"):
         AgentService("a/b", svc.config, ["/bin/ioswarm"], svc.env_path)
+    with pytest.raises(ConfigError, match="--user"):
+        AgentService("n", svc.config, ["/bin/ioswarm"], svc.env_path, user="x\nExecStartPre=/x")
+    with pytest.raises(ConfigError, match="--datadir"):
+        AgentService("n", svc.config, ["/bin/ioswarm"], svc.env_path, datadir="/d\n[Install]")
 
 
 def test_install_refuses_without_root_or_systemd(tmp_path: Path) -> None:
