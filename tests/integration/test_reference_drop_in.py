@@ -18,7 +18,7 @@ import yaml
 from ioswarm.core.address import to_io
 from ioswarm.sim.anvil import AnvilProcess
 from tests.helpers import eventually
-from tests.integration.swarm import SECRET, WALLET, running_coordinator
+from tests.integration.swarm import SECRET, WALLET, make_test_pki, running_coordinator
 from tests.unit.test_config_reference import NODE_SECTIONS, REFERENCE_BLOCK
 
 pytestmark = pytest.mark.integration
@@ -223,3 +223,18 @@ async def test_l4test_replays_diffs_on_a_local_state(anvil: AnvilProcess, tmp_pa
         assert m is not None, verdict
         recorded = sync.diffs.get(int(m[1]))
         assert recorded is not None and bytes(recorded.post_state_hash).hex() == m[2]
+
+
+async def test_l4test_speaks_tls_with_the_agents_options(
+    anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    """Over TLS with --ca-cert the probe reaches the coordinator and is answered (here: L4 is
+    off); without the CA the certificate is not trusted and the verdict says UNAVAILABLE."""
+    ca, cert, key = make_test_pki(tmp_path)
+    async with running_coordinator(anvil.url, tlsCertFile=str(cert), tlsKeyFile=str(key)) as app:
+        base = ["l4test", "--coordinator", f"localhost:{app.grpc_port}", "--secret", SECRET]
+        base += ["--wallet", WALLET, "--blocks", "1", "--timeout", "30"]
+        code, out, _ = await run_cli(*base, "--ca-cert", str(ca))
+        assert code == 1 and "FAILED_PRECONDITION" in out.strip().splitlines()[-1]
+        code, out, _ = await run_cli(*base)
+        assert code == 1 and "UNAVAILABLE" in out.strip().splitlines()[-1]
