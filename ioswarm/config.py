@@ -19,6 +19,13 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
+from ioswarm.configfile import (
+    SECTION,
+    ConfigNote,
+    check_diff_store_path,
+    coordinator_section,
+    value_notes,
+)
 from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError
 
@@ -36,9 +43,11 @@ def _f(
     *,
     secret: bool = False,
     check: Callable[[Any], str | None] | None = None,
+    normalize: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A config field: YAML key, default, one-line doc, optional secret flag and check."""
-    meta = {"key": key, "doc": doc, "secret": secret, "check": check}
+    """A config field: YAML key, default, one-line doc, optional secret flag, normaliser (run
+    first; a ValueError it raises is the key's error) and check."""
+    meta = {"key": key, "doc": doc, "secret": secret, "check": check, "normalize": normalize}
     if dataclasses.is_dataclass(default) and isinstance(default, type):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,6 +75,19 @@ def _level(v: Any) -> str | None:
 
 def _address(v: Any) -> str | None:
     return None if v == "" else address_problem(v)
+
+
+def _to_0x(v: Any) -> Any:
+    """0x or io1 → EIP-55 0x, so an io1 address never reaches the code past the loader."""
+    return v if v == "" or not isinstance(v, str) else canonical_address(v)
+
+
+def _upper(v: Any) -> Any:
+    return v.upper() if isinstance(v, str) else v
+
+
+def _lower(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
 
 
 def _url(v: Any) -> str | None:
@@ -229,6 +251,12 @@ class LimitsConfig:
 class CoordinatorConfig:
     """Everything the coordinator sidecar reads at start."""
 
+    enabled: bool = _f(
+        "enabled",
+        True,
+        "false: the coordinator says it is disabled and exits 0 without serving (the Go "
+        "coordinator's switch; absent means true).",
+    )
     node_rpc_url: str = _f(
         "nodeRpcUrl",
         "http://127.0.0.1:8545",
@@ -271,11 +299,16 @@ class CoordinatorConfig:
     task_level: str = _f(
         "taskLevel",
         "L2",
-        "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.",
+        "Highest level tasks are prepared at (L1..L4, any case): each pending tx becomes one task per level up to this one at which an agent is connected.",
         check=_level,
+        normalize=_upper,
     )
     evm_fork: str = _f(
-        "evmFork", "prague", "EVM fork L3/L4 agents execute under (cancun or prague).", check=_fork
+        "evmFork",
+        "prague",
+        "EVM fork L3/L4 agents execute under (cancun or prague).",
+        check=_fork,
+        normalize=_lower,
     )
     shadow_mode: bool = _f(
         "shadowMode", True, "Compare every agent answer with what the chain did."
@@ -372,7 +405,11 @@ class CoordinatorConfig:
         secret=True,
     )
     delegate_address: str = _f(
-        "delegateAddress", "", "Delegate wallet that receives the delegate cut.", check=_address
+        "delegateAddress",
+        "",
+        "Delegate wallet that receives the delegate cut (0x or io1).",
+        check=_address,
+        normalize=_to_0x,
     )
     epoch_reward_iotx: str = _f(
         "epochRewardIOTX",
@@ -383,8 +420,9 @@ class CoordinatorConfig:
     reward_contract: str = _f(
         "rewardContract",
         "",
-        "AgentRewardPool address; empty disables on-chain settlement.",
+        "AgentRewardPool address (0x or io1); empty disables on-chain settlement.",
         check=_address,
+        normalize=_to_0x,
     )
     reward_signer_key: str = _f(
         "rewardSignerKey",
@@ -439,15 +477,25 @@ class CoordinatorConfig:
         "diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs."
     )
     diff_retain_height: int = _f(
-        "diffRetainHeight", 10000, "Blocks of diffs kept before pruning.", check=_positive
+        "diffRetainHeight",
+        10000,
+        "Blocks of diffs kept before pruning; 0 keeps all (the disk grows without bound).",
+        check=_non_negative,
     )
     data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
-    log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
+    log_level: str = _f(
+        "logLevel",
+        "info",
+        "debug, info, warning or error (any case).",
+        check=_log_level,
+        normalize=_lower,
+    )
     log_format: str = _f(
         "logFormat",
         "kv",
         "kv (logfmt) or json (one object per line, each key=value of a message its own key).",
         check=_log_format,
+        normalize=_lower,
     )
     reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
     limits: LimitsConfig = _f("limits", LimitsConfig, "Connection, message and log budgets.")  # noqa: RUF009 - as above
@@ -543,6 +591,12 @@ def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix
         env_name = _env_name(path)
         if env_name in env:
             value = _coerce(f"{dotted} (from {env_name})", env[env_name], typ, from_env=True)
+        normalize = f.metadata["normalize"]
+        if normalize is not None:
+            try:
+                value = normalize(value)
+            except ValueError as exc:
+                raise ConfigError(dotted, f"{exc}, got {value!r}") from exc
         check = f.metadata["check"]
         if check is not None:
             problem = check(value)
@@ -563,16 +617,43 @@ def _is_loopback(host: str) -> bool:
 
 
 def parse_config(
-    data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
+    data: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None = None,
+    notes: list[ConfigNote] | None = None,
 ) -> CoordinatorConfig:
-    """Build a validated CoordinatorConfig from parsed YAML and an environment mapping."""
-    cfg = _build(CoordinatorConfig, data or {}, env or {}, [])
+    """Build a validated CoordinatorConfig from parsed YAML (flat keys, or an iotex-core config
+    with an ``ioswarm:`` section) and an environment mapping; lines for the operator about the
+    file are appended to ``notes``."""
+    whole = data or {}
+    section, found = coordinator_section(whole)
+    try:
+        cfg = _build(CoordinatorConfig, section, env or {}, [])
+        if cfg.enabled:
+            _check_serving(cfg)
+    except ConfigError as exc:
+        if section is whole:
+            raise
+        raise ConfigError(f"{SECTION}.{exc.key}", exc.problem) from None
+    if notes is not None:
+        notes.extend(found + value_notes(section, cfg))
+    return cfg
+
+
+def _check_serving(cfg: CoordinatorConfig) -> None:
+    """What a coordinator that serves needs beyond each key's own check."""
     if not cfg.master_secret:
         raise ConfigError(
-            "masterSecret", "is required (set it, masterSecretFile, or IOSWARM_MASTER_SECRET)"
+            "masterSecret",
+            "is required: ioswarm always authenticates agents (an empty secret, no auth in the "
+            "Go coordinator, would let any agent act as another and take its pay); set it, "
+            "masterSecretFile or IOSWARM_MASTER_SECRET",
         )
     if len(cfg.master_secret) < 16:
-        raise ConfigError("masterSecret", "must be at least 16 characters")
+        raise ConfigError(
+            "masterSecret",
+            "must be at least 16 characters (an agent knows one key made from it and could "
+            "guess a short secret offline)",
+        )
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         raise ConfigError(
             "tlsKeyFile" if cfg.tls_cert_file else "tlsCertFile",
@@ -593,11 +674,16 @@ def parse_config(
         )
     if cfg.reward_signer_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.reward_signer_key):
         raise ConfigError("rewardSignerKey", "must be a 32-byte hex private key")
-    return cfg
+    check_diff_store_path(cfg)
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> CoordinatorConfig:
-    """Read the YAML file at ``path`` (if any), apply env overrides and validate."""
+def load_config(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    notes: list[ConfigNote] | None = None,
+) -> CoordinatorConfig:
+    """Read the YAML file at ``path`` (if any), apply env overrides and validate; lines for the
+    operator about the file are appended to ``notes``."""
     data: Any = {}
     if path is not None:
         try:
@@ -610,7 +696,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(str(path), f"not valid YAML: {exc}") from exc
         if not isinstance(data, Mapping):
             raise ConfigError(str(path), "top level must be a mapping of keys")
-    return parse_config(data, env)
+    return parse_config(data, env, notes)
 
 
 def documented_keys(cls: type = CoordinatorConfig, prefix: str = "") -> dict[str, str]:
