@@ -889,8 +889,6 @@ def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConf
     merged["level"] = level
     if merged.get("ca_cert") and not Path(merged["ca_cert"]).is_file():
         raise ConfigError(source["ca_cert"], f"file not found: {merged['ca_cert']}")
-    if level == "L4" and not merged.get("datadir"):
-        raise ConfigError("--datadir", "an L4 agent needs a directory for its state store")
     if level == "L4" and len(coordinators) > 1:
         raise ConfigError(
             source["level"],

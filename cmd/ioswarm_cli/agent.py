@@ -16,7 +16,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ioswarm.agent.levels import validator_for
@@ -32,10 +31,6 @@ if TYPE_CHECKING:
     from ioswarm.agent.l4sync import StateFollower
 
 log = logging.getLogger("ioswarm.agent")
-
-# Subcommands of ``ioswarm agent`` (e.g. ``ioswarm agent status``) live in their own modules,
-# each with an ``add_parser(sub)`` that sets ``run`` like a top-level command: list them here.
-SUBCOMMANDS: tuple[ModuleType, ...] = ()
 
 MODES = ("validator", "llm", "both")
 
@@ -108,10 +103,6 @@ def add_parser(sub: Any) -> None:
     flag("log-format", choices=("kv", "json"), default="kv")
     flag("log-level", type=str.lower, choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(run=run)
-    if SUBCOMMANDS:
-        agent_sub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND")
-        for module in SUBCOMMANDS:
-            module.add_parser(agent_sub)
 
 
 def reference_only(args: argparse.Namespace) -> list[str]:
@@ -147,6 +138,8 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
         "snapshot": args.snapshot,
     }
     config = agent_config(values, env)
+    if config.level == "L4" and not config.datadir:
+        raise ConfigError("--datadir", "an L4 agent needs a directory for its state store")
     setup_logging(args.log_level, args.log_format)
     for warning in warnings:
         log.warning(warning)
@@ -182,7 +175,8 @@ def _validator(config: AgentConfig) -> tuple[Validator, StateFollower | None]:
 
 def reference_main(argv: Sequence[str] | None = None) -> int:
     """``ioswarm-agent``, the reference agent's command name: ``ioswarm-agent FLAGS`` runs
-    ``ioswarm agent FLAGS``, so its service units and scripts work with ioswarm installed."""
+    ``ioswarm agent FLAGS`` (and ``ioswarm-agent keygen|addr|service`` the agent tools), so
+    its service units and scripts work with ioswarm installed."""
     from ioswarm_cli.main import main  # noqa: PLC0415 - main imports this module
 
     return main(["agent", *(sys.argv[1:] if argv is None else argv)])

@@ -4,7 +4,6 @@ environment variables, several coordinators, io1 wallets; every bad value names 
 from __future__ import annotations
 
 import argparse
-import types
 
 import pytest
 from ioswarm_cli import agent as agent_cmd
@@ -160,7 +159,6 @@ def test_port_443_and_a_ca_always_use_tls() -> None:
         (["--wallet=io1notanaddress"], {}, "--wallet", ""),
         ([], {"IOSWARM_AGENT_ID": "has space"}, "IOSWARM_AGENT_ID", "1-64 characters"),
         (["--level=l4", "--datadir=/tmp/x"], {}, "--level", "one coordinator's state-diff"),
-        (["--level=L4", "--coordinator=a:1"], {}, "--datadir", "state store"),
     ],
 )
 def test_every_bad_value_names_its_flag_or_variable(
@@ -226,22 +224,7 @@ def test_the_wallet_key_may_come_from_the_reference_variable() -> None:
     assert account.key.hex().removeprefix("0x") == "5a" * 32
 
 
-def test_agent_subcommands_plug_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A module listed in SUBCOMMANDS becomes ``ioswarm agent NAME`` with its own run; the
-    agent's own flags still parse without a subcommand."""
-
-    async def status(args: argparse.Namespace, env: dict[str, str]) -> int:
-        return 0
-
-    def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        p = sub.add_parser("status")
-        p.add_argument("--datadir")
-        p.set_defaults(run=status)
-
-    plugin = types.ModuleType("status_plugin")
-    plugin.add_parser = add_parser  # type: ignore[attr-defined]
-    monkeypatch.setattr(agent_cmd, "SUBCOMMANDS", (plugin,))
-    args = build_parser().parse_args(["agent", "status", "--datadir", "/d"])
-    assert args.run is status and args.datadir == "/d"
-    args = build_parser().parse_args(["agent", "-agent-id=x", "--tls=false"])
-    assert args.run is agent_cmd.run and args.agent_command is None and args.tls is False
+def test_ioswarm_agent_runs_the_agent_tools_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ioswarm-agent addr ADDRESS`` is ``ioswarm agent addr``, as the reference's ``addr``."""
+    assert agent_cmd.reference_main(["addr", WALLET]) == 0
+    assert capsys.readouterr().out.split() == [WALLET, IO_WALLET]
