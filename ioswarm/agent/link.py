@@ -38,6 +38,7 @@ from ioswarm.protocol import Directive, auth_metadata
 
 log = logging.getLogger("ioswarm.agent")
 
+YIELD_EVERY_TASKS = 16  # tasks answered between two turns of the event loop
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -256,9 +257,13 @@ class CoordinatorLink:
         async for batch in call:
             self.stats.batches += 1
             self._last_batch_id = batch.batch_id
-            for task in batch.tasks:
+            for i, task in enumerate(batch.tasks):
                 if gate is not None:
                     await gate.ready(task)  # L4 sequence barrier: bounded wait for the state
+                elif i and i % YIELD_EVERY_TASKS == 0:
+                    # A huge batch from one coordinator must not starve the agent's other
+                    # links (their heartbeats and submits) for its whole length.
+                    await asyncio.sleep(0)
                 self._results.append(self._answer(task, batch))
             self.stats.tasks += len(batch.tasks)
             self._results_ready.set()

@@ -3,8 +3,12 @@ failure ends only its link, and the agent fails only when every coordinator refu
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
+import grpc
+import grpc.aio
 import pytest
 
 from ioswarm.agent import runtime
@@ -14,6 +18,7 @@ from ioswarm.config import AgentConfig
 from ioswarm.core.linkfailure import FailureKind, PermanentFailure
 from ioswarm.core.models import Level
 from ioswarm.errors import AuthError, ConfigError
+from ioswarm.proto import ioswarm_pb2 as pb
 
 KEY = "iosw_" + "ab" * 32
 
@@ -95,3 +100,33 @@ async def test_shutdown_ends_every_link() -> None:
     a.shutdown("test")
     await a.run()
     assert a.exit_reason == "test" and a.stats.connects == 0
+
+
+async def test_a_huge_batch_from_one_coordinator_does_not_starve_the_other_links() -> None:
+    """While one link answers a 200-task batch, the event loop gets turns (the other links'
+    heartbeats and submits run) well before the batch is done."""
+    a = agent("a:1,b:2")
+    link = a.links[0]
+    batch = pb.TaskBatch(batch_id="big")
+    for i in range(200):
+        batch.tasks.add(task_id=i + 1, tx_raw=b"\x02", level=pb.L1)
+
+    class Stub:
+        def GetTasks(self, request: pb.GetTasksRequest, metadata: object) -> object:  # noqa: N802 - the stub method's name
+            async def stream() -> AsyncIterator[pb.TaskBatch]:
+                yield batch
+
+            return stream()
+
+    seen: list[int] = []
+
+    async def other_link() -> None:
+        while len(link._results) < 200:
+            seen.append(len(link._results))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(other_link())
+    with pytest.raises(grpc.aio.AioRpcError):  # the stream ended after its one batch
+        await link._stream(Stub())  # type: ignore[arg-type]
+    await watcher
+    assert any(0 < n < 200 for n in seen)
