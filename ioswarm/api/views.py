@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ioswarm.api import compat
 from ioswarm.core.models import Level
+from ioswarm.core.rewards import wei_to_iotx
 from ioswarm.core.shadow import ShadowCounts
 from ioswarm.core.timeline import Sample
 
@@ -189,6 +190,10 @@ class SwarmViews:
             "tasks_received": totals.results_accepted,
             "shadow_accuracy": compat.accuracy_pct(self._shadow.totals()),
             "regions": dict(sorted(regions.items())),
+            # Read by the reference agent's delegate chooser to compare coordinators.
+            "agent_count": len(live),
+            "epoch_reward_iotx": wei_to_iotx(self._config.epoch_reward_wei),
+            "delegate_cut_pct": self._config.reward.delegate_cut_pct,
             "chain_id": self._chain_id(),
             "head_block": self._head.number,
             "node_syncing": self._poller.syncing,

@@ -67,6 +67,11 @@ STATUS = {
     "shadow_accuracy": NUMBER,
     "task_level": STR,
     "regions": OBJECT,
+    # Not served by the reference coordinator, read from it by the reference agent's delegate
+    # chooser (openclaw/ioswarm.sh greps them out of the compact JSON).
+    "agent_count": INT,
+    "epoch_reward_iotx": NUMBER,
+    "delegate_cut_pct": NUMBER,
 }
 AGENTS_DOC = {"count": INT, "agents": ARRAY}
 AGENT_ROW = {
@@ -255,6 +260,10 @@ async def test_every_reference_key_has_the_reference_type(settled_swarm: Settled
         assert status["agents_live"] == status["agents_total"] == len(AGENTS)
         assert sum(status["regions"].values()) == len(AGENTS)
         assert "results_accepted" in status  # ioswarm's own fields stay
+        async with http.get("/swarm/status") as resp:
+            compact = await resp.text()
+        assert re.search(r'"agent_count":2[,}]', compact)
+        assert re.search(r'"epoch_reward_iotx":1(\.0)?[,}]', compact)
 
         agents = await get(http, "/swarm/agents")
         assert_keys(agents, AGENTS_DOC, "/swarm/agents")
