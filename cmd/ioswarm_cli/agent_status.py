@@ -272,7 +272,7 @@ def render(report: Mapping[str, Any]) -> str:
         f"mismatched, {res['excluded']} excluded, accuracy {accuracy}"
     )
     history = report["payouts"]["history"]
-    lines.append(f"payouts      {len(history)} epochs" + (":" if history else ""))
+    lines.append(f"payouts      {len(history)} epoch(s)" + (":" if history else ""))
     for h in history:
         lines.append(
             f"  epoch {h['epoch']:>6} {h['amount_iotx']:>14.6f} IOTX  {h['tasks']:>5} tasks  "
