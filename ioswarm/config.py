@@ -19,7 +19,7 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
-from ioswarm.core.address import address_problem
+from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError
 
 ENV_PREFIX = "IOSWARM_"
@@ -677,6 +677,7 @@ def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConf
         raise ConfigError("--api-key", "must look like iosw_<64 hex> (see ioswarm keygen)")
     if problem := address_problem(merged["wallet"]):
         raise ConfigError("--wallet", problem)
+    merged["wallet"] = canonical_address(merged["wallet"])
     level = str(merged.get("level", "L2")).upper()
     if level not in LEVELS:
         raise ConfigError("--level", f"must be one of {', '.join(LEVELS)}")

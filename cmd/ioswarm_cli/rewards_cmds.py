@@ -24,7 +24,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
-from ioswarm.core.address import address_problem
+from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
 from ioswarm.rewards.pool import RewardPool, transfer
 
@@ -128,7 +128,7 @@ def _address(value: str | None, flag: str) -> str:
         raise ConfigError(flag, "is required: a 0x-prefixed 20-byte hex address")
     if problem := address_problem(value):
         raise ConfigError(flag, problem if "EIP-55" in problem else f"{problem}, got {value!r}")
-    return value
+    return canonical_address(value)
 
 
 def _wei(amount: str, flag: str) -> int:
