@@ -20,7 +20,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm.api.compat import LIVE_WINDOW_SEC
-from ioswarm.core.address import address_problem
+from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
 from ioswarm.rewards.pool import PoolReader
 
@@ -53,7 +53,9 @@ def add_parser(sub: Any) -> None:
         "--coordinator-http", metavar="URL", help="the coordinator's HTTP API, http(s)://host:port"
     )
     p.add_argument("--agent-id", help="the agent's id")
-    p.add_argument("--wallet", help="the agent's reward wallet (default: the coordinator's record)")
+    p.add_argument(
+        "--wallet", help="the agent's reward wallet, 0x or io1 (default: the coordinator's record)"
+    )
     p.add_argument("--rpc", metavar="URL", help="JSON-RPC URL to read claimable from the pool")
     p.add_argument("--pool", help="AgentRewardPool address (needed with --rpc)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -76,17 +78,22 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     agent_id = _option(args, env, "agent_id")
     if not agent_id:
         raise ConfigError("--agent-id", f"is required (or {ENV['agent_id']})")
-    wallet = _option(args, env, "wallet")
-    if wallet and (problem := address_problem(wallet)):
-        raise ConfigError("--wallet", f"{problem}, got {wallet!r}")
-    rpc, pool = _option(args, env, "rpc"), _option(args, env, "pool")
+    wallet = _address(_option(args, env, "wallet"), "--wallet")
+    rpc, pool = _option(args, env, "rpc"), _address(_option(args, env, "pool"), "--pool")
     if rpc and not pool:
         raise ConfigError("--pool", f"is required with --rpc (or {ENV['pool']})")
-    if pool and (problem := address_problem(pool)):
-        raise ConfigError("--pool", f"{problem}, got {pool!r}")
     report = await agent_status(base.rstrip("/"), agent_id, wallet, rpc, pool)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
+
+
+def _address(value: str, flag: str) -> str:
+    """A typed 0x or io1 address as EIP-55 0x ("" stays "")."""
+    if not value:
+        return ""
+    if problem := address_problem(value):
+        raise ConfigError(flag, f"{problem}, got {value!r}")
+    return canonical_address(value)
 
 
 async def agent_status(

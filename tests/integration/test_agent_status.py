@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from ioswarm_cli import main as cli_main
 
+from ioswarm.core.iotexaddr import bytes_to_io
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
 from ioswarm.sim.anvil import free_loopback_port
 from tests.integration.swarm import WALLET
@@ -78,11 +79,14 @@ async def test_status_reads_connection_results_payouts_and_the_pool(
 async def test_status_without_rpc_reads_the_coordinator(
     settled_swarm: SettledSwarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without an RPC URL the claimable comes from the coordinator, with what it paid in."""
-    assert await status({}, "--coordinator-http", settled_swarm.api, "--agent-id", "ref-l1") == 0
+    """Without an RPC URL the claimable comes from the coordinator, with what it paid in; an
+    io1 wallet from IOSWARM_WALLET is the same wallet as its 0x form."""
+    env = {"IOSWARM_WALLET": bytes_to_io(bytes.fromhex(WALLET[2:]))}  # an io1 address
+    assert await status(env, "--coordinator-http", settled_swarm.api, "--agent-id", "ref-l1") == 0
     text = capsys.readouterr().out
     assert "as the coordinator last read it" in text and "level L1" in text
     assert "IOTX paid into the pool so far" in text
+    assert "another wallet" not in text  # the io1 form names the same wallet
 
 
 async def test_unknown_agent_and_unreachable_coordinator_are_clear_errors(
