@@ -9,6 +9,8 @@ JSON integers.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.core.models import Level
+from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.rewards.epochs import EpochManager
 from ioswarm.rewards.ledger import SettlementState
 from ioswarm.rewards.pool import RewardPool
@@ -33,8 +36,11 @@ from tests.integration.swarm import (
     RunningAgent,
     coordinator_config,
     drive_until_compared,
+    metadata,
+    register_request,
     running_coordinator,
     start_agent,
+    stub,
 )
 
 pytestmark = pytest.mark.integration
@@ -337,3 +343,40 @@ async def test_fresh_coordinator_preflights_and_health(anvil: AnvilProcess) -> N
                 assert resp.status == 204, path
                 for header, value in CORS.items():
                     assert resp.headers.get(header) == value, f"{path}: {header}"
+
+
+def strict_json(text: str) -> Any:
+    """JSON as a browser's ``JSON.parse`` reads it: NaN and Infinity are errors."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_hostile_heartbeat_figures_stay_valid_json(anvil: AnvilProcess) -> None:
+    """An agent reporting NaN and infinite CPU and memory use and the largest task counts
+    leaves /swarm/agents valid JSON with those figures as 0, and counts as live."""
+    async with (
+        running_coordinator(anvil.url) as app,
+        aiohttp.ClientSession(f"http://127.0.0.1:{app.api_port}") as http,
+    ):
+        async with stub(app.grpc_port) as s:
+            md = metadata("liar")
+            await s.Register(register_request("liar"), metadata=md)
+            beat = pb.HeartbeatRequest(
+                agent_id="liar",
+                tasks_processed=2**32 - 1,
+                tasks_pending=2**32 - 1,
+                cpu_usage=math.nan,
+                mem_usage=-math.inf,
+            )
+            assert (await s.Heartbeat(beat, metadata=md)).alive
+        async with http.get("/swarm/agents") as resp:
+            doc = strict_json(await resp.text())
+        (row,) = doc["agents"]
+        assert_keys(row, AGENT_ROW, "/swarm/agents[]")
+        assert row["cpu_usage"] == row["mem_usage"] == 0.0
+        assert row["tasks_processed"] == 2**32 - 1
+        async with http.get("/healthz") as resp:
+            assert (resp.status, await resp.text()) == (200, "ok (1 agents)")
