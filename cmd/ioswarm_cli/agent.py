@@ -15,6 +15,7 @@ from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
 from ioswarm.protocol import auth_metadata
+from ioswarm_cli import agent_status
 
 if TYPE_CHECKING:
     from ioswarm.agent.l4sync import StateFollower
@@ -50,6 +51,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--log-format", choices=("kv", "json"), default="kv")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(run=run)
+    agent_status.add_parser(p.add_subparsers(dest="agent_command", metavar="{status}"))
 
 
 async def run(args: argparse.Namespace, env: dict[str, str]) -> int:
