@@ -26,6 +26,7 @@ from ioswarm.core.models import Level
 from ioswarm.errors import ConfigError
 from ioswarm.logs import setup_logging
 from ioswarm.protocol import auth_metadata
+from ioswarm_cli import agent_status
 
 if TYPE_CHECKING:
     from ioswarm.agent.l4sync import StateFollower
@@ -103,6 +104,7 @@ def add_parser(sub: Any) -> None:
     flag("log-format", choices=("kv", "json"), default="kv")
     flag("log-level", type=str.lower, choices=("debug", "info", "warning", "error"), default="info")
     p.set_defaults(run=run)
+    agent_status.add_parser(p.add_subparsers(dest="agent_command", metavar="{status}"))
 
 
 def reference_only(args: argparse.Namespace) -> list[str]:

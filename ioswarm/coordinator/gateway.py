@@ -208,6 +208,7 @@ class AgentGateway:
             return pb.HeartbeatResponse(alive=False, directive=Directive.REREGISTER)
         rec.tasks_processed = req.tasks_processed
         rec.tasks_pending = req.tasks_pending
+        rec.info["cpu_usage"], rec.info["mem_usage"] = req.cpu_usage, req.mem_usage
         if req.state_height and req.state_hash and self._state_sync is not None:
             self._check_agent_state(rec, req.state_height, bytes(req.state_hash))
         resp = pb.HeartbeatResponse(alive=True, directive=rec.directive)
@@ -268,6 +269,7 @@ class AgentGateway:
             raise RequestRefused("FAILED_PRECONDITION", "agent is not registered")
         ids, kinds = self.admission.admit(agent_id, batch.results)
         accepted = 0
+        latency_sec = 0.0
         agent_rec = self._registry.get(agent_id)
         wallet = agent_rec.wallet if agent_rec else ""
         per_level: dict[Level, int] = {}
@@ -298,6 +300,7 @@ class AgentGateway:
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
             totals.latency_sum_sec += elapsed
+            latency_sec += elapsed
             agent_latency.observe(r.latency_us / 1e6)
             coinbase = predicted.coinbase if predicted is not None else b""
             if integrity.is_canary(task_id):
@@ -317,6 +320,7 @@ class AgentGateway:
         rec = self._registry.touch(agent_id, self._clock())
         if rec is not None:
             rec.results_accepted += accepted
+            rec.latency_sum_sec += latency_sec
         self._metrics.shadow_pending.set(self._shadow.pending)
         return pb.SubmitResponse(accepted=True, accepted_count=accepted)
 

@@ -64,6 +64,7 @@ class AgentRecord:
     tasks_processed: int = 0
     tasks_pending: int = 0
     results_accepted: int = 0
+    latency_sum_sec: float = 0.0  # dispatch-to-result time of its accepted results, summed
     streams: int = 0
     directive: str = ""
     info: dict[str, float] = field(default_factory=dict)
