@@ -83,7 +83,10 @@ def test_addr_of_key_file_and_of_either_spelling(
     for given in (key.address.lower(), key.io_address):
         assert main(["agent", "addr", given]) == 0
         assert capsys.readouterr().out.split() == [key.address, key.io_address]
-    assert main(["agent", "addr", key.address[:-1] + "0"]) == EXIT_CONFIG
+    # One letter's case flipped: the same bytes, so only the EIP-55 checksum can catch it.
+    i = next(i for i, ch in enumerate(key.address) if i > 1 and ch.isalpha())
+    mistyped = key.address[:i] + key.address[i].swapcase() + key.address[i + 1 :]
+    assert main(["agent", "addr", mistyped]) == EXIT_CONFIG
 
 
 def test_api_key_keygen_is_still_the_hmac_one(capsys: pytest.CaptureFixture[str]) -> None:
