@@ -614,19 +614,18 @@ def decode(spec: MessageSpec, data: bytes, max_values: int) -> Any:
     Raises :class:`RefJsonError` naming the problem: not JSON, too big, a field of the wrong
     type or out of range.
     """
-    check_shape(data, max_values)
     try:
+        check_shape(data, max_values)
         obj = json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+        return from_json(spec, obj)
+    except RefJsonError as exc:
+        raise RefJsonError(f"{spec.name}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise RefJsonError(f"{spec.name}: not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise RefJsonError(f"{spec.name}: not valid JSON: {exc.msg} at offset {exc.pos}") from exc
     except RecursionError as exc:  # pragma: no cover - check_shape refuses deep nesting first
         raise RefJsonError(f"{spec.name}: JSON nested too deep") from exc
-    try:
-        return from_json(spec, obj)
-    except RefJsonError as exc:
-        raise RefJsonError(f"{spec.name}: {exc}") from exc
 
 
 def encode(spec: MessageSpec, msg: Any) -> bytes:
