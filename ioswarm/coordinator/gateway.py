@@ -99,7 +99,7 @@ class AgentGateway:
     ) -> pb.RegisterResponse:
         """Add or update an agent; a new wallet counts from the next epoch.
 
-        ``codec`` is the one the coordinator saw the call in; it becomes the session's (see
+        ``codec`` is the one the coordinator saw the call in; it becomes the agent's (see
         :meth:`check_codec`). The reference JSON codec is served at L1 and L2 only.
         """
         level = level_from_pb(req.capability)
@@ -177,14 +177,14 @@ class AgentGateway:
 
     def check_codec(self, agent_id: str, codec: Codec) -> None:
         """Refuse a call in another codec than the one the agent registered in: the codec is
-        fixed for the session, so that an answer's evidence rule (the JSON waiver) follows from
-        how the coordinator itself received the agent's calls."""
+        fixed while the agent is registered, so that an answer's evidence rule (the JSON
+        waiver) follows from how the coordinator itself received the agent's calls."""
         rec = self._registry.get(agent_id)
         if rec is not None and rec.codec is not codec:
             raise RequestRefused(
                 "FAILED_PRECONDITION",
                 f"agent registered in the {rec.codec} codec; a call in {codec} is refused "
-                "(the codec is fixed for the session: register again to change it)",
+                "(the codec is fixed at registration: register again to change it)",
             )
 
     def _result_metrics(self, level: Level) -> tuple[Any, Any, Any]:

@@ -93,8 +93,8 @@ class IOSwarmServicer:
 
     async def _check(self, raw: bytes, context: Ctx, method: str) -> tuple[_Call, Any]:
         """Refuse calls without exactly one authenticated id, malformed bodies, bodies naming
-        another agent (an empty ``agent_id`` too) and calls in another codec than the agent's
-        session; return the call and its decoded request."""
+        another agent (an empty ``agent_id`` too) and calls in another codec than the one
+        the agent registered in; return the call and its decoded request."""
         try:
             agent_id = authenticated_agent(context, self._c.config.master_secret)
         except CredentialsRefused as exc:

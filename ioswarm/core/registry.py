@@ -53,7 +53,7 @@ class AgentRecord:
 
     ``wallet`` is paid for the work done now; ``pending_wallet`` (None: no change asked) is the
     wallet a re-registration asked for, which replaces it at the next epoch boundary. ``codec``
-    is the wire codec the coordinator saw the agent register in: its session's codec.
+    is the wire codec the coordinator saw the agent register in, which its other calls must use.
     """
 
     agent_id: str

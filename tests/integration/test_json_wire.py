@@ -552,7 +552,7 @@ async def test_json_register_at_l3_or_l4_is_refused_with_the_reason(
     assert refused_lines(logs, "StreamStateDiffs")
 
 
-async def test_codec_is_fixed_for_the_session(
+async def test_codec_is_fixed_at_registration(
     app: CoordinatorApp, logs: pytest.LogCaptureFixture
 ) -> None:
     """An agent registered in JSON cannot heartbeat, submit or re-register in protobuf while
@@ -599,7 +599,7 @@ async def test_codec_is_fixed_for_the_session(
         conduct = c.integrity.book.known("pb-b")
         assert conduct is not None and conduct.refused == {"FAILED_PRECONDITION": 1}
 
-        # Once the JSON stream is gone, a protobuf Register starts a protobuf session.
+        # Once the JSON stream is gone, a protobuf Register registers it in protobuf.
         stream.cancel()
         await eventually(lambda: c.dispatcher.stream_count() == 0, what="JSON stream closed")
         again = await s.Register(
