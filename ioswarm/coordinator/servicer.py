@@ -74,14 +74,16 @@ class IOSwarmServicer:
         message: str,
         agent_id: str = "",
         codec: Codec | None = None,
+        batch_id: str | None = None,
     ) -> None:
         """Log, count and answer a refusal (``abort`` raises, so this never returns)."""
         log.log(
             logging.WARNING if status == "PERMISSION_DENIED" else logging.INFO,
-            "call refused method=%s agent_id=%s codec=%s status=%s reason=%s",
+            "call refused method=%s agent_id=%s codec=%s%s status=%s reason=%s",
             method,
             agent_id or "-",
             codec or "-",
+            "" if batch_id is None else f" batch_id={batch_id[:64]!r}",
             status,
             message,
         )
@@ -175,9 +177,10 @@ class IOSwarmServicer:
                 context,
                 call.method,
                 exc.status,
-                f"{exc} (batch_id {request.batch_id[:64]!r})",
+                str(exc),
                 call.agent_id,
                 call.codec,
+                request.batch_id,
             )
             raise  # unreachable: abort raises
 

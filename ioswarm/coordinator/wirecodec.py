@@ -23,7 +23,7 @@ from ioswarm.core.refjson import Codec, MessageSpec, RefJsonError
 from ioswarm.core.wirescan import WireFormatError, count_field
 from ioswarm.proto import ioswarm_pb2 as pb
 
-__all__ = ["METHODS", "SMALL_REQUEST_BYTES", "Decoded", "MethodWire", "Refused"]
+__all__ = ["SMALL_REQUEST_BYTES", "Decoded", "MethodWire", "Refused", "methods"]
 
 # Requests other than SubmitResults carry a few ids and numbers; none needs more.
 SMALL_REQUEST_BYTES = 64 * 1024
@@ -149,7 +149,3 @@ def methods(max_message_bytes: int, max_results: int) -> dict[str, MethodWire]:
             pb.DownloadSnapshotRequest, refjson.DOWNLOAD_SNAPSHOT_REQUEST, None
         ),
     }
-
-
-METHODS = tuple(methods(0, 0))
-"""The RPC names, in the order of the service definition."""
