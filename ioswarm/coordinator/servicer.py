@@ -90,8 +90,9 @@ class IOSwarmServicer:
         self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
         await context.abort(grpc.StatusCode[status], message)
 
-    async def _refuse_call(self, context: Ctx, call: _Call, exc: RequestRefused) -> None:
-        await self._refuse(context, call.method, exc.status, str(exc), call.agent_id, call.codec)
+    async def _refuse_call(self, context: Ctx, call: _Call, status: str, message: str) -> None:
+        """:meth:`_refuse` for a call whose caller and codec are known."""
+        await self._refuse(context, call.method, status, message, call.agent_id, call.codec)
 
     async def _check(self, raw: bytes, context: Ctx, method: str) -> tuple[_Call, Any]:
         """Refuse calls without exactly one authenticated id, malformed bodies, bodies naming
@@ -130,7 +131,7 @@ class IOSwarmServicer:
                 self._gateway.check_codec(agent_id, decoded.codec)
             except RequestRefused as exc:
                 self._gateway.note_refused(agent_id, exc.status)
-                await self._refuse_call(context, call, exc)
+                await self._refuse_call(context, call, exc.status, str(exc))
         return call, request
 
     def _out(self, call: _Call, msg: Any) -> bytes:
@@ -141,7 +142,7 @@ class IOSwarmServicer:
         try:
             return self._out(call, self._gateway.register(request, call.codec))
         except RequestRefused as exc:
-            await self._refuse_call(context, call, exc)
+            await self._refuse_call(context, call, exc.status, str(exc))
             raise  # unreachable: abort raises
 
     async def GetTasks(self, raw: bytes, context: Ctx) -> AsyncIterator[bytes]:  # noqa: N802
@@ -150,7 +151,7 @@ class IOSwarmServicer:
         try:
             stream = self._gateway.open_stream(agent_id, request)
         except RequestRefused as exc:
-            await self._refuse_call(context, call, exc)
+            await self._refuse_call(context, call, exc.status, str(exc))
             return
         log.info(
             "task stream opened agent_id=%s level=%s codec=%s",
@@ -193,22 +194,16 @@ class IOSwarmServicer:
         method, agent_id = call.method, call.agent_id
         sync = self._c.state_sync
         if call.codec is Codec.JSON:
-            await self._refuse_call(
-                context, call, RequestRefused("FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
-            )
+            await self._refuse_call(context, call, "FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
         if sync is None:
             await self._refuse_call(
-                context,
-                call,
-                RequestRefused("FAILED_PRECONDITION", "L4 state sync is not enabled here"),
+                context, call, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
             )
             return
         rec = self._c.registry.get(agent_id)
         if rec is None or rec.level < Level.L4:
             await self._refuse_call(
-                context,
-                call,
-                RequestRefused("FAILED_PRECONDITION", "register with capability L4 first"),
+                context, call, "FAILED_PRECONDITION", "register with capability L4 first"
             )
             return
         log.info("diff stream opened agent_id=%s from_height=%d", agent_id, request.from_height)
@@ -219,7 +214,7 @@ class IOSwarmServicer:
                 yield self._out(call, diff)
                 sent += 1
         except DiffsPruned as exc:
-            await self._refuse_call(context, call, RequestRefused("OUT_OF_RANGE", str(exc)))
+            await self._refuse_call(context, call, "OUT_OF_RANGE", str(exc))
         except SubscriberDropped as exc:
             log.warning("diff stream dropped agent_id=%s reason=%s", agent_id, exc)
             await self._refuse(
@@ -233,21 +228,15 @@ class IOSwarmServicer:
         call, _ = await self._check(raw, context, "DownloadSnapshot")
         sync = self._c.state_sync
         if call.codec is Codec.JSON:
-            await self._refuse_call(
-                context, call, RequestRefused("FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
-            )
+            await self._refuse_call(context, call, "FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
         if sync is None:
             await self._refuse_call(
-                context,
-                call,
-                RequestRefused("FAILED_PRECONDITION", "L4 state sync is not enabled here"),
+                context, call, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
             )
             raise AssertionError("unreachable")
         snap = await asyncio.to_thread(sync.latest_snapshot)
         if snap is None:
-            await self._refuse_call(
-                context, call, RequestRefused("NOT_FOUND", "no snapshot has been exported yet")
-            )
+            await self._refuse_call(context, call, "NOT_FOUND", "no snapshot has been exported yet")
             raise AssertionError("unreachable")
         return self._out(
             call,
