@@ -486,9 +486,9 @@ async def test_one_task_in_json_is_go_shaped_and_judged_without_sender(
 async def test_malformed_json_is_invalid_argument_and_logged(
     app: CoordinatorApp, logs: pytest.LogCaptureFixture
 ) -> None:
-    """Broken JSON, a wrong field type and an unknown level are INVALID_ARGUMENT naming the
-    problem, each with a log line naming agent, method, codec and reason; the agent can still
-    call afterwards."""
+    """Broken JSON, wrong field types, bodies past the bounds (results, depth, values) and an
+    unknown level are INVALID_ARGUMENT naming the problem, each with a log line naming agent,
+    method, codec and reason; the agent can still call afterwards."""
     async with json_client(app, "go-bad") as client:
         await client.register(REF_L1, "")
         cases = {
@@ -507,6 +507,23 @@ async def test_malformed_json_is_invalid_argument_and_logged(
             details = info.value.details() or ""
             assert details.startswith("malformed JSON request body: BatchResult: ")
             assert named in details, details
+        # The bounds hold in JSON too: too many results, too deep, too many values.
+        limit = app.coordinator.config.max_inflight_per_agent
+        many = [{"task_id": i, "valid": True} for i in range(limit + 1)]
+        deep = b'{"agent_id":"go-bad","note":' + b"[" * 50 + b"]" * 50 + b"}"
+        wide = b'{"agent_id":"go-bad","note":[' + b",".join([b"0"] * 100_000) + b"]}"
+        bounded = {
+            go_json({"agent_id": "go-bad", "results": many}): (
+                f"{limit + 1} results in one batch; at most {limit} (maxInflightPerAgent)"
+            ),
+            deep: "JSON nested deeper than 8 levels",
+            wide: "JSON values; at most",
+        }
+        for body, named in bounded.items():
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.raw("SubmitResults", body)
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert named in (info.value.details() or ""), info.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.raw("Register", go_json({"agent_id": "go-bad", "capability": 9}))
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -514,8 +531,8 @@ async def test_malformed_json_is_invalid_argument_and_logged(
         beat = await client.heartbeat()
         assert beat == {"alive": True, "directive": "continue"}
     lines = refused_lines(logs, "SubmitResults")
-    assert len(lines) == 3, lines
-    for line in lines:
+    assert len(lines) == 6, lines
+    for line in lines[:3]:
         assert "agent_id=go-bad codec=json status=INVALID_ARGUMENT reason=malformed JSON" in line
     assert len(refused_lines(logs, "Register")) == 1
 
