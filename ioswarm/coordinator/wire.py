@@ -73,7 +73,11 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
     )
 
 
-def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> Verdict:
+def verdict_from_pb(
+    msg: pb.TaskResult, level: Level, coinbase: bytes = b"", sender_waived: bool = False
+) -> Verdict:
+    """An agent's answer as a verdict; ``sender_waived`` when the coordinator received it in
+    the reference JSON codec (see :mod:`ioswarm.core.evidence`)."""
     executed = level >= Level.L3 and msg.valid and msg.status != pb.EXEC_STATUS_UNSPECIFIED
     return Verdict(
         task_id=msg.task_id,
@@ -86,6 +90,7 @@ def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> 
         context_reads=frozenset(msg.context_reads),
         declined=msg.declined,
         detail=msg.exec_error[:200],
+        sender_waived=sender_waived and level < Level.L3,
     )
 
 

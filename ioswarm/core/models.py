@@ -111,6 +111,10 @@ class Verdict:
     declined: bool = False
     # The agent's error text; for ``missing_state`` it names the key that was not sent.
     detail: str = ""
+    # Set by the coordinator, never by the agent: the answer arrived in the reference JSON codec,
+    # whose result has no sender field, so an L1/L2 answer is not held to the sender evidence
+    # (canaries check that agent's work instead; a sender it does send is still checked).
+    sender_waived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
