@@ -19,7 +19,9 @@ from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
+from ioswarm.core.address import canonical_address
 from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE
+from ioswarm.core.iotexaddr import is_io_address
 from ioswarm.core.models import Level, Verdict
 from ioswarm.core.refjson import JSON_LEVELS, Codec
 from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
@@ -117,6 +119,7 @@ class AgentGateway:
             raise RequestRefused(
                 "INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max"
             )
+        wallet = _wallet_of(req)
         known = self._registry.get(req.agent_id)
         if (
             known is not None
@@ -133,7 +136,7 @@ class AgentGateway:
             rec = self._registry.register(
                 req.agent_id,
                 level,
-                req.wallet_address,
+                wallet,
                 req.region,
                 req.version,
                 self._clock(),
@@ -143,7 +146,7 @@ class AgentGateway:
             )
         except RegistryFull as exc:
             raise RequestRefused("RESOURCE_EXHAUSTED", str(exc)) from exc
-        if asked is not None and req.wallet_address not in asked:
+        if asked is not None and wallet not in asked:
             epochs = self._epochs
             effective = (
                 epochs.current_epoch() + 1
@@ -154,7 +157,7 @@ class AgentGateway:
                 "wallet change requested agent_id=%s old=%s new=%s effective_epoch=%d",
                 rec.agent_id,
                 asked[0],
-                req.wallet_address,
+                wallet,
                 effective,
             )
         rec.codec = codec
@@ -403,3 +406,15 @@ class AgentGateway:
             if c is not None:
                 self._comparisons.count(c)
         self._dispatcher.release(agent_id, task_id)
+
+
+def _wallet_of(req: pb.RegisterRequest) -> str:
+    """The wallet a registration names, an io1 one as its 0x form (the reference's agents
+    may give either); an io1 that fails its checksum is refused rather than left unpayable."""
+    wallet = req.wallet_address
+    if not is_io_address(wallet):
+        return wallet
+    try:
+        return canonical_address(wallet)
+    except ValueError as exc:
+        raise RequestRefused("INVALID_ARGUMENT", f"wallet_address: {exc}") from exc

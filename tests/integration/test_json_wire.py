@@ -28,6 +28,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
 from ioswarm.coordinator.app import CoordinatorApp
+from ioswarm.core.address import to_io
 from ioswarm.core.models import AccountSnapshot, Level
 from ioswarm.core.rules import Reject
 from ioswarm.core.validation import Check, check_l1, check_l2
@@ -176,6 +177,8 @@ class JsonAgent:
     answer: Answer
     with_sender: bool = False
     wallet: str = field(default_factory=lambda: Account.create().address)
+    # Register the wallet in its io1 spelling, as an IoTeX operator's Go agent may.
+    io1_wallet: bool = False
     batches: int = 0
     accepted: int = 0
     task: asyncio.Task[None] | None = None
@@ -192,7 +195,8 @@ class JsonAgent:
     async def _run(self) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             client = JsonClient(channel, self.agent_id)
-            reply = await client.register(self.level, self.wallet)
+            given = to_io(self.wallet) if self.io1_wallet else self.wallet
+            reply = await client.register(self.level, given)
             assert reply["accepted"] is True, reply
             chain_id = reply["chain_id"]  # an ioswarm extension the Go agent ignores
             beats = asyncio.create_task(self._beat(client, reply["heartbeat_interval_sec"]))
@@ -300,7 +304,7 @@ async def test_reference_json_agents_are_compared_and_paid_beside_protobuf_agent
         }
         json_agents = {
             "json-l1": JsonAgent(port, "json-l1", REF_L1, honest_answer, with_sender=True),
-            "json-l2": JsonAgent(port, "json-l2", REF_L2, honest_answer),
+            "json-l2": JsonAgent(port, "json-l2", REF_L2, honest_answer, io1_wallet=True),
             "json-lazy": JsonAgent(port, "json-lazy", REF_L2, lazy_answer),
         }
         bare = BareProtobufAgent(port, "proto-bare")
