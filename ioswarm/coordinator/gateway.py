@@ -104,22 +104,7 @@ class AgentGateway:
         ``codec`` is the one the coordinator saw the call in; it becomes the agent's (see
         :meth:`check_codec`). The reference JSON codec is served at L1 and L2 only.
         """
-        level = level_from_pb(req.capability)
-        if level is None:
-            raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
-        if codec is Codec.JSON and level not in JSON_LEVELS:
-            raise RequestRefused(
-                "FAILED_PRECONDITION",
-                f"capability {level.name} is not served in the reference JSON codec, only L1 and "
-                "L2: the reference's L3/L4 tasks carry IoTeX-native state (evm_tx, "
-                "contract_code, storage_slots) that an EVM node cannot provide; register at L1 "
-                "or L2, or run the ioswarm agent (protobuf) for L3/L4",
-            )
-        if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
-            raise RequestRefused(
-                "INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max"
-            )
-        wallet = _wallet_of(req)
+        level, wallet = _registration(req, codec)
         known = self._registry.get(req.agent_id)
         if (
             known is not None
@@ -406,6 +391,24 @@ class AgentGateway:
             if c is not None:
                 self._comparisons.count(c)
         self._dispatcher.release(agent_id, task_id)
+
+
+def _registration(req: pb.RegisterRequest, codec: Codec) -> tuple[Level, str]:
+    """The level and wallet a registration asks for, or the refusal naming what is wrong."""
+    level = level_from_pb(req.capability)
+    if level is None:
+        raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
+    if codec is Codec.JSON and level not in JSON_LEVELS:
+        raise RequestRefused(
+            "FAILED_PRECONDITION",
+            f"capability {level.name} is not served in the reference JSON codec, only L1 and "
+            "L2: the reference's L3/L4 tasks carry IoTeX-native state (evm_tx, "
+            "contract_code, storage_slots) that an EVM node cannot provide; register at L1 "
+            "or L2, or run the ioswarm agent (protobuf) for L3/L4",
+        )
+    if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
+        raise RequestRefused("INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max")
+    return level, _wallet_of(req)
 
 
 def _wallet_of(req: pb.RegisterRequest) -> str:
