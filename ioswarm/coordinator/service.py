@@ -232,6 +232,8 @@ class Coordinator:
             latest = await self.node.block_number()
             numbers = range(max(0, latest - 255), latest + 1)
             self.contexts.remember(await self.execution.block_hashes(numbers))
+            exist = await self.execution.absent_accounts_exist(self.chain_id)
+            self.contexts.absent_accounts_exist = exist
         if self.state_sync is not None:
             # Before the watcher runs: the store is bootstrapped at a height it then follows.
             self.state_sync.chain_id = self.chain_id
