@@ -263,10 +263,10 @@ class ExecutionReader:
             raw = await self.transport.call("eth_createAccessList", [obj, block_param(block)])
             used = Obj("eth_createAccessList", raw, "result").quantity("gasUsed")
         except NodeError as exc:
-            log.info("cannot tell how the node counts absent accounts; assuming EIP-7702: %s", exc)
+            log.info("absent accounts unknown, taken as EIP-7702 says error=%r", str(exc))
             return False
         refunded = used < intrinsic_gas(tx)
-        log.info("node counts absent accounts as existing: %s (gas_used=%d)", refunded, used)
+        log.info("node absent_accounts_exist=%s probe_gas_used=%d", refunded, used)
         return refunded
 
     async def account_data(
