@@ -45,6 +45,7 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
     balances: dict[bytes, int] = {}
     nonces: dict[bytes, int] = {}
     code: dict[bytes, bytes] = {}
+    deleted: set[bytes] = set()
     coinbase_fee = 0
     for a in msg.account_changes:
         addr = bytes(a.address)
@@ -58,6 +59,8 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
             nonces[addr] = a.nonce_after
         if a.created_code or a.code_cleared:  # b"": the account's delegation was cleared
             code[addr] = bytes(a.created_code)
+        if a.deleted and addr != coinbase:
+            deleted.add(addr)
     return ExecEffects(
         success=msg.status == pb.EXEC_SUCCESS,
         gas_used=msg.gas_used,
@@ -70,6 +73,7 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
         nonces=nonces,
         code=code,
         coinbase_fee=coinbase_fee,
+        deleted=frozenset(deleted),
     )
 
 

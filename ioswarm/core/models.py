@@ -61,6 +61,9 @@ class AccountState:
     snapshot: AccountSnapshot
     code: bytes = b""
     storage: tuple[tuple[bytes, bytes], ...] = ()  # (32-byte slot, 32-byte value)
+    exists: bool = False
+    """In the state trie though maybe EIP-161 empty (it holds storage); False: derive it from
+    balance, nonce, code and the listed slots."""
 
 
 @dataclass(frozen=True, slots=True)
