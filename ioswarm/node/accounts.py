@@ -55,6 +55,7 @@ class AccountReader:
         self._transport = transport
         self.proof_check_sample = proof_check_sample
         self.proofs_checked = 0
+        self.proof_mismatches = 0
         self._rng = rng or random.Random()
         self._proof_ok = True
 
@@ -63,10 +64,11 @@ class AccountReader:
     ) -> dict[bytes, AccountSnapshot]:
         """Balance, nonce and code hash of each address at a block, in one batch.
 
-        The reads name the block by ``block_hash`` when given (EIP-1898), so every answer of
-        the batch comes from the same state even while the node mines the next block. A
-        sampled share of the addresses (``proof_check_sample``) is proven with ``eth_getProof``
-        against the block's state root as well; a disagreement raises NodeError.
+        The reads name the block by ``block_hash`` when given (EIP-1898). A node may still
+        answer them from the state it is building (anvil does while it mines the next block):
+        a sampled share of the addresses (``proof_check_sample``) is proven with
+        ``eth_getProof`` against the block's state root as well, and on a disagreement the
+        whole read is repeated, up to ``PROOF_ATTEMPTS`` times; then NodeError.
         """
         wanted = list(dict.fromkeys(addresses))
         if not wanted:
@@ -76,19 +78,26 @@ class AccountReader:
             if block_hash is not None
             else block_param(block_number)
         )
-        out = await self._accounts_by_parts(wanted, pin)
-        sample = [a for a in wanted if self._rng.random() < self.proof_check_sample]
-        if sample and self._proof_ok:
-            proven = await self._proven(sample, block_param(block_number))
+        block = block_param(block_number)
+        problem = ""
+        for _ in range(PROOF_ATTEMPTS):
+            out = await self._accounts_by_parts(wanted, pin)
+            sample = [a for a in wanted if self._rng.random() < self.proof_check_sample]
+            if not sample or not self._proof_ok:
+                return out
+            proven = await self._proven(sample, block)
             self.proofs_checked += len(proven)
-            for a, snap in proven.items():
-                if snap != out[a]:
-                    raise NodeError(
-                        "eth_getProof",
-                        f"block {block_param(block_number)}: account 0x{a.hex()} read as "
-                        f"{out[a]} but proven as {snap}",
-                    )
-        return out
+            wrong = [a for a, snap in proven.items() if snap != out[a]]
+            if not wrong:
+                return out
+            self.proof_mismatches += 1
+            a = wrong[0]
+            problem = (
+                f"account 0x{a.hex()} read as nonce={out[a].nonce} balance={out[a].balance} "
+                f"but proven as nonce={proven[a].nonce} balance={proven[a].balance}"
+            )
+            log.info("account reads disagree with their proof, reading again block=%s", block)
+        raise NodeError("eth_getProof", f"block {block}: {problem} ({PROOF_ATTEMPTS} reads)")
 
     async def proven(
         self, addresses: Iterable[bytes], block_number: BlockId
