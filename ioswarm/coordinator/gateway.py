@@ -331,7 +331,8 @@ class AgentGateway:
             per_level[task.level] = per_level.get(task.level, 0) + 1
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
-            self._stages.observe(task, elapsed, now)
+            if not integrity.is_canary(task_id):  # a canary was never seen in the mempool
+                self._stages.observe(task, elapsed, now)
             totals.latency_sum_sec += elapsed
             latency_sec += elapsed
             agent_latency.observe(r.latency_us / 1e6)

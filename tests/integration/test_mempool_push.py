@@ -81,6 +81,17 @@ async def test_txs_are_pushed_and_a_dropped_push_loses_nothing(
         await eventually(lambda: all(map(poller.was_dispatched, after)), 20, what="pushed again")
         assert poller.seen["push"] >= pushed_before + 3
         assert sorted(made) == sorted([*pushed, *gap, *after])  # each once, none lost
+
+        # Each result's stages are observed from the moment its tx was seen.
+        def stage(name: str, sample: str) -> float:
+            labels = {"stage": name, "level": "L1"}
+            value = app.registry.get_sample_value(f"ioswarm_task_stage_seconds_{sample}", labels)
+            return value or 0.0
+
+        await eventually(lambda: stage("seen_to_result", "count") >= 9, 20, what="9 results")
+        assert stage("seen_to_queued", "count") == stage("seen_to_result", "count")
+        assert stage("seen_to_result", "sum") >= stage("dispatched_to_result", "sum")
+        assert stage("seen_to_result", "sum") >= stage("seen_to_queued", "sum")
         push_up = app.registry.get_sample_value("ioswarm_mempool_push_up")
         assert push_up == 1.0
         requests = app.registry.get_sample_value("ioswarm_mempool_node_requests_total")
