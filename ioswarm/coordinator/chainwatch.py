@@ -413,8 +413,9 @@ class MempoolPoller:
         for tx, raw, arrived in pushed:
             if self.pool.add(tx, arrived):
                 self.seen["push"] += 1
-                if raw is not None:
-                    self.pool.raw[tx.tx_hash] = raw  # rebuilt from the push: no fetch
+            if raw is not None and self.pool.wants_raw(tx.tx_hash):
+                # Rebuilt from the push: no fetch, also for a tx a listing found first.
+                self.pool.raw[tx.tx_hash] = raw
         if hashes:
             for tx in await self._node.pending_by_hash(hashes):
                 self.seen["push"] += self.pool.add(tx, now)
@@ -468,6 +469,8 @@ class MempoolPoller:
         raws = await self._node.raw_transactions(hashes)
         now = self._clock()
         for h in hashes:
+            if not self.pool.wants_raw(h):
+                continue  # dispatched or gone meanwhile, or its push brought the bytes
             if h in raws:
                 self.pool.raw[h] = raws[h]
             else:

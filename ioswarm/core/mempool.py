@@ -176,6 +176,10 @@ class PendingPool:
             del self._slots[next(iter(self._slots))]
         return new
 
+    def wants_raw(self, tx_hash: bytes) -> bool:
+        """Whether ``tx_hash`` waits for dispatch without its signed bytes."""
+        return tx_hash in self._waiting and tx_hash not in self.raw
+
     def waiting(self) -> list[PendingTx]:
         """Txs not dispatched yet (new, or held behind a nonce gap), first seen first."""
         return [self._txs[h] for h in self._waiting]

@@ -17,7 +17,11 @@ def test_taken_in_once_with_its_first_seen_time() -> None:
     assert not pool.add(tx(1, 0), now=2.0)  # pushed, then listed: one tx
     assert pool.seen_at(tx(1, 0).tx_hash) == 1.0
     assert [t.tx_hash for t in pool.waiting()] == [tx(1, 0).tx_hash]
+    assert pool.wants_raw(tx(1, 0).tx_hash)
+    pool.raw[tx(1, 0).tx_hash] = b"signed"
+    assert not pool.wants_raw(tx(1, 0).tx_hash)
     pool.dispatched([tx(1, 0).tx_hash])
+    assert not pool.wants_raw(tx(1, 0).tx_hash) and pool.raw == {}
     assert pool.waiting() == [] and pool.was_dispatched(tx(1, 0).tx_hash)
 
 
