@@ -392,6 +392,11 @@ class MempoolPoller:
         connects = self.push.connects if self.push is not None else 0
         listed = await self._node.pending_transactions()
         new = self.pool.absorb_listing(listed, asked, self._clock())
+        for tx in listed:
+            if self.pool.wants_raw(tx.tx_hash):
+                raw = self._node.listed_raw(tx.tx_hash)  # rebuilt from the listing: no fetch
+                if raw is not None:
+                    self.pool.raw[tx.tx_hash] = raw
         self.seen["poll"] += new
         self._listed_at = asked
         self._listed_connects = connects

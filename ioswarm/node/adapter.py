@@ -34,6 +34,7 @@ from ioswarm.node.fields import (
     show,
 )
 from ioswarm.node.rpc import JsonRpcTransport, RetryPolicy
+from ioswarm.node.txjson import raw_from_json
 
 log = logging.getLogger("ioswarm.node")
 
@@ -92,6 +93,8 @@ class NodeClient(Protocol):
     async def pending_transactions(self) -> list[PendingTx]: ...
 
     async def pending_by_hash(self, hashes: Iterable[bytes]) -> list[PendingTx]: ...
+
+    def listed_raw(self, tx_hash: bytes) -> bytes | None: ...
 
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]: ...
 
@@ -197,6 +200,7 @@ class JsonRpcNode:
     ) -> None:
         """``proof_check_sample``: see :class:`~ioswarm.node.accounts.AccountReader`."""
         self._parsed: dict[str, PendingTx] = {}
+        self._fresh_raw: dict[bytes, bytes] = {}
         self.transport = transport or JsonRpcTransport(
             url, timeout=timeout, retry=retry, max_batch=max_batch
         )
@@ -381,6 +385,11 @@ class JsonRpcNode:
                 )
         return await self._pending_via_filter()
 
+    def listed_raw(self, tx_hash: bytes) -> bytes | None:
+        """The signed bytes of a tx the last listing showed for the first time, rebuilt from
+        its fields (None where they could not be, or the tx was listed before)."""
+        return self._fresh_raw.get(tx_hash)
+
     async def pending_by_hash(self, hashes: Iterable[bytes]) -> list[PendingTx]:
         """The still-pending txs among ``hashes`` (one batch of ``eth_getTransactionByHash``)."""
         method = "eth_getTransactionByHash"
@@ -401,6 +410,7 @@ class JsonRpcNode:
         # Each tx is parsed and checked once, when first listed; later polls look it up by
         # the hash text (the cache holds only what the last answer listed).
         known, parsed = self._parsed, {}
+        self._fresh_raw = {}
         for section in ("pending", "queued"):
             by_sender = obj.child(section)
             for sender, by_nonce in by_sender.raw.items():
@@ -410,6 +420,9 @@ class JsonRpcNode:
                     ptx = known.get(key) if isinstance(key, str) else None
                     if ptx is None:
                         ptx = _parse_pending(Obj(method, tx, f"{per_sender.where}[{nonce}]"))
+                        raw = raw_from_json(tx, ptx.tx_hash)
+                        if raw is not None:
+                            self._fresh_raw[ptx.tx_hash] = raw
                     if isinstance(key, str):
                         parsed[key] = ptx
                     out.setdefault(ptx.tx_hash, ptx)

@@ -178,8 +178,11 @@ async def test_pending_transactions_from_txpool_content(
     assert (first.sender, first.nonce, first.to, first.value) == (address_of(key), 0, RECIPIENT, 7)
     assert (first.gas, first.max_fee) == (21_000, 5 * 10**9)
     assert pending[h2].nonce == 2
+    # The signed bytes of newly listed txs are rebuilt from their fields (no fetch needed).
+    assert (node.listed_raw(h0), node.listed_raw(h2)) == (raw0, raw2)
     await anvil_manual.mine(1)
     assert {p.tx_hash for p in await node.pending_transactions()} == {h2}
+    assert node.listed_raw(h2) is None  # listed before: its bytes were handed on then
 
 
 async def test_pending_transactions_via_filter_fallback(anvil_manual: AnvilProcess) -> None:

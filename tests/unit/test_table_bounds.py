@@ -404,6 +404,9 @@ class ListedMempool:
     async def raw_transactions(self, hashes: list[bytes]) -> dict[bytes, bytes]:
         return {h: b"raw" for h in hashes}
 
+    def listed_raw(self, tx_hash: bytes) -> bytes | None:
+        return None  # the bytes are read with raw_transactions
+
 
 def pending(i: int, nonce: int) -> PendingTx:
     return PendingTx(i.to_bytes(32, "big"), sender_of(1), nonce, None, 0, 21_000, 1)
