@@ -135,9 +135,11 @@ async def _send(
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    said: list[bytes] = []
     try:
         async with asyncio.timeout(SEND_LIMIT_SEC + count / rate):
             while line := await proc.stderr.readline():
+                said = [*said[-4:], line]
                 if b"signing" in line:
                     # Signing takes a while; the sending starts right after it.
                     on_sending()
@@ -147,7 +149,11 @@ async def _send(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    lines = out.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = b"".join(said).decode(errors="replace").strip()
+        raise RuntimeError(f"workload exited {proc.returncode}: {tail}")
+    report: dict[str, Any] = json.loads(lines[-1])
     return report
 
 
