@@ -1,7 +1,8 @@
 """Seen-to-verdict latency at 300 and 1,000 tx/s, for L1, L2 and L3, against anvil.
 
-One anvil (prague, one-second blocks, a 300M block gas limit so 1,000 transfers a second fit)
-serves every case. Per case (level, rate): a fresh coordinator in this process (the real
+Per case (level, rate): a fresh anvil (prague, one-second blocks, a 300M block gas limit so
+1,000 transfers a second fit; a case at 1,000 tx/s would leave the next a backlog), a fresh
+coordinator in this process (the real
 ``CoordinatorApp``: WebSocket push mempool, gRPC server, shadow mode on), two real agent
 processes (``ioswarm agent`` at the case's level, over loopback gRPC), and a workload process
 (``ioswarm workload --presigned``) sending pre-signed plain transfers at the case's rate in
@@ -278,20 +279,19 @@ def _print(r: dict[str, Any]) -> None:
 async def _run(seconds: float, cases: tuple[tuple[Level, float], ...]) -> dict[str, Any]:
     logging.getLogger("ioswarm").setLevel(logging.WARNING)
     out: dict[str, Any] = {"seconds_per_case": seconds, "agents": "2 agent processes per case"}
-    async with AnvilProcess(
-        env=os.environ, block_time=1.0, extra_args=("--gas-limit", "300000000")
-    ) as anvil:
-        for i, (level, rate) in enumerate(cases):
-            # Each case funds fresh accounts from its own development key.
-            key = anvil.private_keys[1 + i % (len(anvil.private_keys) - 1)]
+    for level, rate in cases:
+        # A fresh anvil per case: a case at 1,000 tx/s leaves a backlog the next would inherit.
+        async with AnvilProcess(
+            env=os.environ, block_time=1.0, extra_args=("--gas-limit", "300000000")
+        ) as anvil:
             try:
-                result = await _case(anvil, key, level, rate, seconds)
+                result = await _case(anvil, anvil.private_keys[1], level, rate, seconds)
             except Exception as exc:  # one failed case must not hide the others
                 print(f"{level.name} @ {rate:g} tx/s failed: {exc!r}", flush=True)
                 out[f"{level.name}_{int(rate)}"] = {"error": repr(exc)}
                 continue
-            _print(result)
-            out[f"{level.name}_{int(rate)}"] = result
+        _print(result)
+        out[f"{level.name}_{int(rate)}"] = result
     return out
 
 
