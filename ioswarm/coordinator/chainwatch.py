@@ -24,6 +24,7 @@ from ioswarm.node.ws import PendingTxStream
 log = logging.getLogger("ioswarm.chain")
 
 MAX_CATCHUP_BLOCKS = 64
+HEAD_CHECK_SEC = 0.025  # how stale the mempool rounds' view of the node's newest block may be
 ERROR_BACKOFF_MAX_SEC = 10.0
 
 
@@ -267,6 +268,8 @@ class MempoolPoller:
         self._listed_at = -float("inf")
         # Node reads running beside the rounds ("gap-fill" listing, "raws" of unpushed txs).
         self._side: dict[str, asyncio.Task[None]] = {}
+        self._latest = -1
+        self._latest_at = -float("inf")
         self._listed_connects = -1
         self._state_cache: dict[bytes, AccountSnapshot] = {}
         self._state_cache_block = -1
@@ -446,7 +449,7 @@ class MempoolPoller:
             # watcher has not caught up, a pushed tx may already be in the newer block, and its
             # sender's nonce there is what tells.
             latest, states = await asyncio.gather(
-                self._node.block_number(), self._head_states(waiting, header)
+                self._latest_block(), self._head_states(waiting, header)
             )
             if latest > header.number:
                 header = await self._node.get_block(latest)
@@ -469,6 +472,15 @@ class MempoolPoller:
         created = await self._make_tasks(items, header)
         self.pool.dispatched(hashes)
         return created
+
+    async def _latest_block(self) -> int:
+        """The node's newest block number, asked at most every ``HEAD_CHECK_SEC`` (rounds
+        come many a second under load; a block comes every second or more)."""
+        now = self._clock()
+        if now - self._latest_at >= HEAD_CHECK_SEC:
+            self._latest = await self._node.block_number()
+            self._latest_at = now
+        return self._latest
 
     async def _read_raws(self, hashes: list[bytes]) -> None:
         raws = await self._node.raw_transactions(hashes)
