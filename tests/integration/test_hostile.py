@@ -42,8 +42,9 @@ CLOCK_FIELDS = frozenset({"uptime", "updated_at", "uptime_sec"})
 AGENT_REFUSAL_FIELDS = frozenset({"last_heartbeat_sec_ago", "refused", "earning"})
 REJECTED = "ioswarm_rpc_rejected_total"
 REJECTED_FAMILY = "ioswarm_rpc_rejected"  # the registry names counter families without _total
-# Moves with the server's own work (gRPC's tasks), not with what a client is allowed to do.
-LOOP_FAMILIES = frozenset({REJECTED_FAMILY, "ioswarm_asyncio_tasks"})
+# Moves with the server's own work (gRPC's tasks, the node's WebSocket connecting after the
+# start), not with what a client is allowed to do.
+LOOP_FAMILIES = frozenset({REJECTED_FAMILY, "ioswarm_asyncio_tasks", "ioswarm_mempool_push_up"})
 # The process's own CPU, memory and descriptors, which move by themselves.
 PROCESS_PREFIXES = ("process_", "python_")
 # Table sizes stay in the snapshot (a refused call grows no table) but for the two that hold
