@@ -4,35 +4,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from ioswarm import __version__
 from ioswarm.errors import ConfigError, IoswarmError, LoopFailed
-from ioswarm_cli import (
-    agent,
-    conformance,
-    coordinator,
-    demo,
-    keygen,
-    l4sim,
-    rewards_cmds,
-    snapshot,
-    workload,
-)
 
+# The modules that register subcommands (each has ``add_parser(sub)``), in --help order.
 COMMANDS = (
-    coordinator,
-    agent,
-    keygen,
-    workload,
-    demo,
-    rewards_cmds,
-    snapshot,
-    l4sim,
-    conformance,
+    "coordinator",
+    "agent",
+    "keygen",
+    "workload",
+    "demo",
+    "rewards_cmds",
+    "snapshot",
+    "l4sim",
+    "conformance",
 )
+# Which module registers each subcommand. Only the module of the command given is imported:
+# ``ioswarm agent`` starts without the coordinator's, the workload's or settlement's imports
+# (web3, py-evm, LMDB), which cost most of a second.
+COMMAND_MODULES = {
+    "coordinator": "coordinator",
+    "agent": "agent",
+    "keygen": "keygen",
+    "workload": "workload",
+    "demo": "demo",
+    "deploy": "rewards_cmds",
+    "fund": "rewards_cmds",
+    "claim": "rewards_cmds",
+    "rewards": "rewards_cmds",
+    "snapshot": "snapshot",
+    "l4sim": "l4sim",
+    "conformance": "conformance",
+}
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -40,15 +48,17 @@ EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a loop kept crashing; let the superv
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser: with every subcommand, or only ``command``'s when it is one."""
     parser = argparse.ArgumentParser(
         prog="ioswarm",
         description="Hand EVM transaction validation to a swarm of agents and pay them on-chain.",
     )
     parser.add_argument("--version", action="version", version=f"ioswarm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.add_parser(sub)
+    names = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMANDS
+    for name in names:
+        importlib.import_module(f"ioswarm_cli.{name}").add_parser(sub)
     return parser
 
 
@@ -63,7 +73,8 @@ def exit_code(exc: IoswarmError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors print one line to stderr and return a non-zero code."""
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(given[0] if given else None).parse_args(given)
     try:
         code: int = asyncio.run(args.run(args, dict(os.environ)))
         return code

@@ -26,7 +26,6 @@ from ioswarm.agent.validators import GatedValidator, Validator
 from ioswarm.config import AgentConfig
 from ioswarm.core.execution import ENGINE_ERROR
 from ioswarm.core.linkfailure import FailureKind, PermanentFailure, permanent_failure
-from ioswarm.core.rewards import iotx_text
 from ioswarm.errors import AuthError, ConfigError, ProtocolError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.proto import ioswarm_pb2_grpc as pb_grpc
@@ -353,6 +352,8 @@ class Agent:
         if not resp.HasField("payout"):
             return
         p = resp.payout
+        from ioswarm.core.rewards import iotx_text  # noqa: PLC0415 - reward math loads on a payout
+
         # amount_wei is exact; the float is for display only when the wei string is missing.
         amount = iotx_text(int(p.amount_wei)) if p.amount_wei.isdigit() else f"{p.amount_iotx:g}"
         log.info(
