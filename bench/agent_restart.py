@@ -102,12 +102,14 @@ def _accepted(coordinator: Coordinator) -> int:
     return rec.results_accepted if rec is not None else 0
 
 
-async def _one_round(coordinator: Coordinator, port: int, level: Level) -> tuple[float, float]:
+async def _one_round(
+    coordinator: Coordinator, port: int, level: Level, command: list[str]
+) -> tuple[float, float]:
     """Exec the agent, return ms to its first accepted result and to its open task stream,
     then stop it."""
     before = _accepted(coordinator)
     argv = [
-        *agent_command(),
+        *command,
         "agent",
         f"--coordinator=127.0.0.1:{port}",
         f"--agent-id={AGENT_ID}",
@@ -153,7 +155,7 @@ async def _until(condition: Callable[[], bool], limit_sec: float) -> bool:
         await asyncio.sleep(0.01)
 
 
-async def measure(level: Level, rounds: int) -> list[tuple[float, float]]:
+async def measure(level: Level, rounds: int, command: list[str]) -> list[tuple[float, float]]:
     """``rounds`` restarts of one agent at ``level``: ms to ready and to the open stream."""
     config = parse_config(
         {
@@ -173,7 +175,7 @@ async def measure(level: Level, rounds: int) -> list[tuple[float, float]]:
     dispatcher = asyncio.create_task(coordinator.dispatcher.run(), name="bench-dispatcher")
     producer = asyncio.create_task(_produce(coordinator, tasks_of(level)), name="bench-producer")
     try:
-        return [await _one_round(coordinator, server.port, level) for _ in range(rounds)]
+        return [await _one_round(coordinator, server.port, level, command) for _ in range(rounds)]
     finally:
         producer.cancel()
         coordinator.dispatcher.stop()
@@ -181,15 +183,16 @@ async def measure(level: Level, rounds: int) -> list[tuple[float, float]]:
         await server.stop(grace=1.0)
 
 
-def run(rounds: int = ROUNDS) -> dict[str, Any]:
+def run(rounds: int = ROUNDS, command: list[str] | None = None) -> dict[str, Any]:
     """Measure L1 and L2; print p50/max per level against the target and return the figures."""
-    results: dict[str, Any] = {"target_ms": TARGET_MS, "command": " ".join(agent_command())}
+    command = command or agent_command()
+    results: dict[str, Any] = {"target_ms": TARGET_MS, "command": " ".join(command)}
     print(
         f"agent restart-to-ready: exec of `{results['command']} agent` to its first accepted "
         f"result, {rounds} restarts per level (coordinator in-process, loopback gRPC)"
     )
     for level in (Level.L1, Level.L2):
-        rounds_ms = asyncio.run(measure(level, rounds))
+        rounds_ms = asyncio.run(measure(level, rounds, command))
         times = [ready for ready, _ in rounds_ms]
         p50, worst = statistics.median(times), max(times)
         stream_p50 = statistics.median(stream for _, stream in rounds_ms)
@@ -211,8 +214,11 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--rounds", type=int, default=ROUNDS, help="restarts per level")
+    p.add_argument(
+        "--command", help="how to run ioswarm, e.g. 'python -m ioswarm_cli.main' (compare builds)"
+    )
     args = p.parse_args(argv)
-    run(args.rounds)
+    run(args.rounds, args.command.split() if args.command else None)
     return 0
 
 
