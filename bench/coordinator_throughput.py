@@ -22,7 +22,9 @@ and prints:
 
 ``make bench`` runs the scaling sweep (``run``): 100, 500 and 1,000 saturated agents, each in a
 fresh process (so one run's memory does not count in the next one's RSS), then 100 agents with
-shadow mode on. Every point keeps about 25-32k tasks in flight in total (fewer per agent as the
+shadow mode on. Each window closes once 16 batches per agent were answered (or at its time
+cap), so the share figure, counted in whole batches, is as fine on a slow machine as on a fast
+one. Every point keeps about 25-32k tasks in flight in total (fewer per agent as the
 agents grow), as an operator would size ``maxInflightPerAgent``: the agents here answer at
 once, so every task in flight waits in the coordinator's pipeline, and a deeper one would only
 outlast the task timeout. What it does not measure: agents' validation work (answers are
@@ -110,6 +112,10 @@ class BenchConfig:
     seconds: float = 10.0
     """Length of the measured window (it closes early if the tasks run out). Shares are
     counted in whole batches, so the window should hold a few dozen batches per agent."""
+    batches_per_agent: int = 0
+    """When above 0, the window also closes once this many full batches per agent were
+    answered, so the share figure has the same granularity however fast the machine is
+    (``seconds`` stays the cap)."""
     total_tasks: int = 600_000
     """Most tasks the producer creates over the whole run."""
     shadow: bool = False
@@ -366,6 +372,20 @@ async def _wait_until(condition: Callable[[], bool], limit: float, what: str) ->
         await asyncio.sleep(0.05)
 
 
+async def _window(
+    coordinator: Coordinator, producer: asyncio.Task[int], bench: BenchConfig, accepted: int
+) -> None:
+    enough = bench.batches_per_agent * bench.agents * bench.max_batch
+    end = time.monotonic() + bench.seconds
+    while not producer.done():
+        if enough and coordinator.totals.results_accepted - accepted >= enough:
+            return
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.wait({producer}, timeout=min(left, 0.05))
+
+
 async def measure(bench: BenchConfig, profile: cProfile.Profile | None = None) -> dict[str, Any]:
     """One run: coordinator and server here, agents in a child process; returns the figures."""
     pool = signed_pool()
@@ -403,8 +423,9 @@ async def measure(bench: BenchConfig, profile: cProfile.Profile | None = None) -
         start = _snapshot(coordinator, client.pid)
         if profile is not None:
             profile.enable()
-        # The window closes after ``seconds``, or earlier when the producer has run out.
-        await asyncio.wait({producer}, timeout=bench.seconds)
+        # The window closes after ``seconds``, or earlier when the producer has run out or
+        # (with ``batches_per_agent``) when enough batches were answered.
+        await _window(coordinator, producer, bench, start.accepted)
         if profile is not None:
             profile.disable()
         stop = _snapshot(coordinator, client.pid)
@@ -516,16 +537,18 @@ class SweepPoint:
     channels: int
     seconds: float
     shadow: bool = False
+    batches_per_agent: int = 16
 
 
-# About 25-32k tasks in flight at every point (see the module docstring); the window is long
-# enough for a dozen batches per agent, since shares are counted in whole batches.
+# About 25-32k tasks in flight at every point (see the module docstring). Shares are counted
+# in whole batches: a window closes after 16 answered batches per agent (or at its time cap).
 SWEEP = (
-    SweepPoint(100, 128, 256, 4, 8.0),
-    SweepPoint(500, 64, 64, 8, 12.0),
-    SweepPoint(1000, 32, 32, 16, 20.0),
-    SweepPoint(100, 128, 256, 4, 8.0, shadow=True),
+    SweepPoint(100, 128, 256, 4, 10.0),
+    SweepPoint(500, 64, 64, 8, 20.0),
+    SweepPoint(1000, 32, 32, 16, 30.0),
+    SweepPoint(100, 128, 256, 4, 10.0, shadow=True),
 )
+TASKS_PER_POINT = 2_000_000  # the producer's bound (a window needs at most ~0.6M)
 POINT_TIMEOUT_SEC = 150.0
 
 
@@ -539,6 +562,8 @@ def measure_point(point: SweepPoint) -> dict[str, Any]:
         f"--inflight={point.max_inflight}",
         f"--channels={point.channels}",
         f"--seconds={point.seconds}",
+        f"--batches-per-agent={point.batches_per_agent}",
+        f"--tasks={TASKS_PER_POINT}",
         "--json",
         *(["--shadow"] if point.shadow else []),
     ]
@@ -626,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inflight", type=int, default=d.max_inflight, help="maxInflightPerAgent")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured window")
     p.add_argument("--warmup", type=float, default=d.warmup_sec, help="warm-up seconds")
+    p.add_argument(
+        "--batches-per-agent",
+        type=int,
+        default=d.batches_per_agent,
+        help="close the window once this many batches per agent were answered (0: time only)",
+    )
     p.add_argument("--tasks", type=int, default=d.total_tasks, help="most tasks produced")
     p.add_argument("--shadow", action="store_true", help="one run with shadowMode on")
     p.add_argument("--both", action="store_true", help="shadow off, then shadow on")
@@ -646,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         max_inflight=args.inflight,
         warmup_sec=args.warmup,
         seconds=args.seconds,
+        batches_per_agent=args.batches_per_agent,
         total_tasks=args.tasks,
         shadow=args.shadow,
         prefill=not args.trickle,
