@@ -260,8 +260,6 @@ class Scheduler:
             level = task.level
             if exhausted is not None and level >= exhausted:
                 skipped.append(task_id)
-                if exhausted is Level.L1:
-                    break  # nobody has room left
                 continue
             if state.attempts or task.avoid:
                 # Those that had it are a last resort (after a timeout), its avoid agent never.
@@ -272,6 +270,8 @@ class Scheduler:
                 skipped.append(task_id)
                 if not state.attempts and not task.avoid:
                     exhausted = level
+                    if level is Level.L1:
+                        break  # nobody has room left: the rest stay queued, in order
                 continue
             chosen = slot.agent_id
             slot.inflight.add(task_id)

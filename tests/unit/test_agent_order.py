@@ -150,6 +150,25 @@ def test_a_level_change_moves_the_agent_to_its_new_heap() -> None:
     assert s.can_serve(Level.L1, "nobody") and not s.can_serve(Level.L1, "a")
 
 
+def test_when_nobody_has_room_the_queue_keeps_its_order() -> None:
+    """A round that finds every agent full stops early and leaves the queue as it was; the
+    tasks then go out in that order once room appears."""
+    s = sched(agents=2, inflight=2)
+    s.add_agent("a", Level.L2)
+    s.add_agent("b", Level.L1)
+    for i in (1, 2, 3, 4):
+        s.enqueue(task(i, Level.L2 if i == 1 else Level.L1))
+    first = s.assign(0.0, max_batch=2)
+    assert sorted(t.task_id for b in first.values() for t in b) == [1, 2, 3, 4]
+    for i in (5, 6, 7):
+        s.enqueue(task(i, Level.L2 if i == 6 else Level.L1))
+    assert s.assign(0.1, max_batch=2) == {} and s.queued == 3
+    for t in first["a"]:
+        s.complete("a", t.task_id)
+    assert [t.task_id for t in s.assign(0.2, max_batch=2)["a"]] == [5, 6]
+    assert s.queued == 1
+
+
 def test_heap_entries_stay_bounded() -> None:
     """Lazy invalidation leaves stale entries behind, but never more than about two per
     agent."""
