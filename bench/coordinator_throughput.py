@@ -607,7 +607,7 @@ def run(points: tuple[SweepPoint, ...] = SWEEP) -> dict[str, Any]:
             f"({_judge(fig['tasks_per_sec'], TARGET_TASKS_PER_SEC)}); "
             f"fairness {fig['share_ratio']:.3f} "
             f"({_judge(fig['share_ratio'], TARGET_SHARE_RATIO)}); "
-            f"{fig['tasks_reassigned']} reassigned"
+            f"{fig['tasks_reassigned']} reassigned; RSS peak {fig['peak_rss_mib'] or 0:.0f} MiB"
         )
     big = [f for f in results["points"] if f["agents"] == 1000 and not f["shadow"]]
     if big:
