@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import (
     agent_restart,
+    agent_submit,
     conformance,
     coordinator_throughput,
     l1_recovery,
@@ -27,6 +28,7 @@ def main() -> int:
         "l1_recovery": l1_recovery.run(),
         "coordinator_throughput": coordinator_throughput.run(),
         "agent_restart": agent_restart.run(),
+        "agent_submit": agent_submit.run(),
         "l3_execution": l3_execution.run(),
         "conformance": conformance.run(),
         "settlement_gas": settlement_gas.run(),

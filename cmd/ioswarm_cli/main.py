@@ -22,6 +22,7 @@ COMMANDS = (
     "rewards_cmds",
     "snapshot",
     "l4sim",
+    "l4test",
     "conformance",
 )
 # Which module registers each subcommand. Only the module of the command given is imported:
@@ -39,6 +40,7 @@ COMMAND_MODULES = {
     "rewards": "rewards_cmds",
     "snapshot": "snapshot",
     "l4sim": "l4sim",
+    "l4test": "l4test",
     "conformance": "conformance",
 }
 
@@ -59,6 +61,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     names = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMANDS
     for name in names:
         importlib.import_module(f"ioswarm_cli.{name}").add_parser(sub)
+    if "agent" in sub.choices:
+        from ioswarm_cli import agent_tools  # noqa: PLC0415 - with the agent command only
+
+        agent_tools.describe_in(sub.choices["agent"])
     return parser
 
 
@@ -73,8 +79,17 @@ def exit_code(exc: IoswarmError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors print one line to stderr and return a non-zero code."""
-    given = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(given[0] if given else None).parse_args(given)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `ioswarm agent keygen|addr|service` are tools, not the agent's run flags.
+    tools = None
+    if argv[:1] == ["agent"]:
+        from ioswarm_cli import agent_tools  # noqa: PLC0415 - with the agent command only
+
+        tools = agent_tools.tool_parser(argv)
+    if tools is not None:
+        args = tools.parse_args(argv[1:])
+    else:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         code: int = asyncio.run(args.run(args, dict(os.environ)))
         return code

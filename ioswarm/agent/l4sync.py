@@ -34,6 +34,7 @@ import aiohttp
 import grpc
 import grpc.aio
 
+from ioswarm.core.diffchain import LinkKind, state_link_problem
 from ioswarm.errors import IoswarmError, ProtocolError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.state.snapshot_io import import_snapshot
@@ -184,19 +185,16 @@ class StateFollower:
         if height <= self._height:
             self.stats.duplicates += 1
             return False
-        if height != self._height + 1:
-            self.stats.gaps += 1
-            raise ProtocolError(f"state diff gap: local height {self._height}, got {height}")
-        prev, post = bytes(diff.prev_state_hash), bytes(diff.post_state_hash)
-        if prev != self._hash:
-            self.stats.rejected += 1
-            raise ProtocolError(
-                f"state diff {height}: prev state hash {prev.hex() or '-'} is not the local "
-                f"{self._hash.hex()}"
-            )
-        if len(post) != 32:
-            self.stats.rejected += 1
-            raise ProtocolError(f"state diff {height}: no post state hash")
+        post = bytes(diff.post_state_hash)
+        broken = state_link_problem(
+            self._height, self._hash, height, bytes(diff.prev_state_hash), post
+        )
+        if broken is not None:
+            if broken.kind is LinkKind.GAP:
+                self.stats.gaps += 1
+            else:
+                self.stats.rejected += 1
+            raise ProtocolError(str(broken))
         try:
             digest = store.apply_diff(height, diff.entries, expected_hash=post)
         except StoreError as exc:
@@ -300,6 +298,13 @@ class StateFollower:
             # Reconnecting keeps bringing the same refused diff: the local state itself is
             # wrong, and only a fresh snapshot repairs it.
             self._need_snapshot = True
+
+    async def bootstrap(self, stub: DiffStub) -> None:
+        """Make the store complete once: resume it, else load the snapshot given or the
+        coordinator's (for a one-off follower such as ``ioswarm l4test --datadir``)."""
+        self.open()
+        if not self.ready.is_set():
+            await self._bootstrap(stub, refresh=False)
 
     async def _bootstrap(self, stub: DiffStub, *, refresh: bool) -> None:
         """Load a snapshot into the store: the one given (first time only) or the coordinator's."""
