@@ -50,8 +50,9 @@ EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a loop kept crashing; let the superv
 EXIT_INTERRUPTED = 130
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The command line parser: with every subcommand, or only ``command``'s when it is one."""
+def build_parser(command: str | None = None, help_text: bool = True) -> argparse.ArgumentParser:
+    """The command line parser: with every subcommand, or only ``command``'s when it is one.
+    ``help_text=False`` leaves out what only ``--help`` shows (and the imports it needs)."""
     parser = argparse.ArgumentParser(
         prog="ioswarm",
         description="Hand EVM transaction validation to a swarm of agents and pay them on-chain.",
@@ -61,7 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     names = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMANDS
     for name in names:
         importlib.import_module(f"ioswarm_cli.{name}").add_parser(sub)
-    if "agent" in sub.choices:
+    if "agent" in sub.choices and help_text:
         from ioswarm_cli import agent_tools  # noqa: PLC0415 - with the agent command only
 
         agent_tools.describe_in(sub.choices["agent"])
@@ -82,14 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # `ioswarm agent keygen|addr|service` are tools, not the agent's run flags.
     tools = None
-    if argv[:1] == ["agent"]:
+    if argv[:1] == ["agent"] and len(argv) > 1 and not argv[1].startswith("-"):
         from ioswarm_cli import agent_tools  # noqa: PLC0415 - with the agent command only
 
         tools = agent_tools.tool_parser(argv)
     if tools is not None:
         args = tools.parse_args(argv[1:])
     else:
-        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        wants_help = "-h" in argv or "--help" in argv
+        args = build_parser(argv[0] if argv else None, wants_help).parse_args(argv)
     try:
         code: int = asyncio.run(args.run(args, dict(os.environ)))
         return code

@@ -12,13 +12,14 @@ from ioswarm_cli import agent
 from ioswarm_cli.main import COMMAND_MODULES, build_parser
 
 # Top-level packages an L1/L2 agent never needs: execution (py-evm and its kin), chain access
-# and settlement (web3, eth_account), the L4 store, the coordinator's metrics, YAML files.
+# and settlement (web3, eth_account, eth_keys), the L4 store, the coordinator's metrics, YAML.
 HEAVY = (
     "evm",
     "eth",
     "web3",
     "eth_account",
     "eth_abi",
+    "eth_keys",
     "lmdb",
     "aiohttp",
     "requests",
@@ -33,7 +34,7 @@ import json, sys
 from ioswarm_cli.main import build_parser
 from ioswarm.agent.levels import validator_for
 from ioswarm.core.models import Level
-args = build_parser("agent").parse_args(
+args = build_parser("agent", help_text=False).parse_args(
     ["agent", "--coordinator=127.0.0.1:1", "--level=L2", "--no-tls"]
 )
 validator_for(Level.L1)
