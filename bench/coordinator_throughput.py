@@ -302,7 +302,7 @@ def client_process(
     conn.close()
 
 
-def _cpu_of(pid: int) -> float | None:
+def process_cpu_sec(pid: int) -> float | None:
     """CPU seconds (user + system) of a process, from /proc; None where there is no /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -360,7 +360,7 @@ def _snapshot(coordinator: Coordinator, client_pid: int | None) -> _Snapshot:
         reassigned=coordinator.dispatcher.reassigned_total,
         per_agent={r.agent_id: r.results_accepted for r in coordinator.registry.all()},
         server_cpu=time.process_time(),
-        client_cpu=_cpu_of(client_pid) if client_pid is not None else None,
+        client_cpu=process_cpu_sec(client_pid) if client_pid is not None else None,
     )
 
 
