@@ -52,7 +52,7 @@ import lmdb
 
 from ioswarm.core.models import AccountSnapshot
 from ioswarm.core.snapshot import Entry, EntryBatch, encode_record, entry_batches
-from ioswarm.core.statehash import ZERO_HASH, sum_records
+from ioswarm.core.statehash import ZERO_HASH
 from ioswarm.errors import StoreError
 from ioswarm.state.bulkload import (
     BackgroundFlusher,
@@ -60,6 +60,7 @@ from ioswarm.state.bulkload import (
     remove_marker,
     write_marker,
 )
+from ioswarm.state.diffapply import Planned, apply_group
 
 ACCOUNT = "Account"
 CODE = "Code"
@@ -73,7 +74,6 @@ ZERO_WORD = bytes(32)
 ACCOUNT_VALUE_LEN = 8 + 32 + 32
 _KEY_LEN = {ACCOUNT: 20, CODE: 32, STORAGE: 52}
 _VALUE_LEN = {ACCOUNT: ACCOUNT_VALUE_LEN, STORAGE: 32}
-_HASH_MASK = (1 << 256) - 1
 _META_HEIGHT = b"height"
 _META_HASH = b"state_hash"
 _META_LOADING = b"loading"
@@ -111,8 +111,8 @@ class Diff(Protocol):
     def post_state_hash(self) -> bytes: ...
 
 
-# (namespace, LMDB db handle, key, new value or None to delete)
-_Normalised = tuple[str, Any, bytes, bytes | None]
+# (namespace, key, new value or None to delete)
+_Normalised = tuple[str, bytes, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +171,21 @@ def check_entry(namespace: str, key: bytes, value: bytes | None) -> None:
     vlen = _VALUE_LEN.get(namespace)
     if value is not None and vlen is not None and len(value) != vlen:
         raise StoreError(f"{namespace} value is {len(value)} bytes, expected {vlen}")
+
+
+def _normalise(index: int, entry: DiffEntry) -> _Normalised:
+    """``entry`` as (namespace, key, new value or None to delete), checked against the layout."""
+    ns, op, key = entry.namespace, entry.op, bytes(entry.key)
+    value: bytes | None = bytes(entry.value) if op == PUT else None
+    if op not in (PUT, DELETE):
+        raise StoreError(f"diff entry {index}: unknown op {op}")
+    try:
+        check_entry(ns, key, value)
+    except StoreError as exc:
+        raise StoreError(f"diff entry {index}: {exc}") from None
+    if value == ZERO_WORD and ns == STORAGE:
+        value = None  # the store never holds zero slots
+    return ns, key, value
 
 
 class StateView:
@@ -387,25 +402,32 @@ class StateStore:
         ``expected_hash`` the transaction is rolled back unless the result hashes to it, so a
         diverging store never moves forward.
         """
-        writes = self._normalise_all(entries)
-        return self._write(lambda txn: self._apply(txn, height, writes, expected_hash))
+        return self._apply_planned([(height, self._normalise_all(entries), expected_hash)])
 
     def apply_diffs(self, diffs: Iterable[Diff]) -> bytes:
         """Apply consecutive diffs (``StateDiff`` messages) in one transaction; all or none.
 
-        For catching up: one commit, so one fsync, for the whole run instead of one per block.
-        A non-empty ``post_state_hash`` is checked like ``expected_hash`` of :meth:`apply_diff`.
-        Returns the final state hash.
+        One commit, so one flush, for the whole run instead of one per block, and each key
+        written once however many diffs touch it (:mod:`ioswarm.state.diffapply`): the way to
+        catch up. A non-empty ``post_state_hash`` is checked like ``expected_hash`` of
+        :meth:`apply_diff`; a mismatch raises
+        :class:`~ioswarm.state.diffapply.HashMismatch` naming the diff. Returns the
+        final state hash.
         """
-        plan = [
-            (d.height, self._normalise_all(d.entries), bytes(d.post_state_hash) or None)
-            for d in diffs
-        ]
+        return self._apply_planned(
+            [
+                (d.height, self._normalise_all(d.entries), bytes(d.post_state_hash) or None)
+                for d in diffs
+            ]
+        )
 
+    def _apply_planned(self, plan: list[Planned]) -> bytes:
         def run(txn: Any) -> bytes:
-            digest = self._read_meta(txn)[1]
-            for height, writes, expected in plan:
-                digest = self._apply(txn, height, writes, expected)
+            height, digest = self._read_meta(txn)
+            where = f"state store {self.path}"
+            height, digest = apply_group(txn, self._dbs, height, digest, plan, where)
+            txn.put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
+            txn.put(_META_HASH, digest, db=self._meta)
             return digest
 
         return self._write(run)
@@ -418,56 +440,8 @@ class StateStore:
         digest: bytes = txn.get(_META_HASH, db=meta) or ZERO_HASH
         return (int.from_bytes(raw, "big") if raw else 0), digest
 
-    def _apply(
-        self, txn: Any, height: int, writes: list[_Normalised], expected_hash: bytes | None
-    ) -> bytes:
-        """Apply one diff inside ``txn``; the caller's transaction makes it atomic."""
-        current, digest = self._read_meta(txn)
-        if height != current + 1:
-            raise StoreError(
-                f"state store {self.path}: diff for height {height} does not follow "
-                f"height {current}"
-            )
-        removed: list[bytes] = []
-        added: list[bytes] = []
-        get, put, delete = txn.get, txn.put, txn.delete
-        for ns, db, key, new in writes:
-            old = get(key, db=db)
-            if old == new:
-                continue  # rewriting the same value changes neither data nor hash
-            if old is not None:
-                removed.append(encode_record(ns, key, old))
-            if new is None:
-                delete(key, db=db)
-            else:
-                put(key, new, db=db)
-                added.append(encode_record(ns, key, new))
-        acc = int.from_bytes(digest, "big") + sum_records(added) - sum_records(removed)
-        digest = (acc & _HASH_MASK).to_bytes(32, "big")
-        if expected_hash is not None and digest != expected_hash:
-            raise StoreError(
-                f"state store {self.path}: state hash mismatch at height {height}: "
-                f"computed {digest.hex()}, expected {expected_hash.hex()}"
-            )
-        put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
-        put(_META_HASH, digest, db=self._meta)
-        return digest
-
     def _normalise_all(self, entries: Iterable[DiffEntry]) -> list[_Normalised]:
-        return [self._normalise(i, e) for i, e in enumerate(entries)]
-
-    def _normalise(self, index: int, entry: DiffEntry) -> _Normalised:
-        ns, op, key = entry.namespace, entry.op, bytes(entry.key)
-        value: bytes | None = bytes(entry.value) if op == PUT else None
-        if op not in (PUT, DELETE):
-            raise StoreError(f"diff entry {index}: unknown op {op}")
-        try:
-            check_entry(ns, key, value)
-        except StoreError as exc:
-            raise StoreError(f"diff entry {index}: {exc}") from None
-        if value == ZERO_WORD and ns == STORAGE:
-            value = None  # the store never holds zero slots
-        return ns, self._dbs[ns], key, value
+        return [_normalise(i, e) for i, e in enumerate(entries)]
 
     def load(
         self,
