@@ -15,12 +15,13 @@ whole store. RESOURCE_EXHAUSTED (dropped as a slow subscriber) just reconnects a
 
 Diffs are applied in groups: a reader task moves arriving diffs into a bounded queue, and
 whatever is queued when the applier is free (at most ``group_entries`` writes) is checked diff by
-diff and applied in one durable transaction with the height and state hash of its last diff
-(:meth:`StateStore.apply_diffs`). A follower at the tip applies each diff as it comes; one that is
-behind commits many blocks per flush. A crash leaves the store at a group's boundary, data,
-height and hash together. Groups run in a worker thread so the event loop stays free; the L4
-validator reads inside one LMDB read view and checks its height there, so it never sees the
-store move in the middle of an execution.
+diff and committed in one durable transaction with the height and state hash of its last diff;
+the next group is read and hashed while that commit flushes (:mod:`ioswarm.agent.l4groups`). A
+follower at the tip applies each diff as it comes; one that is behind commits many blocks per
+flush. A crash leaves the store at a group's boundary, data, height and hash together. The store
+work runs in worker threads so the event loop stays free; the L4 validator reads inside one LMDB
+read view and checks its height there, so it never sees the store move in the middle of an
+execution.
 """
 
 from __future__ import annotations
@@ -31,17 +32,27 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiohttp
 import grpc
 import grpc.aio
 
+from ioswarm.agent.l4groups import (
+    GroupCommitter,
+    Queued,
+    chained,
+    next_group,
+    off_loop,
+    read_stream,
+)
 from ioswarm.errors import IoswarmError, ProtocolError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.state.diffapply import PreparedGroup
 from ioswarm.state.snapshot_io import import_snapshot
 from ioswarm.state.store import DEFAULT_MAP_SIZE, StateStore
 
@@ -58,8 +69,6 @@ _QUEUE_DIFFS = 256  # diffs read ahead of the applier; past that the stream wait
 _CHUNK = 1 << 20
 _DOWNLOAD_NAME = "snapshot.download"
 _STATE_DIR = "state"
-_Args = TypeVar("_Args")
-_R = TypeVar("_R")
 
 
 class DiffStub(Protocol):
@@ -78,6 +87,8 @@ class FollowerStats:
 
     diffs_applied: int = 0
     entries_applied: int = 0
+    commits: int = 0
+    """Durable commits that applied diffs (a group of diffs is one)."""
     resyncs: int = 0
     """Streams ended on purpose because of a gap or a rejected diff."""
     reconnects: int = 0
@@ -277,6 +288,7 @@ class StateFollower:
         self._height, self._hash = height, digest
         self.stats.diffs_applied += diffs
         self.stats.entries_applied += entries
+        self.stats.commits += 1
 
     def _notify(self) -> None:
         """Wake the waiters of a new height (on the event loop thread)."""
@@ -322,28 +334,12 @@ class StateFollower:
             await asyncio.sleep(delay if failures > 1 else 0.05)
 
     def _on_rpc_error(self, exc: grpc.aio.AioRpcError) -> None:
-        code = exc.code()
+        code = _log_rpc_error(exc, self.agent_id, self._height)
         if code == grpc.StatusCode.OUT_OF_RANGE:
             self.stats.out_of_range += 1
             self._need_snapshot = True
-            log.warning(
-                "state height out of the coordinator's window agent_id=%s height=%d",
-                self.agent_id,
-                self._height,
-            )
         elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             self.stats.dropped += 1
-            log.info(
-                "state stream dropped as slow agent_id=%s height=%d", self.agent_id, self._height
-            )
-        else:
-            log.warning(
-                "state stream failed agent_id=%s height=%d status=%s detail=%s",
-                self.agent_id,
-                self._height,
-                code.name,
-                exc.details(),
-            )
 
     async def _follow(self, stub: DiffStub) -> None:
         """One stream from the local height + 1; returns when the coordinator ends it."""
@@ -354,47 +350,48 @@ class StateFollower:
             pb.StreamStateDiffsRequest(agent_id=self.agent_id, from_height=self._height + 1),
             metadata=self.metadata,
         )
-        queue: asyncio.Queue[pb.StateDiff | BaseException | None] = asyncio.Queue(
-            1 if self.apply_delay else _QUEUE_DIFFS
-        )
-        reader = asyncio.create_task(_read_stream(call, queue))
+        queue: asyncio.Queue[Queued] = asyncio.Queue(1 if self.apply_delay else _QUEUE_DIFFS)
+        reader = asyncio.create_task(read_stream(call, queue))
+        committer = GroupCommitter(self._open_store(), self._committed)
         try:
-            while (group := await self._next_group(queue)) is not None:
-                try:
-                    await _off_loop(self._apply_group, group)
-                except ProtocolError as exc:
-                    self._count_reject(self._height + 1)
-                    raise _Resync(str(exc)) from exc
-                finally:
-                    self._notify()
-                self._rejects = (0, 0)
+            while group := await next_group(queue, self.group_entries, bool(self.apply_delay)):
+                await self._apply_queued(committer, group)
                 if self.apply_delay:
                     await asyncio.sleep(self.apply_delay)
         finally:
             reader.cancel()
             call.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            await committer.close()
+            self._notify()
 
-    async def _next_group(
-        self, queue: asyncio.Queue[pb.StateDiff | BaseException | None]
-    ) -> list[pb.StateDiff] | None:
-        """The next diff (waiting for it) and those queued behind it; None at the stream's end."""
-        item = await queue.get()
-        group: list[pb.StateDiff] = []
-        entries = 0
-        while True:
-            if item is None:
-                return group or None
-            if isinstance(item, BaseException):
-                if group:  # apply what came before the failure; the failure comes next time
-                    queue.put_nowait(item)  # the reader has stopped: there is room
-                    return group
-                raise item
-            group.append(item)
-            entries += len(item.entries)
-            if self.apply_delay or entries >= self.group_entries or queue.empty():
-                return group
-            item = queue.get_nowait()
+    async def _apply_queued(self, committer: GroupCommitter, group: list[pb.StateDiff]) -> None:
+        """Hand a clean group to the committer; apply any other one by one, naming the bad diff."""
+        tip = committer.tip or (self._height, self._hash)
+        clean = chained(group, *tip)
+        if clean is not None:
+            skipped, run = clean
+            self.stats.duplicates += skipped
+            try:
+                if run:
+                    await committer.submit(run)
+                self._rejects = (0, 0)
+                return
+            except StoreError:
+                pass  # a post hash that does not match: named below
+        await committer.drain()
+        try:
+            await off_loop(partial(self._apply_group, group))
+        except ProtocolError as exc:
+            self._count_reject(self._height + 1)
+            raise _Resync(str(exc)) from exc
+        finally:
+            self._notify()
+        self._rejects = (0, 0)
+
+    def _committed(self, group: PreparedGroup, diffs: Sequence[pb.StateDiff]) -> None:
+        self._record(group.height, group.digest, len(diffs), sum(len(d.entries) for d in diffs))
+        self._notify()
 
     def _count_reject(self, height: int) -> None:
         at, count = self._rejects
@@ -459,32 +456,24 @@ class StateFollower:
         log.info("state loaded from snapshot agent_id=%s height=%d", self.agent_id, height)
 
 
-async def _read_stream(
-    call: Any, queue: asyncio.Queue[pb.StateDiff | BaseException | None]
-) -> None:
-    """Move the stream's diffs into ``queue``, then None at its end or the error that ended it."""
-    try:
-        async for diff in call:
-            await queue.put(diff)
-        end: BaseException | None = None
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # handed to the applier, which raises it in its own task
-        end = exc
-    await queue.put(end)
-
-
-async def _off_loop(fn: Callable[[_Args], _R], arg: _Args) -> _R:
-    """Run ``fn(arg)`` in a worker thread; if cancelled meanwhile, still wait for it to end.
-
-    A store write must not be left running when the caller goes on to close the store.
-    """
-    future = asyncio.get_running_loop().run_in_executor(None, fn, arg)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
+def _log_rpc_error(exc: grpc.aio.AioRpcError, agent_id: str, height: int) -> grpc.StatusCode:
+    """Log why a diff stream ended; return its status code."""
+    code: grpc.StatusCode = exc.code()
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        log.warning(
+            "state height out of the coordinator's window agent_id=%s height=%d", agent_id, height
+        )
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        log.info("state stream dropped as slow agent_id=%s height=%d", agent_id, height)
+    else:
+        log.warning(
+            "state stream failed agent_id=%s height=%d status=%s detail=%s",
+            agent_id,
+            height,
+            code.name,
+            exc.details(),
+        )
+    return code
 
 
 def _is_url(source: str) -> bool:

@@ -13,13 +13,18 @@ applied as one group:
 3. the final value of each changed key is written once, in key order (``putmulti``), however
    many diffs of the group wrote it.
 
-The caller's transaction also moves the height and the hash, so data, height and hash commit
-together: a crash leaves the store at the height before the group or after it, never between.
+The transaction that writes a group also moves the height and the hash, so data, height and
+hash commit together: a crash leaves the store at the height before the group or after it,
+never between. Steps 1-2 (:func:`prepare_group`) only read, so a follower prepares the next
+group in a read view while the previous one is still being flushed; step 3
+(:func:`write_group`) checks in the write transaction that the store is still at the prepared
+group's base.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ioswarm.core.statehash import sum_kv
@@ -43,21 +48,39 @@ class HashMismatch(StoreError):
         self.height = height
 
 
-def apply_group(
+@dataclass(slots=True)
+class PreparedGroup:
+    """A group of diffs read and hashed, ready to be written on top of its base state."""
+
+    base_height: int
+    base_digest: bytes
+    height: int
+    digest: bytes
+    values: dict[str, dict[bytes, bytes | None]]
+    """Every key the group writes, with its final value (None: absent)."""
+    changed: dict[str, set[bytes]]
+    """The keys whose value differs from the base state's."""
+
+
+def prepare_group(
     txn: Any,
     dbs: dict[str, Any],
     height: int,
     digest: bytes,
     plan: Sequence[Planned],
     where: str,
-) -> tuple[int, bytes]:
-    """Apply ``plan`` in ``txn`` on top of the state at (``height``, ``digest``).
+    after: PreparedGroup | None = None,
+) -> PreparedGroup:
+    """Read and hash ``plan`` on top of the state at (``height``, ``digest``).
 
-    Returns the new height and state hash; the caller writes them in the same transaction.
-    Raises :class:`StoreError` (:class:`HashMismatch` for a wrong hash) before writing anything
-    if a diff does not follow its predecessor or hashes to something else than expected.
+    ``txn`` reads the stored values. ``after``, a group prepared before and perhaps not
+    committed yet, stands in front of them: its values are the state the plan follows (a view
+    older than ``after``'s commit still reads every other key right, as ``after`` did not
+    change them). Raises :class:`StoreError` (:class:`HashMismatch` for a wrong hash) if a diff
+    does not follow its predecessor or hashes to something else than expected.
     """
-    values = _read_current(txn, dbs, plan)
+    base_height, base_digest = height, digest
+    values = _read_current(txn, dbs, plan, after)
     changed: dict[str, set[bytes]] = {ns: set() for ns in values}
     acc = int.from_bytes(digest, "big")
     for diff_height, writes, expected in plan:
@@ -74,14 +97,29 @@ def apply_group(
                 f"computed {digest.hex()}, expected {expected.hex()}",
                 height,
             )
-    _write_final(txn, dbs, values, changed)
-    return height, digest
+    return PreparedGroup(base_height, base_digest, height, digest, values, changed)
+
+
+def write_group(txn: Any, dbs: dict[str, Any], group: PreparedGroup) -> None:
+    """Write each changed key's final value once, in key order (the caller moves the height)."""
+    for ns, keys in group.changed.items():
+        if not keys:
+            continue
+        current = group.values[ns]
+        db = dbs[ns]
+        ordered = sorted(keys)
+        puts = [(key, value) for key in ordered if (value := current[key]) is not None]
+        if puts:
+            txn.cursor(db=db).putmulti(puts)
+        for key in ordered:
+            if current[key] is None:
+                txn.delete(key, db=db)
 
 
 def _read_current(
-    txn: Any, dbs: dict[str, Any], plan: Sequence[Planned]
+    txn: Any, dbs: dict[str, Any], plan: Sequence[Planned], after: PreparedGroup | None
 ) -> dict[str, dict[bytes, bytes | None]]:
-    """The stored value (None if absent) of every key the plan writes, per namespace."""
+    """The value (None if absent) of every key the plan writes, per namespace."""
     wanted: dict[str, set[bytes]] = {}
     for _, writes, _ in plan:
         for ns, key, _ in writes:
@@ -91,9 +129,12 @@ def _read_current(
             keys.add(key)
     values: dict[str, dict[bytes, bytes | None]] = {}
     for ns, keys in wanted.items():
-        ordered = sorted(keys)
+        known = after.values.get(ns, {}) if after is not None else {}
+        ordered = sorted(keys.difference(known) if known else keys)
         current: dict[bytes, bytes | None] = dict.fromkeys(ordered)
         current.update(txn.cursor(db=dbs[ns]).getmulti(ordered))
+        if known:
+            current.update((key, known[key]) for key in keys.intersection(known))
         values[ns] = current
     return values
 
@@ -128,24 +169,3 @@ def _hash_delta(
     for ns, (keys, vals) in removed.items():
         delta -= sum_kv(ns, keys, vals)
     return delta
-
-
-def _write_final(
-    txn: Any,
-    dbs: dict[str, Any],
-    values: dict[str, dict[bytes, bytes | None]],
-    changed: dict[str, set[bytes]],
-) -> None:
-    """Write each changed key's final value once, in key order."""
-    for ns, keys in changed.items():
-        if not keys:
-            continue
-        current = values[ns]
-        db = dbs[ns]
-        ordered = sorted(keys)
-        puts = [(key, value) for key in ordered if (value := current[key]) is not None]
-        if puts:
-            txn.cursor(db=db).putmulti(puts)
-        for key in ordered:
-            if current[key] is None:
-                txn.delete(key, db=db)

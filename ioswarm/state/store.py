@@ -60,7 +60,7 @@ from ioswarm.state.bulkload import (
     remove_marker,
     write_marker,
 )
-from ioswarm.state.diffapply import Planned, apply_group
+from ioswarm.state.diffapply import Planned, PreparedGroup, prepare_group, write_group
 
 ACCOUNT = "Account"
 CODE = "Code"
@@ -192,6 +192,8 @@ class StateView:
     """A consistent read-only view of the store: one LMDB read transaction."""
 
     def __init__(self, txn: Any, dbs: dict[str, Any], meta: Any) -> None:
+        self.txn = txn
+        """The LMDB read transaction (for readers in this package)."""
         self._txn = txn
         self._dbs = dbs
         self._meta = meta
@@ -414,23 +416,63 @@ class StateStore:
         :class:`~ioswarm.state.diffapply.HashMismatch` naming the diff. Returns the
         final state hash.
         """
-        return self._apply_planned(
-            [
-                (d.height, self._normalise_all(d.entries), bytes(d.post_state_hash) or None)
-                for d in diffs
-            ]
-        )
+        return self._apply_planned(self._plan(diffs))
+
+    def prepare_diffs(
+        self, diffs: Iterable[Diff], after: PreparedGroup | None = None
+    ) -> PreparedGroup:
+        """Read and check consecutive diffs in a read view, for :meth:`commit_prepared`.
+
+        The diffs follow the stored state, or ``after``, a group prepared before whose commit
+        may still be running. Raises like :meth:`apply_diffs`; nothing is written.
+        """
+        plan = self._plan(diffs)
+        with self.view() as view:
+            txn = view.txn
+            height, digest = (after.height, after.digest) if after else self._read_meta(txn)
+            return prepare_group(txn, self._dbs, height, digest, plan, self._where, after)
+
+    def commit_prepared(self, group: PreparedGroup) -> bytes:
+        """Write a prepared group, its height and hash in one durable transaction.
+
+        Raises :class:`StoreError` (and writes nothing) unless the store is still at the
+        height and hash the group was prepared on. Returns the new state hash.
+        """
+
+        def run(txn: Any) -> bytes:
+            height, digest = self._read_meta(txn)
+            if (height, digest) != (group.base_height, group.base_digest):
+                raise StoreError(
+                    f"{self._where}: a group prepared on height {group.base_height} cannot be "
+                    f"written at height {height}"
+                )
+            return self._write_group(txn, group)
+
+        return self._write(run)
+
+    def _plan(self, diffs: Iterable[Diff]) -> list[Planned]:
+        return [
+            (d.height, self._normalise_all(d.entries), bytes(d.post_state_hash) or None)
+            for d in diffs
+        ]
 
     def _apply_planned(self, plan: list[Planned]) -> bytes:
         def run(txn: Any) -> bytes:
             height, digest = self._read_meta(txn)
-            where = f"state store {self.path}"
-            height, digest = apply_group(txn, self._dbs, height, digest, plan, where)
-            txn.put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
-            txn.put(_META_HASH, digest, db=self._meta)
-            return digest
+            group = prepare_group(txn, self._dbs, height, digest, plan, self._where)
+            return self._write_group(txn, group)
 
         return self._write(run)
+
+    def _write_group(self, txn: Any, group: PreparedGroup) -> bytes:
+        write_group(txn, self._dbs, group)
+        txn.put(_META_HEIGHT, group.height.to_bytes(8, "big"), db=self._meta)
+        txn.put(_META_HASH, group.digest, db=self._meta)
+        return group.digest
+
+    @property
+    def _where(self) -> str:
+        return f"state store {self.path}"
 
     def _read_meta(self, txn: Any) -> tuple[int, bytes]:
         meta = self._meta
