@@ -4,8 +4,9 @@ On a store much larger than the CPU caches, a durable commit of a group of diffs
 its time flushing the pages the group dirtied (the GIL is released meanwhile), and preparing the
 next group (reading current values in key order, hashing, checking each post state hash) only
 reads. :class:`GroupCommitter` overlaps the two: group N+1 is prepared in a read view, on top of
-group N's final values, while group N's commit runs in a worker thread; group N+1's commit starts
-only once group N's has ended, and it checks that the store is at group N's height and hash.
+group N's final values, while group N's pages are flushed in a worker thread; group N+1's commit
+starts only once group N's has ended, and it checks that the store is at group N's height and
+hash.
 Every commit writes data, height and hash together, so a crash leaves the store at a group
 boundary.
 
@@ -39,6 +40,8 @@ class GroupCommitter:
         self._committed = committed
         self._last: PreparedGroup | None = None
         self._pending: asyncio.Future[bytes] | None = None
+        self._written = asyncio.Event()
+        self._written.set()
 
     @property
     def tip(self) -> tuple[int, bytes] | None:
@@ -53,14 +56,22 @@ class GroupCommitter:
         not hash to its post state hash (nothing of this group is written then) or when the
         commit before failed; call :meth:`drain` before applying anything another way.
         """
+        # py-lmdb releases and retakes the GIL around every put: preparing (Python) while the
+        # previous group's puts run would make them wait for the GIL each time. So preparing
+        # starts once those puts are done, and overlaps the flush, which holds no GIL.
+        await self._written.wait()
         prepare = partial(self._store.prepare_diffs, diffs, self._last)
         group = await off_loop(prepare)
         await self._finish()
-        pending = asyncio.get_running_loop().run_in_executor(
-            None, self._store.commit_prepared, group
+        loop = asyncio.get_running_loop()
+        written = asyncio.Event()
+        commit = partial(
+            self._store.commit_prepared, group, partial(loop.call_soon_threadsafe, written.set)
         )
-        pending.add_done_callback(partial(self._done, group, diffs))
+        pending = loop.run_in_executor(None, commit)
+        pending.add_done_callback(partial(self._done, group, diffs, written))
         self._pending = pending
+        self._written = written
         self._last = group
 
     async def drain(self) -> None:
@@ -82,9 +93,14 @@ class GroupCommitter:
             await self.drain()
 
     def _done(
-        self, group: PreparedGroup, diffs: Sequence[pb.StateDiff], pending: asyncio.Future[bytes]
+        self,
+        group: PreparedGroup,
+        diffs: Sequence[pb.StateDiff],
+        written: asyncio.Event,
+        pending: asyncio.Future[bytes],
     ) -> None:
         """On the event loop as soon as a commit ends: report it if it succeeded."""
+        written.set()  # also when it failed before writing: nothing waits in vain
         if not pending.cancelled() and pending.exception() is None:
             self._committed(group, diffs)
 

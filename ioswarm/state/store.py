@@ -432,11 +432,15 @@ class StateStore:
             height, digest = (after.height, after.digest) if after else self._read_meta(txn)
             return prepare_group(txn, self._dbs, height, digest, plan, self._where, after)
 
-    def commit_prepared(self, group: PreparedGroup) -> bytes:
+    def commit_prepared(
+        self, group: PreparedGroup, written: Callable[[], object] | None = None
+    ) -> bytes:
         """Write a prepared group, its height and hash in one durable transaction.
 
         Raises :class:`StoreError` (and writes nothing) unless the store is still at the
-        height and hash the group was prepared on. Returns the new state hash.
+        height and hash the group was prepared on. ``written``, if given, is called once the
+        pages are written and the flush begins (the rest of the commit holds no GIL). Returns
+        the new state hash.
         """
 
         def run(txn: Any) -> bytes:
@@ -446,7 +450,10 @@ class StateStore:
                     f"{self._where}: a group prepared on height {group.base_height} cannot be "
                     f"written at height {height}"
                 )
-            return self._write_group(txn, group)
+            digest = self._write_group(txn, group)
+            if written is not None:
+                written()
+            return digest
 
         return self._write(run)
 
