@@ -173,6 +173,32 @@ def check_entry(namespace: str, key: bytes, value: bytes | None) -> None:
         raise StoreError(f"{namespace} value is {len(value)} bytes, expected {vlen}")
 
 
+def normalise_all(entries: Iterable[DiffEntry]) -> list[_Normalised]:
+    """Every entry as (namespace, key, new value or None to delete), checked against the layout.
+
+    The common case (a put or delete of the right lengths) is checked inline; anything else
+    goes through :func:`_normalise`, which names the problem.
+    """
+    out: list[_Normalised] = []
+    append = out.append
+    key_len, value_len = _KEY_LEN.get, _VALUE_LEN.get
+    for index, entry in enumerate(entries):
+        ns, op, key = entry.namespace, entry.op, entry.key
+        if op == PUT:
+            value = entry.value
+            if key_len(ns) != len(key) or value_len(ns, len(value)) != len(value):
+                append(_normalise(index, entry))
+            elif ns == STORAGE and value == ZERO_WORD:
+                append((ns, bytes(key), None))  # the store never holds zero slots
+            else:
+                append((ns, bytes(key), bytes(value)))
+        elif op == DELETE and key_len(ns) == len(key):
+            append((ns, bytes(key), None))
+        else:
+            append(_normalise(index, entry))
+    return out
+
+
 def _normalise(index: int, entry: DiffEntry) -> _Normalised:
     """``entry`` as (namespace, key, new value or None to delete), checked against the layout."""
     ns, op, key = entry.namespace, entry.op, bytes(entry.key)
@@ -490,7 +516,7 @@ class StateStore:
         return (int.from_bytes(raw, "big") if raw else 0), digest
 
     def _normalise_all(self, entries: Iterable[DiffEntry]) -> list[_Normalised]:
-        return [_normalise(i, e) for i, e in enumerate(entries)]
+        return normalise_all(entries)
 
     def load(
         self,
