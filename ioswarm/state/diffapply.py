@@ -28,24 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ioswarm.core.statehash import sum_kv
-from ioswarm.errors import StoreError
+from ioswarm.errors import HashMismatch, StoreError
 
 _HASH_MASK = (1 << 256) - 1
 
 Planned = tuple[int, list[tuple[str, bytes, bytes | None]], bytes | None]
 """One diff ready to apply: (height, writes as (namespace, key, new value or None), expected
 post hash or None)."""
-
-
-class HashMismatch(StoreError):
-    """A diff of a group does not hash to the state hash it claims (the group is rolled back).
-
-    ``height`` is the diff that failed; the diffs of the group before it were consistent.
-    """
-
-    def __init__(self, message: str, height: int) -> None:
-        super().__init__(message)
-        self.height = height
 
 
 @dataclass(slots=True)

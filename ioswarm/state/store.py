@@ -439,7 +439,7 @@ class StateStore:
         written once however many diffs touch it (:mod:`ioswarm.state.diffapply`): the way to
         catch up. A non-empty ``post_state_hash`` is checked like ``expected_hash`` of
         :meth:`apply_diff`; a mismatch raises
-        :class:`~ioswarm.state.diffapply.HashMismatch` naming the diff. Returns the
+        :class:`~ioswarm.errors.HashMismatch` naming the diff. Returns the
         final state hash.
         """
         return self._apply_planned(self._plan(diffs))

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from ioswarm.agent.l4sync import StateFollower
-from ioswarm.errors import ProtocolError, StoreError
+from ioswarm.errors import HashMismatch, ProtocolError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
-from ioswarm.state.diffapply import HashMismatch
 from ioswarm.state.store import ACCOUNT, STORAGE, StateStore, Write, encode_account
 
 pytestmark = pytest.mark.integration
