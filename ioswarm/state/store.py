@@ -7,8 +7,9 @@ One LMDB environment holds four named databases::
     Storage   address (20) | slot (32)  -> value (32); a zero value is deleted, never stored
     Meta      b"height", b"state_hash", b"loading" (set while a bulk load is in progress)
 
-Every diff is applied in one write transaction that also moves the height and the state hash
-(:mod:`ioswarm.core.statehash`), so data, height and hash can never disagree on disk.
+Every diff, or group of consecutive diffs (:mod:`ioswarm.state.diffapply`), is applied in one
+write transaction that also moves the height and the state hash (:mod:`ioswarm.core.statehash`),
+so data, height and hash can never disagree on disk.
 
 Durability choices:
 
