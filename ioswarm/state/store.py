@@ -693,7 +693,9 @@ class BulkWriter:
                 keys += batch.keys
                 values += batch.values
                 n += len(batch.keys)
-                size += sum(map(len, batch.keys)) + sum(map(len, batch.values))
+                size += _bytes_of(batch.keys, batch.key_len) + _bytes_of(
+                    batch.values, batch.value_len
+                )
                 if n >= commit_entries or size >= commit_bytes:
                     if in_flight is not None:
                         in_flight.result()
@@ -754,6 +756,11 @@ class BulkWriter:
             self._write(partial(run, append=True))
         except _OutOfOrder:
             self._write(partial(run, append=False))
+
+
+def _bytes_of(items: list[bytes], each: int) -> int:
+    """Total length of ``items``; ``each`` is their common length when the reader knows it."""
+    return len(items) * each if each >= 0 else sum(map(len, items))
 
 
 class _OutOfOrder(Exception):
