@@ -33,11 +33,11 @@ WORKDIR /data
 # Ledgers and stores; a bind-mounted host directory must be writable by uid 10001.
 VOLUME ["/data"]
 ENV IOSWARM_DATA_DIR=/data
-# 14689: agent gRPC, 14690: HTTP API (stats, /metrics, /healthz, dashboard)
+# 14689: agent gRPC, 14690: HTTP API (stats, /metrics, /healthz, /readyz, dashboard)
 EXPOSE 14689 14690
-# The coordinator's /healthz (503 while a loop is down). Agents serve no HTTP: their
-# compose/k8s definitions switch this check off.
+# The coordinator's /readyz (503 while a loop is down; /healthz would be 503 until an agent
+# is live). Agents serve no HTTP: their compose/k8s definitions switch this check off.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IOSWARM_SWARM_API_PORT', '14690') + '/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IOSWARM_SWARM_API_PORT', '14690') + '/readyz', timeout=4)"]
 ENTRYPOINT ["ioswarm"]
 CMD ["coordinator", "--config", "/etc/ioswarm/config.yaml"]

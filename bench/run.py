@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import (
+    agent_submit,
     conformance,
     coordinator_throughput,
     l1_recovery,
@@ -25,6 +26,7 @@ def main() -> int:
     results = {
         "l1_recovery": l1_recovery.run(),
         "coordinator_throughput": coordinator_throughput.run(),
+        "agent_submit": agent_submit.run(),
         "l3_execution": l3_execution.run(),
         "conformance": conformance.run(),
         "settlement_gas": settlement_gas.run(),

@@ -19,7 +19,14 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
-from ioswarm.core.address import address_problem
+from ioswarm.configfile import (
+    SECTION,
+    ConfigNote,
+    check_diff_store_path,
+    coordinator_section,
+    value_notes,
+)
+from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError
 
 ENV_PREFIX = "IOSWARM_"
@@ -36,9 +43,11 @@ def _f(
     *,
     secret: bool = False,
     check: Callable[[Any], str | None] | None = None,
+    normalize: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A config field: YAML key, default, one-line doc, optional secret flag and check."""
-    meta = {"key": key, "doc": doc, "secret": secret, "check": check}
+    """A config field: YAML key, default, one-line doc, optional secret flag, normaliser (run
+    first; a ValueError it raises is the key's error) and check."""
+    meta = {"key": key, "doc": doc, "secret": secret, "check": check, "normalize": normalize}
     if dataclasses.is_dataclass(default) and isinstance(default, type):
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,6 +75,19 @@ def _level(v: Any) -> str | None:
 
 def _address(v: Any) -> str | None:
     return None if v == "" else address_problem(v)
+
+
+def _to_0x(v: Any) -> Any:
+    """0x or io1 → EIP-55 0x, so an io1 address never reaches the code past the loader."""
+    return v if v == "" or not isinstance(v, str) else canonical_address(v)
+
+
+def _upper(v: Any) -> Any:
+    return v.upper() if isinstance(v, str) else v
+
+
+def _lower(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
 
 
 def _url(v: Any) -> str | None:
@@ -229,6 +251,12 @@ class LimitsConfig:
 class CoordinatorConfig:
     """Everything the coordinator sidecar reads at start."""
 
+    enabled: bool = _f(
+        "enabled",
+        True,
+        "false: the coordinator says it is disabled and exits 0 without serving (the Go "
+        "coordinator's switch; absent means true).",
+    )
     node_rpc_url: str = _f(
         "nodeRpcUrl",
         "http://127.0.0.1:8545",
@@ -271,11 +299,16 @@ class CoordinatorConfig:
     task_level: str = _f(
         "taskLevel",
         "L2",
-        "Highest level tasks are prepared at (L1..L4): each pending tx becomes one task per level up to this one at which an agent is connected.",
+        "Highest level tasks are prepared at (L1..L4, any case): each pending tx becomes one task per level up to this one at which an agent is connected.",
         check=_level,
+        normalize=_upper,
     )
     evm_fork: str = _f(
-        "evmFork", "prague", "EVM fork L3/L4 agents execute under (cancun or prague).", check=_fork
+        "evmFork",
+        "prague",
+        "EVM fork L3/L4 agents execute under (cancun or prague).",
+        check=_fork,
+        normalize=_lower,
     )
     shadow_mode: bool = _f(
         "shadowMode", True, "Compare every agent answer with what the chain did."
@@ -322,12 +355,12 @@ class CoordinatorConfig:
     )
     submit_rate_per_sec: float = _f(
         "submitRatePerSec",
-        10.0,
-        "Per-agent SubmitResults token-bucket refill rate.",
+        40.0,
+        "Per-agent SubmitResults token-bucket refill rate (agents submit each result as soon as it is ready, within this).",
         check=_positive,
     )
     submit_burst: int = _f(
-        "submitBurst", 20, "Per-agent SubmitResults token-bucket capacity.", check=_positive
+        "submitBurst", 40, "Per-agent SubmitResults token-bucket capacity.", check=_positive
     )
     canary_pct: float = _f(
         "canaryPct",
@@ -372,7 +405,11 @@ class CoordinatorConfig:
         secret=True,
     )
     delegate_address: str = _f(
-        "delegateAddress", "", "Delegate wallet that receives the delegate cut.", check=_address
+        "delegateAddress",
+        "",
+        "Delegate wallet that receives the delegate cut (0x or io1).",
+        check=_address,
+        normalize=_to_0x,
     )
     epoch_reward_iotx: str = _f(
         "epochRewardIOTX",
@@ -383,8 +420,9 @@ class CoordinatorConfig:
     reward_contract: str = _f(
         "rewardContract",
         "",
-        "AgentRewardPool address; empty disables on-chain settlement.",
+        "AgentRewardPool address (0x or io1); empty disables on-chain settlement.",
         check=_address,
+        normalize=_to_0x,
     )
     reward_signer_key: str = _f(
         "rewardSignerKey",
@@ -439,15 +477,25 @@ class CoordinatorConfig:
         "diffStorePath", "", "Diff store directory; empty means <dataDir>/diffs."
     )
     diff_retain_height: int = _f(
-        "diffRetainHeight", 10000, "Blocks of diffs kept before pruning.", check=_positive
+        "diffRetainHeight",
+        10000,
+        "Blocks of diffs kept before pruning; 0 keeps all (the disk grows without bound).",
+        check=_non_negative,
     )
     data_dir: str = _f("dataDir", "./data", "Directory for ledgers and stores.")
-    log_level: str = _f("logLevel", "info", "debug, info, warning or error.", check=_log_level)
+    log_level: str = _f(
+        "logLevel",
+        "info",
+        "debug, info, warning or error (any case).",
+        check=_log_level,
+        normalize=_lower,
+    )
     log_format: str = _f(
         "logFormat",
         "kv",
         "kv (logfmt) or json (one object per line, each key=value of a message its own key).",
         check=_log_format,
+        normalize=_lower,
     )
     reward: RewardConfig = _f("reward", RewardConfig, "Epoch reward policy.")  # noqa: RUF009 - _f gives a default_factory for dataclass defaults
     limits: LimitsConfig = _f("limits", LimitsConfig, "Connection, message and log budgets.")  # noqa: RUF009 - as above
@@ -543,6 +591,12 @@ def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix
         env_name = _env_name(path)
         if env_name in env:
             value = _coerce(f"{dotted} (from {env_name})", env[env_name], typ, from_env=True)
+        normalize = f.metadata["normalize"]
+        if normalize is not None:
+            try:
+                value = normalize(value)
+            except ValueError as exc:
+                raise ConfigError(dotted, f"{exc}, got {value!r}") from exc
         check = f.metadata["check"]
         if check is not None:
             problem = check(value)
@@ -563,16 +617,43 @@ def _is_loopback(host: str) -> bool:
 
 
 def parse_config(
-    data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
+    data: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None = None,
+    notes: list[ConfigNote] | None = None,
 ) -> CoordinatorConfig:
-    """Build a validated CoordinatorConfig from parsed YAML and an environment mapping."""
-    cfg = _build(CoordinatorConfig, data or {}, env or {}, [])
+    """Build a validated CoordinatorConfig from parsed YAML (flat keys, or an iotex-core config
+    with an ``ioswarm:`` section) and an environment mapping; lines for the operator about the
+    file are appended to ``notes``."""
+    whole = data or {}
+    section, found = coordinator_section(whole)
+    try:
+        cfg = _build(CoordinatorConfig, section, env or {}, [])
+        if cfg.enabled:
+            _check_serving(cfg)
+    except ConfigError as exc:
+        if section is whole:
+            raise
+        raise ConfigError(f"{SECTION}.{exc.key}", exc.problem) from None
+    if notes is not None:
+        notes.extend(found + value_notes(section, cfg))
+    return cfg
+
+
+def _check_serving(cfg: CoordinatorConfig) -> None:
+    """What a coordinator that serves needs beyond each key's own check."""
     if not cfg.master_secret:
         raise ConfigError(
-            "masterSecret", "is required (set it, masterSecretFile, or IOSWARM_MASTER_SECRET)"
+            "masterSecret",
+            "is required: ioswarm always authenticates agents (an empty secret, no auth in the "
+            "Go coordinator, would let any agent act as another and take its pay); set it, "
+            "masterSecretFile or IOSWARM_MASTER_SECRET",
         )
     if len(cfg.master_secret) < 16:
-        raise ConfigError("masterSecret", "must be at least 16 characters")
+        raise ConfigError(
+            "masterSecret",
+            "must be at least 16 characters (an agent knows one key made from it and could "
+            "guess a short secret offline)",
+        )
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         raise ConfigError(
             "tlsKeyFile" if cfg.tls_cert_file else "tlsCertFile",
@@ -593,11 +674,16 @@ def parse_config(
         )
     if cfg.reward_signer_key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", cfg.reward_signer_key):
         raise ConfigError("rewardSignerKey", "must be a 32-byte hex private key")
-    return cfg
+    check_diff_store_path(cfg)
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> CoordinatorConfig:
-    """Read the YAML file at ``path`` (if any), apply env overrides and validate."""
+def load_config(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    notes: list[ConfigNote] | None = None,
+) -> CoordinatorConfig:
+    """Read the YAML file at ``path`` (if any), apply env overrides and validate; lines for the
+    operator about the file are appended to ``notes``."""
     data: Any = {}
     if path is not None:
         try:
@@ -610,7 +696,7 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(str(path), f"not valid YAML: {exc}") from exc
         if not isinstance(data, Mapping):
             raise ConfigError(str(path), "top level must be a mapping of keys")
-    return parse_config(data, env)
+    return parse_config(data, env, notes)
 
 
 def documented_keys(cls: type = CoordinatorConfig, prefix: str = "") -> dict[str, str]:
@@ -628,18 +714,63 @@ def documented_keys(cls: type = CoordinatorConfig, prefix: str = "") -> dict[str
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """What ``ioswarm agent`` runs with (flags, or IOSWARM_* environment equivalents)."""
+    """What ``ioswarm agent`` runs with (flags, or IOSWARM_* environment equivalents).
+
+    ``coordinator`` may name several coordinators, comma-separated: the agent keeps one
+    independent link to each (:meth:`links`). ``api_key`` is then one key for all of them or
+    one per coordinator, comma-separated in the same order.
+    """
 
     coordinator: str
+    """HOST:PORT of the coordinator's gRPC port, or several comma-separated."""
     agent_id: str
-    api_key: str
+    """This agent's id (the coordinator's API key is made for it)."""
+    api_key: str = field(repr=False)
+    """iosw_ API key: one for every coordinator, or one per coordinator, comma-separated."""
     wallet: str
+    """Wallet that receives rewards (EIP-55 0x; an io1 address is converted)."""
     level: str = "L2"
+    """Validation level L1..L4."""
     tls: bool = True
+    """TLS to the coordinators (a coordinator on port 443 always gets TLS)."""
     ca_cert: str = ""
+    """PEM CA bundle trusted for the coordinators' certificates; empty uses the system's."""
     region: str = ""
+    """Free-form region label shown on the dashboard."""
+    datadir: str = ""
+    """L4: directory of the local state store."""
+    snapshot: str = ""
+    """L4: IOSWSNAP file or URL an empty store starts from."""
     max_batch_size: int = 64
+    """Most tasks asked for in one TaskBatch."""
     reconnect_max_sec: float = 30.0
+    """Longest pause between two reconnect attempts to one coordinator."""
+
+    @property
+    def coordinators(self) -> tuple[str, ...]:
+        """Each coordinator address, in the order given."""
+        return tuple(c.strip() for c in self.coordinator.split(","))
+
+    def links(self) -> tuple[AgentConfig, ...]:
+        """One single-coordinator config per coordinator: its address and its API key.
+
+        A coordinator on port 443, or any coordinator when ``ca_cert`` is set, gets TLS even
+        with ``tls`` off, as with the reference agent (nothing serves plaintext gRPC on 443,
+        and a CA is only for TLS).
+        """
+        addresses = self.coordinators
+        keys = [k.strip() for k in self.api_key.split(",")]
+        if len(keys) == 1:
+            keys *= len(addresses)
+        return tuple(
+            dataclasses.replace(
+                self,
+                coordinator=a,
+                api_key=k,
+                tls=self.tls or bool(self.ca_cert) or a.endswith(":443"),
+            )
+            for a, k in zip(addresses, keys, strict=True)
+        )
 
 
 AGENT_ENV = {
@@ -651,38 +782,120 @@ AGENT_ENV = {
     "tls": "IOSWARM_TLS",
     "ca_cert": "IOSWARM_CA_CERT",
     "region": "IOSWARM_REGION",
+    "datadir": "IOSWARM_DATADIR",
+    "snapshot": "IOSWARM_SNAPSHOT",
 }
+
+_TRUE = ("1", "t", "true", "y", "yes", "on")
+_FALSE = ("0", "f", "false", "n", "no", "off")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+):(\d{1,5})")
+_API_KEY = re.compile(r"iosw_[0-9a-f]{64}")
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """A boolean flag or env value: true/false as Go's flag package spells them (1, t, T,
+    TRUE, true, True, 0, f, F, ...), plus yes/no/on/off, any case; ConfigError naming
+    ``name`` otherwise."""
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def parse_level(name: str, raw: str) -> str:
+    """``L1``..``L4`` in any case (``l2``, `` L3 ``); ConfigError naming ``name`` otherwise.
+
+    The reference agent maps any unknown spelling to L2; ioswarm refuses it instead, so a typo
+    does not silently run the wrong level.
+    """
+    level = raw.strip().upper()
+    if level not in LEVELS:
+        raise ConfigError(name, f"must be one of {', '.join(LEVELS)} (any case), got {raw!r}")
+    return level
+
+
+def _coordinators(raw: str) -> list[str]:
+    """The comma-separated coordinator list, each checked; errors name --coordinator."""
+    out: list[str] = []
+    for part in raw.split(","):
+        address = part.strip()
+        m = _HOST_PORT.fullmatch(address)
+        if not m or not 0 < int(m[1]) <= 65535:
+            shown = f" in {raw!r}" if "," in raw else ""
+            raise ConfigError(
+                "--coordinator",
+                f"each coordinator must be HOST:PORT (several comma-separated), "
+                f"got {address!r}{shown}",
+            )
+        if address in out:
+            raise ConfigError("--coordinator", f"{address} is named twice")
+        out.append(address)
+    return out
+
+
+def _api_keys(raw: str, coordinators: int) -> list[str]:
+    keys = [k.strip() for k in raw.split(",")]
+    if len(keys) not in (1, coordinators):
+        raise ConfigError(
+            "--api-key",
+            f"{len(keys)} keys for {coordinators} coordinators: give one key for all of them "
+            "or one per coordinator, comma-separated in the same order",
+        )
+    for i, key in enumerate(keys):
+        if not _API_KEY.fullmatch(key):
+            which = f"key {i + 1} " if len(keys) > 1 else ""
+            raise ConfigError(
+                "--api-key", f"{which}must look like iosw_<64 hex> (see ioswarm keygen)"
+            )
+    return keys
 
 
 def agent_config(values: Mapping[str, Any], env: Mapping[str, str]) -> AgentConfig:
-    """Merge CLI values (None = not given) with IOSWARM_* env and validate; errors name the flag."""
+    """Merge CLI values (None = not given) with IOSWARM_* env and validate; errors name the flag
+    (or the environment variable the bad value came from)."""
     merged: dict[str, Any] = {}
+    source: dict[str, str] = {}
     for name, env_name in AGENT_ENV.items():
         v = values.get(name)
-        if v is None and env_name in env:
-            v = env[env_name]
-            if name == "tls":
-                v = _coerce(env_name, v, bool, from_env=True)
-        if v is not None:
-            merged[name] = v
+        flag = "--" + name.replace("_", "-")
+        if (v is None or v == "") and env.get(env_name, "") != "":
+            v, flag = env[env_name], env_name
+        if v is None:
+            continue
+        if name == "tls" and isinstance(v, str):
+            v = parse_bool(flag, v)
+        merged[name] = v
+        source[name] = flag
     for name in ("coordinator", "agent_id", "api_key", "wallet"):
         if not merged.get(name):
             flag = "--" + name.replace("_", "-")
             raise ConfigError(flag, f"is required (or set {AGENT_ENV[name]})")
-    if not re.fullmatch(r"[^\s:]+:\d{1,5}", merged["coordinator"]):
-        raise ConfigError("--coordinator", f"must be HOST:PORT, got {merged['coordinator']!r}")
+    try:
+        coordinators = _coordinators(merged["coordinator"])
+        merged["coordinator"] = ",".join(coordinators)
+        merged["api_key"] = ",".join(_api_keys(merged["api_key"], len(coordinators)))
+    except ConfigError as exc:
+        raise ConfigError(source[exc.key.lstrip("-").replace("-", "_")], exc.problem) from None
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", merged["agent_id"]):
-        raise ConfigError("--agent-id", "must be 1-64 characters of letters, digits, '_', '-', '.'")
-    if not re.fullmatch(r"iosw_[0-9a-f]{64}", merged["api_key"]):
-        raise ConfigError("--api-key", "must look like iosw_<64 hex> (see ioswarm keygen)")
+        raise ConfigError(
+            source["agent_id"], "must be 1-64 characters of letters, digits, '_', '-', '.'"
+        )
     if problem := address_problem(merged["wallet"]):
-        raise ConfigError("--wallet", problem)
-    level = str(merged.get("level", "L2")).upper()
-    if level not in LEVELS:
-        raise ConfigError("--level", f"must be one of {', '.join(LEVELS)}")
+        raise ConfigError(source["wallet"], problem)
+    merged["wallet"] = canonical_address(merged["wallet"])
+    level = parse_level(source.get("level", "--level"), str(merged.get("level", "L2")))
     merged["level"] = level
     if merged.get("ca_cert") and not Path(merged["ca_cert"]).is_file():
-        raise ConfigError("--ca-cert", f"file not found: {merged['ca_cert']}")
+        raise ConfigError(source["ca_cert"], f"file not found: {merged['ca_cert']}")
+    if level == "L4" and len(coordinators) > 1:
+        raise ConfigError(
+            source["level"],
+            f"L4 follows one coordinator's state-diff stream into one local store; for "
+            f"{len(coordinators)} coordinators run one L4 agent per coordinator (each with its "
+            "own --datadir), or serve them all at L3",
+        )
     for k in ("max_batch_size", "reconnect_max_sec"):
         if values.get(k) is not None:
             merged[k] = values[k]

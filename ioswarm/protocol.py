@@ -99,6 +99,7 @@ def account_state_to_pb(state: AccountState) -> pb.AccountState:
         account=snapshot_to_pb(state.snapshot),
         code=state.code,
         storage=[pb.StorageSlot(key=k, value=v) for k, v in state.storage],
+        exists=state.exists,
     )
 
 
@@ -115,12 +116,18 @@ def account_input(
     if not code and code_hash not in (b"", EMPTY_CODE_HASH):
         return None
     storage = {bytes(s.key): bytes(s.value) for s in state.storage} if state is not None else {}
+    exists = state is not None and state.exists
     return AccountInput(
         address=address,
         balance=decode_u256(snapshot.balance),
         nonce=snapshot.nonce,
         code=code,
         storage=storage,
+        # Set, the account exists even when empty and its listed slots are zero (it holds
+        # storage elsewhere); unset, existence is derived, so an older coordinator's task still
+        # means what it meant.
+        has_storage=exists and not (snapshot.nonce or decode_u256(snapshot.balance) or code),
+        exists=True if exists else None,
     )
 
 
@@ -150,9 +157,12 @@ def account_inputs(task: pb.TaskPackage) -> dict[bytes, AccountInput]:
 # -- block context ------------------------------------------------------------------------------
 
 
-def context_to_pb(ctx: PredictedContext, chain_id: int, fork: str) -> pb.BlockContext:
+def context_to_pb(
+    ctx: PredictedContext, chain_id: int, fork: str, *, absent_accounts_exist: bool = False
+) -> pb.BlockContext:
     """A block context as batches and state diffs carry it."""
     return pb.BlockContext(
+        absent_accounts_exist=absent_accounts_exist,
         number=ctx.number,
         timestamp=ctx.timestamp,
         gas_limit=ctx.gas_limit,
@@ -183,4 +193,5 @@ def block_input(context: pb.BlockContext, chain_id: int = 0) -> BlockInput:
         # Unset means the coordinator did not say; 1 wei is the protocol minimum, and a
         # BLOBBASEFEE read is reported in context_reads either way.
         blob_base_fee=decode_u256(context.blob_base_fee) or 1,
+        absent_accounts_exist=context.absent_accounts_exist,
     )

@@ -13,7 +13,7 @@ from ioswarm.errors import ConfigError
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "keygen",
-        help="print the iosw_ API key of an agent",
+        help="print the iosw_ API key of an agent (a wallet key pair: 'ioswarm agent keygen')",
         description="Derive an agent's API key: iosw_ + hex(HMAC-SHA256(masterSecret, agentID)). "
         "The secret comes from --secret, else IOSWARM_MASTER_SECRET, else one line on stdin.",
     )

@@ -12,11 +12,13 @@ from ioswarm import __version__
 from ioswarm.errors import ConfigError, IoswarmError, LoopFailed
 from ioswarm_cli import (
     agent,
+    agent_tools,
     conformance,
     coordinator,
     demo,
     keygen,
     l4sim,
+    l4test,
     rewards_cmds,
     snapshot,
     workload,
@@ -31,6 +33,7 @@ COMMANDS = (
     rewards_cmds,
     snapshot,
     l4sim,
+    l4test,
     conformance,
 )
 
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
+    agent_tools.describe_in(sub.choices["agent"])
     return parser
 
 
@@ -63,7 +67,10 @@ def exit_code(exc: IoswarmError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors print one line to stderr and return a non-zero code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `ioswarm agent keygen|addr|service` are tools, not the agent's run flags.
+    tools = agent_tools.tool_parser(argv)
+    args = tools.parse_args(argv[1:]) if tools else build_parser().parse_args(argv)
     try:
         code: int = asyncio.run(args.run(args, dict(os.environ)))
         return code

@@ -24,7 +24,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.providers.async_base import AsyncBaseProvider
 
-from ioswarm.core.address import address_problem
+from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
 from ioswarm.rewards.pool import RewardPool, transfer
 
@@ -33,6 +33,7 @@ DEFAULT_RPC = "http://127.0.0.1:8545"
 HTTP_TIMEOUT_SEC = 15.0
 SIGNER_KEY_ENV = "IOSWARM_REWARD_SIGNER_KEY"
 WALLET_KEY_ENV = "IOSWARM_WALLET_KEY"
+REFERENCE_KEY_ENV = "IOSWARM_PRIVATE_KEY"  # the reference agent's name for the wallet key
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 Runner = Callable[[argparse.Namespace, dict[str, str]], Coroutine[Any, Any, int]]
@@ -60,7 +61,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what can be claimed, send nothing")
 
     p = _parser(sub, "rewards", run_rewards, "show an agent's rewards from a coordinator")
-    p.add_argument("--coordinator", help="coordinator HTTP API URL, e.g. http://host:8080")
+    p.add_argument(
+        "--coordinator",
+        help="coordinator HTTP API URL, e.g. http://host:14690 (else IOSWARM_COORDINATOR_HTTP)",
+    )
     p.add_argument("--agent-id", help="the agent id (else IOSWARM_AGENT_ID)")
     p.add_argument("--json", action="store_true", help="print the API's JSON as is")
 
@@ -98,7 +102,9 @@ def _rpc_url(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     return str(url)
 
 
-def _key(args: argparse.Namespace, env: Mapping[str, str], env_name: str) -> LocalAccount:
+def _key(
+    args: argparse.Namespace, env: Mapping[str, str], env_name: str, alias: str = ""
+) -> LocalAccount:
     if args.key:
         source, text = "--key", args.key
     elif args.key_file:
@@ -109,6 +115,8 @@ def _key(args: argparse.Namespace, env: Mapping[str, str], env_name: str) -> Loc
             raise ConfigError(source, f"cannot read {args.key_file}: {exc.strerror}") from exc
     elif env.get(env_name):
         source, text = env_name, env[env_name]
+    elif alias and env.get(alias):
+        source, text = alias, env[alias]
     elif env.get(env_name + "_FILE"):
         source = env_name + "_FILE"
         try:
@@ -128,7 +136,7 @@ def _address(value: str | None, flag: str) -> str:
         raise ConfigError(flag, "is required: a 0x-prefixed 20-byte hex address")
     if problem := address_problem(value):
         raise ConfigError(flag, problem if "EIP-55" in problem else f"{problem}, got {value!r}")
-    return value
+    return canonical_address(value)
 
 
 def _wei(amount: str, flag: str) -> int:
@@ -195,7 +203,7 @@ async def run_fund(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 async def run_claim(args: argparse.Namespace, env: dict[str, str]) -> int:
     url = _rpc_url(args, env)
-    wallet = _key(args, env, WALLET_KEY_ENV)
+    wallet = _key(args, env, WALLET_KEY_ENV, alias=REFERENCE_KEY_ENV)
     flag = "--pool" if args.pool else "IOSWARM_REWARD_CONTRACT"
     address = _address(args.pool or env.get("IOSWARM_REWARD_CONTRACT"), flag)
     async with _web3(url) as w3:
@@ -237,30 +245,49 @@ async def fetch_rewards(base_url: str, agent_id: str) -> dict[str, Any]:
     return doc
 
 
+def _amount(doc: Mapping[str, Any], wei_key: str, iotx_key: str) -> str:
+    """Exact IOTX from ``wei_key``; a coordinator without it (the reference's) sends only the
+    float ``iotx_key``."""
+    if wei_key in doc:
+        return iotx(int(doc[wei_key]))
+    return f"{float(doc.get(iotx_key, 0.0)):.6f}"
+
+
 def render_rewards(doc: Mapping[str, Any]) -> str:
-    """A table of the history, newest first, and the totals."""
+    """A table of the history, newest first, and the totals (also of a reference coordinator's
+    document, which has no wei amounts, settlement status or paid / pending totals)."""
     lines = [f"agent {doc.get('agent_id', '?')}"]
     header = f"{'epoch':>7} {'IOTX':>22} {'tasks':>7} {'accuracy':>9} {'rank':>6} bonus status"
     lines.append(header)
-    for row in doc.get("history", []):
-        amount = iotx(int(row.get("amount_wei", 0)))
-        rank = f"{row.get('rank', 0)}/{row.get('total_agents', 0)}"
+    history = doc.get("history") or []
+    for row in history:
+        amount = _amount(row, "amount_wei", "amount_iotx")
+        rank = f"{row.get('rank', 0)}/{row.get('total_agents', '?')}"
         lines.append(
             f"{row.get('epoch', 0):>7} {amount:>22} {row.get('tasks', 0):>7} "
             f"{row.get('accuracy_pct', 0.0):>8.2f}% {rank:>6} "
             f"{'yes' if row.get('bonus_applied') else 'no':>5} {row.get('status', '')}"
         )
-    totals = doc.get("totals", {})
-    lines.append(
-        f"total {iotx(int(totals.get('amount_wei', 0)))} IOTX over {totals.get('epochs', 0)} "
-        f"epochs ({totals.get('tasks', 0)} tasks); paid {iotx(int(totals.get('paid_wei', 0)))}"
-        f", pending {iotx(int(totals.get('pending_wei', 0)))}"
-    )
+    totals = doc.get("totals") or {}
+    epochs = totals.get("epochs", len(history))
+    tasks = totals.get("tasks", totals.get("total_tasks", 0))
+    earned = _amount(totals, "amount_wei", "earned_iotx")
+    line = f"total {earned} IOTX over {epochs} epochs ({tasks} tasks)"
+    if "paid_wei" in totals:
+        line += (
+            f"; paid {iotx(int(totals['paid_wei']))}"
+            f", pending {iotx(int(totals.get('pending_wei', 0)))}"
+        )
+    lines.append(line)
     return "\n".join(lines)
 
 
 async def run_rewards(args: argparse.Namespace, env: dict[str, str]) -> int:
-    base = args.coordinator or env.get("IOSWARM_COORDINATOR_API")
+    base = (
+        args.coordinator
+        or env.get("IOSWARM_COORDINATOR_HTTP")  # the reference agent's name
+        or env.get("IOSWARM_COORDINATOR_API")
+    )
     if not base or not re.match(r"^https?://[^\s/]+", base):
         raise ConfigError(
             "--coordinator", f"must be the coordinator's http(s) API URL, got {base!r}"

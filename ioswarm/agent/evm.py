@@ -585,7 +585,7 @@ def provided_state(
     """
     fork = _FORKS[block.fork.lower() or DEFAULT_FORK]
     return fork.state_class(
-        ProvidedStateDB(accounts, block.coinbase, fork.precompiles),
+        ProvidedStateDB(accounts, block.coinbase, fork.precompiles, block.absent_accounts_exist),
         context if context is not None else execution_context(block),
         block.blob_base_fee,
         block.block_hashes,

@@ -53,7 +53,11 @@ class ProvidedStateDB(AccountDatabaseAPI):
         accounts: Mapping[bytes, AccountInput],
         coinbase: bytes,
         precompiles: frozenset[bytes],
+        absent_accounts_exist: bool = False,
     ) -> None:
+        # A chain whose EVM counts every account as existing (see BlockInput); post-Spurious
+        # Dragon only the EIP-7702 refund asks about existence apart from emptiness.
+        self._absent_accounts_exist = absent_accounts_exist
         self._has_storage: set[bytes] = set()  # accounts known to hold storage (EIP-7610)
         # Consulted again on a miss: a plain dict then adds nothing, while a lazy mapping over
         # a full local state (L4) answers from its store.
@@ -268,7 +272,7 @@ class ProvidedStateDB(AccountDatabaseAPI):
     def account_exists(self, address: bytes) -> bool:
         if address not in self._exists:
             self._absent(address)
-        return self._exists[address]
+        return self._exists[address] or self._absent_accounts_exist
 
     def touch_account(self, address: bytes) -> None:
         if address not in self._exists and address in self._precompiles:

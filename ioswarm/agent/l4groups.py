@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
+from ioswarm.core.diffchain import state_link_problem
 from ioswarm.errors import StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.state.diffapply import PreparedGroup
@@ -131,7 +132,8 @@ def chained(
     run = list(diffs[skipped:])
     for diff in run:
         post = bytes(diff.post_state_hash)
-        if diff.height != height + 1 or bytes(diff.prev_state_hash) != digest or len(post) != 32:
+        prev = bytes(diff.prev_state_hash)
+        if state_link_problem(height, digest, diff.height, prev, post) is not None:
             return None
         height, digest = diff.height, post
     return skipped, run

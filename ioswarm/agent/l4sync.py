@@ -50,6 +50,7 @@ from ioswarm.agent.l4groups import (
     off_loop,
     read_stream,
 )
+from ioswarm.core.diffchain import LinkKind, state_link_problem
 from ioswarm.errors import IoswarmError, ProtocolError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.state.diffapply import PreparedGroup
@@ -232,19 +233,16 @@ class StateFollower:
         if height <= self._height:
             self.stats.duplicates += 1
             return False
-        if height != self._height + 1:
-            self.stats.gaps += 1
-            raise ProtocolError(f"state diff gap: local height {self._height}, got {height}")
-        prev, post = bytes(diff.prev_state_hash), bytes(diff.post_state_hash)
-        if prev != self._hash:
-            self.stats.rejected += 1
-            raise ProtocolError(
-                f"state diff {height}: prev state hash {prev.hex() or '-'} is not the local "
-                f"{self._hash.hex()}"
-            )
-        if len(post) != 32:
-            self.stats.rejected += 1
-            raise ProtocolError(f"state diff {height}: no post state hash")
+        post = bytes(diff.post_state_hash)
+        broken = state_link_problem(
+            self._height, self._hash, height, bytes(diff.prev_state_hash), post
+        )
+        if broken is not None:
+            if broken.kind is LinkKind.GAP:
+                self.stats.gaps += 1
+            else:
+                self.stats.rejected += 1
+            raise ProtocolError(str(broken))
         try:
             digest = store.apply_diff(height, diff.entries, expected_hash=post)
         except StoreError as exc:
@@ -262,14 +260,12 @@ class StateFollower:
             if diff.height <= height and not group:
                 self.stats.duplicates += 1
                 continue
-            if (
-                diff.height != height + 1
-                or bytes(diff.prev_state_hash) != digest
-                or len(diff.post_state_hash) != 32
-            ):
+            post = bytes(diff.post_state_hash)
+            prev = bytes(diff.prev_state_hash)
+            if state_link_problem(height, digest, diff.height, prev, post) is not None:
                 break  # _apply_one below raises the precise error once the group is in
             group.append(diff)
-            height, digest = diff.height, bytes(diff.post_state_hash)
+            height, digest = diff.height, post
         applied = 0
         if len(group) > 1:
             try:
@@ -402,6 +398,13 @@ class StateFollower:
             # Reconnecting keeps bringing the same refused diff: the local state itself is
             # wrong, and only a fresh snapshot repairs it.
             self._need_snapshot = True
+
+    async def bootstrap(self, stub: DiffStub) -> None:
+        """Make the store complete once: resume it, else load the snapshot given or the
+        coordinator's (for a one-off follower such as ``ioswarm l4test --datadir``)."""
+        self.open()
+        if not self.ready.is_set():
+            await self._bootstrap(stub, refresh=False)
 
     async def _bootstrap(self, stub: DiffStub, *, refresh: bool) -> None:
         """Load a snapshot into the store: the one given (first time only) or the coordinator's."""

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,13 @@ log = logging.getLogger("ioswarm.api")
 # Live figures: a cached copy would show a browser frozen numbers.
 STATS_CACHE_CONTROL = "no-store"
 NO_STORE = {"Cache-Control": "no-store"}
+# The reference's CORS headers; every JSON API route carries them and answers a preflight.
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+MAX_AGENT_ID = 64
 # Exported snapshot names: no path separators, no leading dot (temporary files).
 SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.snap\.gz$")
 
@@ -37,9 +44,10 @@ class SwarmView(Protocol):
     def stats(self) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def agents(self) -> list[dict[str, Any]]: ...
-    def leaderboard(self) -> list[dict[str, Any]]: ...
+    def leaderboard(self) -> dict[str, Any]: ...
     def shadow_view(self) -> dict[str, Any]: ...
     def health(self) -> tuple[bool, dict[str, Any]]: ...
+    def live_agents(self) -> list[str]: ...
     def epoch_view(self) -> dict[str, Any]: ...
     def rewards_view(self, agent_id: str) -> dict[str, Any]: ...
     def sample(self, at: float) -> Sample: ...
@@ -51,6 +59,33 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
         status=status,
         content_type="application/json",
         headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _cors(handler: Handler) -> Handler:
+    """``handler`` with the CORS headers on its response."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        resp = await handler(request)
+        resp.headers.update(CORS)
+        return resp
+
+    return wrapped
+
+
+async def _preflight(_: web.Request) -> web.Response:
+    """A CORS preflight (``OPTIONS``): 204 with the allowed origin, methods and headers."""
+    return web.Response(status=204, headers=CORS)
+
+
+def wants_json(request: web.Request) -> bool:
+    """Whether a /healthz caller asked for ioswarm's JSON detail (``?format=json`` or
+    ``Accept: application/json``) rather than the reference's text."""
+    return request.query.get("format") == "json" or "application/json" in request.headers.get(
+        "Accept", ""
     )
 
 
@@ -69,10 +104,7 @@ def build_app(
     feed = console or ConsoleFeed(view, registry)
 
     async def stats(_: web.Request) -> web.Response:
-        return _json(
-            view.stats(),
-            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": STATS_CACHE_CONTROL},
-        )
+        return _json(view.stats(), headers={"Cache-Control": STATS_CACHE_CONTROL})
 
     async def status(_: web.Request) -> web.Response:
         return _json(view.status())
@@ -82,21 +114,30 @@ def build_app(
         return _json({"count": len(rows), "agents": rows})
 
     async def leaderboard(_: web.Request) -> web.Response:
-        return _json({"leaderboard": view.leaderboard()})
+        return _json(view.leaderboard())
 
     async def shadow(_: web.Request) -> web.Response:
         return _json(view.shadow_view())
 
-    async def healthz(_: web.Request) -> web.Response:
+    async def ready(_: web.Request) -> web.Response:
         ok, detail = view.health()
-        return _json({"ok": ok, **detail}, status=200 if ok else 503)
+        return _json({"ok": ok, **detail}, status=200 if ok else 503, headers=NO_STORE)
+
+    async def healthz(request: web.Request) -> web.Response:
+        """The reference's check: 200 ``ok (N agents)`` while agents are live, else 503."""
+        if wants_json(request):
+            return await ready(request)
+        live = len(view.live_agents())
+        if live:
+            return web.Response(text=f"ok ({live} agents)", headers=NO_STORE)
+        return web.Response(text="no live agents", status=503, headers=NO_STORE)
 
     async def rewards(request: web.Request) -> web.Response:
-        agent = request.query.get("agent", "")
-        if not agent or len(agent) > 64:
+        agent = request.match_info.get("agent") or request.query.get("agent", "")
+        if not agent or len(agent) > MAX_AGENT_ID:
             return _json({"error": "query parameter agent=<agent id> is required"}, status=400)
         try:
-            return _json(view.rewards_view(agent), headers={"Access-Control-Allow-Origin": "*"})
+            return _json(view.rewards_view(agent))
         except StoreError as exc:
             return _json({"error": f"reward ledger unavailable: {exc}"}, status=503)
 
@@ -128,18 +169,27 @@ def build_app(
             return _json({"error": "no such snapshot"}, status=404)
         return web.FileResponse(path, headers={"Content-Type": "application/gzip"})
 
+    api: dict[str, Handler] = {
+        "/api/stats": stats,
+        "/swarm/status": status,
+        "/swarm/agents": agents,
+        "/swarm/leaderboard": leaderboard,
+        "/swarm/shadow": shadow,
+        "/api/rewards": rewards,
+        "/api/rewards/{agent}": rewards,
+        "/swarm/epoch": epoch,
+        "/healthz": healthz,
+        "/readyz": ready,
+        "/livez": ready,
+        "/api/console": console_json,
+    }
     app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/snapshots/{name}", snapshot)
-    app.router.add_get("/api/stats", stats)
-    app.router.add_get("/swarm/status", status)
-    app.router.add_get("/swarm/agents", agents)
-    app.router.add_get("/swarm/leaderboard", leaderboard)
-    app.router.add_get("/swarm/shadow", shadow)
-    app.router.add_get("/api/rewards", rewards)
-    app.router.add_get("/swarm/epoch", epoch)
-    app.router.add_get("/healthz", healthz)
+    for path, handler in api.items():
+        app.router.add_get(path, _cors(handler))
+        app.router.add_route("OPTIONS", path, _preflight)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/console", console_json)
+    app.router.add_route("OPTIONS", "/api/events", _preflight)
     app.router.add_get("/api/events", feed.events)
     app.router.add_get("/", console_page)
     return app

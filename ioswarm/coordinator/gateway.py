@@ -19,8 +19,11 @@ from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
 from ioswarm.coordinator.metrics import CoordinatorMetrics
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
+from ioswarm.core.address import canonical_address
 from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE
+from ioswarm.core.iotexaddr import is_io_address
 from ioswarm.core.models import Level, Verdict
+from ioswarm.core.refjson import JSON_LEVELS, Codec
 from ioswarm.core.registry import AgentRecord, AgentRegistry, RegistryFull
 from ioswarm.core.scheduling import Completion, Scheduler
 from ioswarm.core.shadow import ShadowBook
@@ -93,22 +96,32 @@ class AgentGateway:
         self._level_metrics: dict[Level, tuple[Any, Any, Any]] = {}
         self._update_agent_gauge()  # every level shows 0 before the first registration
 
-    def register(self, req: pb.RegisterRequest) -> pb.RegisterResponse:
-        """Add or update an agent; a new wallet counts from the next epoch."""
-        level = level_from_pb(req.capability)
-        if level is None:
-            raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
-        if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
-            raise RequestRefused(
-                "INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max"
-            )
+    def register(
+        self, req: pb.RegisterRequest, codec: Codec = Codec.PROTOBUF
+    ) -> pb.RegisterResponse:
+        """Add or update an agent; a new wallet counts from the next epoch.
+
+        ``codec`` is the one the coordinator saw the call in; it becomes the agent's (see
+        :meth:`check_codec`). The reference JSON codec is served at L1 and L2 only.
+        """
+        level, wallet = _registration(req, codec)
         known = self._registry.get(req.agent_id)
+        if (
+            known is not None
+            and known.codec is not codec
+            and self._dispatcher.has_stream(req.agent_id)
+        ):
+            raise RequestRefused(
+                "FAILED_PRECONDITION",
+                f"agent registered in the {known.codec} codec and its task stream is open; "
+                f"close it before registering in {codec}",
+            )
         asked = (known.wallet, known.pending_wallet) if known is not None else None
         try:
             rec = self._registry.register(
                 req.agent_id,
                 level,
-                req.wallet_address,
+                wallet,
                 req.region,
                 req.version,
                 self._clock(),
@@ -118,7 +131,7 @@ class AgentGateway:
             )
         except RegistryFull as exc:
             raise RequestRefused("RESOURCE_EXHAUSTED", str(exc)) from exc
-        if asked is not None and req.wallet_address not in asked:
+        if asked is not None and wallet not in asked:
             epochs = self._epochs
             effective = (
                 epochs.current_epoch() + 1
@@ -129,24 +142,38 @@ class AgentGateway:
                 "wallet change requested agent_id=%s old=%s new=%s effective_epoch=%d",
                 rec.agent_id,
                 asked[0],
-                req.wallet_address,
+                wallet,
                 effective,
             )
+        rec.codec = codec
         if self._dispatcher.has_stream(req.agent_id):
             self._scheduler.add_agent(req.agent_id, level)
         self._update_agent_gauge()
         log.info(
-            "agent registered agent_id=%s level=%s region=%s version=%s",
+            "agent registered agent_id=%s level=%s region=%s version=%s codec=%s",
             rec.agent_id,
             level.name,
             rec.region,
             rec.version,
+            codec,
         )
         return pb.RegisterResponse(
             accepted=True,
             heartbeat_interval_sec=self._config.heartbeat_interval_sec,
             chain_id=self._chain_id(),
         )
+
+    def check_codec(self, agent_id: str, codec: Codec) -> None:
+        """Refuse a call in another codec than the one the agent registered in: the codec is
+        fixed while the agent is registered, so that an answer's evidence rule (the JSON
+        waiver) follows from how the coordinator itself received the agent's calls."""
+        rec = self._registry.get(agent_id)
+        if rec is not None and rec.codec is not codec:
+            raise RequestRefused(
+                "FAILED_PRECONDITION",
+                f"agent registered in the {rec.codec} codec; a call in {codec} is refused "
+                "(the codec is fixed at registration: register again to change it)",
+            )
 
     def _result_metrics(self, level: Level) -> tuple[Any, Any, Any]:
         """Accepted-results counter and latency histograms of a level; ``labels()`` is looked
@@ -208,6 +235,7 @@ class AgentGateway:
             return pb.HeartbeatResponse(alive=False, directive=Directive.REREGISTER)
         rec.tasks_processed = req.tasks_processed
         rec.tasks_pending = req.tasks_pending
+        rec.info["cpu_usage"], rec.info["mem_usage"] = req.cpu_usage, req.mem_usage
         if req.state_height and req.state_hash and self._state_sync is not None:
             self._check_agent_state(rec, req.state_height, bytes(req.state_hash))
         resp = pb.HeartbeatResponse(alive=True, directive=rec.directive)
@@ -247,11 +275,14 @@ class AgentGateway:
         rec.directive = Directive.SHUTDOWN
         return True
 
-    def submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
+    def submit(
+        self, agent_id: str, batch: pb.BatchResult, codec: Codec = Codec.PROTOBUF
+    ) -> pb.SubmitResponse:
         """Take a batch of results, all or nothing on any refusal (each refusal is counted
-        against the agent)."""
+        against the agent). ``codec`` is the one the coordinator received the batch in: L1/L2
+        answers received in JSON are not held to the sender evidence (ioswarm.core.evidence)."""
         try:
-            return self._submit(agent_id, batch)
+            return self._submit(agent_id, batch, codec is Codec.JSON)
         except RequestRefused as exc:
             if exc.status != "RESOURCE_EXHAUSTED":  # a rate limit is not misconduct
                 # Only registered agents get a record: a departed id must not grow the book.
@@ -263,11 +294,12 @@ class AgentGateway:
         if agent_id in self._registry:
             self._integrity.book.note_refused(agent_id, status)
 
-    def _submit(self, agent_id: str, batch: pb.BatchResult) -> pb.SubmitResponse:
+    def _submit(self, agent_id: str, batch: pb.BatchResult, waived: bool) -> pb.SubmitResponse:
         if agent_id not in self._registry:
             raise RequestRefused("FAILED_PRECONDITION", "agent is not registered")
         ids, kinds = self.admission.admit(agent_id, batch.results)
         accepted = 0
+        latency_sec = 0.0
         agent_rec = self._registry.get(agent_id)
         wallet = agent_rec.wallet if agent_rec else ""
         per_level: dict[Level, int] = {}
@@ -298,16 +330,17 @@ class AgentGateway:
             _, task_latency, agent_latency = self._result_metrics(task.level)
             task_latency.observe(elapsed)
             totals.latency_sum_sec += elapsed
+            latency_sec += elapsed
             agent_latency.observe(r.latency_us / 1e6)
             coinbase = predicted.coinbase if predicted is not None else b""
             if integrity.is_canary(task_id):
                 totals.canary_results += 1
-                verdict = verdict_from_pb(r, task.level, coinbase)
+                verdict = verdict_from_pb(r, task.level, coinbase, waived)
                 c = integrity.judge_canary(agent_id, task, verdict)
                 if c is not None:
                     self._comparisons.count(c, canary=True)
             elif self._config.shadow_mode:
-                verdict = verdict_from_pb(r, task.level, coinbase)
+                verdict = verdict_from_pb(r, task.level, coinbase, waived)
                 c = self._shadow.record(agent_id, task, verdict, predicted)
                 if c is not None:
                     self._comparisons.count(c)
@@ -317,6 +350,7 @@ class AgentGateway:
         rec = self._registry.touch(agent_id, self._clock())
         if rec is not None:
             rec.results_accepted += accepted
+            rec.latency_sum_sec += latency_sec
         self._metrics.shadow_pending.set(self._shadow.pending)
         return pb.SubmitResponse(accepted=True, accepted_count=accepted)
 
@@ -357,3 +391,33 @@ class AgentGateway:
             if c is not None:
                 self._comparisons.count(c)
         self._dispatcher.release(agent_id, task_id)
+
+
+def _registration(req: pb.RegisterRequest, codec: Codec) -> tuple[Level, str]:
+    """The level and wallet a registration asks for, or the refusal naming what is wrong."""
+    level = level_from_pb(req.capability)
+    if level is None:
+        raise RequestRefused("INVALID_ARGUMENT", f"unknown capability level {req.capability}")
+    if codec is Codec.JSON and level not in JSON_LEVELS:
+        raise RequestRefused(
+            "FAILED_PRECONDITION",
+            f"capability {level.name} is not served in the reference JSON codec, only L1 and "
+            "L2: the reference's L3/L4 tasks carry IoTeX-native state (evm_tx, "
+            "contract_code, storage_slots) that an EVM node cannot provide; register at L1 "
+            "or L2, or run the ioswarm agent (protobuf) for L3/L4",
+        )
+    if len(req.wallet_address) > 64 or len(req.region) > 64 or len(req.version) > 64:
+        raise RequestRefused("INVALID_ARGUMENT", "wallet_address, region, version: 64 chars max")
+    return level, _wallet_of(req)
+
+
+def _wallet_of(req: pb.RegisterRequest) -> str:
+    """The wallet a registration names, an io1 one as its 0x form (the reference's agents
+    may give either); an io1 that fails its checksum is refused rather than left unpayable."""
+    wallet = req.wallet_address
+    if not is_io_address(wallet):
+        return wallet
+    try:
+        return canonical_address(wallet)
+    except ValueError as exc:
+        raise RequestRefused("INVALID_ARGUMENT", f"wallet_address: {exc}") from exc

@@ -15,11 +15,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import rlp
-
 from ioswarm.core.hashing import keccak256
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
 from ioswarm.core.retention import TableSize
+from ioswarm.core.touchset import delegations, exists_in_trie, tx_touches
 from ioswarm.core.tx import DecodedTx
 from ioswarm.node.execution import AccountData, ExecutionReader, call_object
 
@@ -29,11 +28,6 @@ log = logging.getLogger("ioswarm.prefetch")
 PRECOMPILES = tuple(bytes(19) + bytes([i]) for i in range(1, 0x12))
 CODE_CACHE_LIMIT = 4096
 STATE_CACHE_LIMIT = 50_000
-
-
-def created_address(sender: bytes, nonce: int) -> bytes:
-    """Address of the contract a CREATE transaction from ``sender`` at ``nonce`` makes."""
-    return keccak256(rlp.encode([sender, nonce]))[12:]
 
 
 @dataclass(frozen=True)
@@ -102,13 +96,15 @@ class StatePrefetcher:
                 wanted.append(None)
                 continue
             need: dict[bytes, set[bytes]] = {a: set(keys) for a, keys in al.entries.items()}
-            target = tx.to if tx.to is not None else created_address(sender, tx.nonce)
-            for a in (sender, target, coinbase, *PRECOMPILES):
+            # What the protocol touches whatever the code does (see core.touchset).
+            for a in (*tx_touches(tx, sender), coinbase, *PRECOMPILES):
                 need.setdefault(a, set())
             for a, keys in tx.access_list:
                 need.setdefault(a, set()).update(keys)
             wanted.append(need)
         await self._load(wanted, block)
+        if self._add_delegations(wanted):
+            await self._load(wanted, block)
         out: list[Prefetched | None] = []
         for (tx, sender, planned), needed in zip(txs, wanted, strict=True):
             if needed is None:
@@ -121,6 +117,23 @@ class StatePrefetcher:
                 self.stats.failed += 1
                 out.append(None)
         return out
+
+    def _add_delegations(self, wanted: list[dict[bytes, set[bytes]] | None]) -> bool:
+        """Add the delegation target of every delegated account a tx needs (EIP-7702: calling
+        it runs the target's code); whether any was new."""
+        added = False
+        for need in wanted:
+            if need is None:
+                continue
+            codes = {}
+            for addr in need:
+                data = self._accounts.get(addr)
+                if data is not None and data.snapshot.code_hash in self._code:
+                    codes[addr] = self._code[data.snapshot.code_hash]
+            for target in delegations(codes, need):
+                need[target] = set()
+                added = True
+        return added
 
     async def _load(self, wanted: list[dict[bytes, set[bytes]] | None], block: int) -> None:
         missing: dict[bytes, set[bytes]] = {}
@@ -146,7 +159,9 @@ class StatePrefetcher:
             for addr, data in fetched.items():
                 old = self._accounts.get(addr)
                 storage = {**(old.storage if old else {}), **data.storage}
-                self._accounts[addr] = AccountData(data.snapshot, storage)
+                self._accounts[addr] = AccountData(
+                    data.snapshot, storage, storage_root=data.storage_root
+                )
         code_missing = {
             d.snapshot.code_hash: a
             for a, d in self._accounts.items()
@@ -187,7 +202,10 @@ class StatePrefetcher:
             code = self._code[snap.code_hash] if snap.code_hash != EMPTY_CODE_HASH else b""
             # A slot never read (its account's proof failed the check) raises KeyError too.
             slots = tuple(sorted((s, data.storage[s]) for s in need[addr]))
-            accounts.append(AccountState(snap, code, slots))
+            exists = exists_in_trie(
+                snap.balance, snap.nonce, snap.code_hash, data.storage_root, EMPTY_CODE_HASH
+            )
+            accounts.append(AccountState(snap, code, slots, exists=exists))
             if addr in PRECOMPILES or (addr == coinbase and addr not in (sender, tx.to)):
                 continue  # the fee credit is compared as an amount, not as a read
             reads.update(((addr, b"balance"), (addr, b"nonce"), (addr, b"code")))

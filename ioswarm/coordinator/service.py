@@ -228,10 +228,7 @@ class Coordinator:
         """Check the node, then start every loop. The node may go away later; loops wait it out."""
         await self.check_node()
         if self.task_level >= Level.L3 and self.execution is not None:
-            # BLOCKHASH can ask for any of the last 256 blocks: learn them once at start.
-            latest = await self.node.block_number()
-            numbers = range(max(0, latest - 255), latest + 1)
-            self.contexts.remember(await self.execution.block_hashes(numbers))
+            await learn_execution_context(self.node, self.execution, self.contexts, self.chain_id)
         if self.state_sync is not None:
             # Before the watcher runs: the store is bootstrapped at a height it then follows.
             self.state_sync.chain_id = self.chain_id
@@ -426,3 +423,14 @@ def _reverifier(c: Coordinator) -> Reverifier | None:
 
 
 __all__ = ["Coordinator", "NodeError"]
+
+
+async def learn_execution_context(
+    node: NodeClient, execution: ExecutionReader, contexts: ContextPredictor, chain_id: int
+) -> None:
+    """What executing tasks need from the node once, at start: the last 256 block hashes
+    (BLOCKHASH can ask for any of them) and how its EVM counts absent accounts."""
+    latest = await node.block_number()
+    numbers = range(max(0, latest - 255), latest + 1)
+    contexts.remember(await execution.block_hashes(numbers))
+    contexts.absent_accounts_exist = await execution.absent_accounts_exist(chain_id)

@@ -1,4 +1,10 @@
-"""The grpc.aio servicer and server: gRPC in, AgentGateway calls, precise statuses out."""
+"""The grpc.aio servicer and server: gRPC in, AgentGateway calls, precise statuses out.
+
+Every method is registered with identity (bytes) serializers: a handler decodes its request in
+the codec the caller speaks (protobuf, or the Go reference agent's JSON, told apart by the first
+byte; :mod:`ioswarm.coordinator.wirecodec`) and answers every message of the call in that codec.
+Every refused call is logged (method, agent id when known, codec, status, reason) and counted.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,10 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError, Message
 
 from ioswarm.coordinator.auth import (
     GRPC_MAX_METADATA_BYTES,
@@ -23,8 +28,9 @@ from ioswarm.coordinator.auth import (
 )
 from ioswarm.coordinator.health import LoopHealth
 from ioswarm.coordinator.service import Coordinator
+from ioswarm.coordinator.wirecodec import MethodWire, Refused, methods
 from ioswarm.core.models import Level
-from ioswarm.core.wirescan import WireFormatError, count_field
+from ioswarm.core.refjson import Codec
 from ioswarm.errors import ConfigError, RequestRefused
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.protocol import MAX_WIRE_MESSAGE_BYTES
@@ -33,174 +39,171 @@ from ioswarm.state.broadcast import DiffsPruned, SubscriberDropped
 log = logging.getLogger("ioswarm.grpc")
 
 SERVICE = "ioswarm.IOSwarm"
-# Requests other than SubmitResults carry a few ids and numbers; none needs more.
-SMALL_REQUEST_BYTES = 64 * 1024
-RESULTS_FIELD = pb.BatchResult.DESCRIPTOR.fields_by_name["results"].number
-# Top-level fields a BatchResult may have besides its results (agent id, batch id, ...).
-BATCH_OTHER_FIELDS = 8
 
-M = TypeVar("M", bound=Message)
 # grpc ships no type stubs, so its servicer context is untyped.
 Ctx: TypeAlias = Any
 
+L4_ONLY_IN_PROTOBUF = (
+    "state diffs and snapshots (L4) are not served in the reference JSON codec, only L1 and L2"
+)
+
 
 @dataclass(frozen=True)
-class _Refused:
-    """Stands in for a request refused before it was decoded, so the handler (which checks
-    the caller first) can answer with this status."""
+class _Call:
+    """Who made a call (authenticated) and the codec it came in."""
 
-    status: str
-    message: str
-
-
-MALFORMED = _Refused("INVALID_ARGUMENT", "malformed request body")
-
-
-def _parser(
-    cls: type[M], max_bytes: int, max_results: int | None = None
-) -> Callable[[bytes], M | _Refused]:
-    """The request deserializer: size first, then (for result batches) the number of results
-    counted on the raw bytes, and only then the protobuf decode."""
-    name = cls.DESCRIPTOR.name
-
-    def parse(data: bytes) -> M | _Refused:
-        if len(data) > max_bytes:
-            return _Refused(
-                "RESOURCE_EXHAUSTED", f"{name} of {len(data)} bytes; at most {max_bytes}"
-            )
-        if max_results is not None:
-            try:
-                found = count_field(data, RESULTS_FIELD, max_results + BATCH_OTHER_FIELDS)
-            except WireFormatError:
-                return MALFORMED
-            if found.truncated or found.count > max_results:
-                more = "more than " if found.truncated else ""
-                return _Refused(
-                    "INVALID_ARGUMENT",
-                    f"{more}{found.count} results in one batch; at most {max_results} "
-                    "(maxInflightPerAgent)",
-                )
-        try:
-            msg: M = cls.FromString(data)
-            return msg
-        except (DecodeError, ValueError, RuntimeError):
-            return MALFORMED
-
-    return parse
+    method: str
+    agent_id: str
+    codec: Codec
 
 
 class IOSwarmServicer:
     """Maps each RPC to the coordinator's gateway; every refusal is a gRPC status with a clear
-    message."""
+    message, logged and counted."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, wire: dict[str, MethodWire]) -> None:
         self._c = coordinator
         self._gateway = coordinator.gateway
+        self._wire = wire
 
-    async def _refuse(self, context: Ctx, method: str, status: str, message: str) -> None:
+    async def _refuse(
+        self,
+        context: Ctx,
+        method: str,
+        status: str,
+        message: str,
+        agent_id: str = "",
+        codec: Codec | None = None,
+        batch_id: str | None = None,
+    ) -> None:
+        """Log, count and answer a refusal (``abort`` raises, so this never returns)."""
+        log.log(
+            logging.WARNING if status == "PERMISSION_DENIED" else logging.INFO,
+            "call refused method=%s agent_id=%s codec=%s%s status=%s reason=%s",
+            method,
+            agent_id or "-",
+            codec or "-",
+            "" if batch_id is None else f" batch_id={batch_id[:64]!r}",
+            status,
+            message,
+        )
         self._c.metrics.rpc_rejected.labels(method=method, code=status).inc()
         await context.abort(grpc.StatusCode[status], message)
 
-    async def _check(self, request: object, context: Ctx, method: str) -> str:
-        """Refuse calls without exactly one authenticated id, malformed bodies and bodies
-        naming another agent (an empty ``agent_id`` too); return the authenticated agent id."""
+    async def _refuse_call(self, context: Ctx, call: _Call, status: str, message: str) -> None:
+        """:meth:`_refuse` for a call whose caller and codec are known."""
+        await self._refuse(context, call.method, status, message, call.agent_id, call.codec)
+
+    async def _check(self, raw: bytes, context: Ctx, method: str) -> tuple[_Call, Any]:
+        """Refuse calls without exactly one authenticated id, malformed bodies, bodies naming
+        another agent (an empty ``agent_id`` too) and calls in another codec than the one
+        the agent registered in; return the call and its decoded request."""
         try:
             agent_id = authenticated_agent(context, self._c.config.master_secret)
         except CredentialsRefused as exc:
             # The interceptor refuses these first; this keeps a handler from ever serving an
             # id other than the one verified, should the two paths drift apart.
             log_refusal(method, exc)
-            await self._refuse(context, method, "UNAUTHENTICATED", exc.reason)
+            self._c.metrics.rpc_rejected.labels(method=method, code="UNAUTHENTICATED").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
             raise  # unreachable: abort raises
-        if isinstance(request, _Refused):
-            log.info(
-                "request refused method=%s agent_id=%s status=%s reason=%s",
-                method,
-                agent_id,
-                request.status,
-                request.message,
+        decoded = self._wire[method].decode(raw)
+        call = _Call(method, agent_id, decoded.codec)
+        request = decoded.message
+        if isinstance(request, Refused):
+            await self._refuse(
+                context, method, request.status, request.message, agent_id, decoded.codec
             )
-            await self._refuse(context, method, request.status, request.message)
         body_agent = getattr(request, "agent_id", None)
         if not isinstance(body_agent, str) or body_agent != agent_id:
-            log.warning(
-                "request refused method=%s agent_id=%s body_agent_id=%r status=PERMISSION_DENIED",
-                method,
-                agent_id,
-                body_agent[:64] if isinstance(body_agent, str) else None,
-            )
             self._gateway.note_refused(agent_id, "PERMISSION_DENIED")
+            shown = body_agent[:64] if isinstance(body_agent, str) else None
             await self._refuse(
                 context,
                 method,
                 "PERMISSION_DENIED",
-                "agent_id in the request does not match the authenticated agent",
+                f"agent_id in the request does not match the authenticated agent (body {shown!r})",
+                agent_id,
+                decoded.codec,
             )
-        return agent_id
+        if method != "Register":
+            try:
+                self._gateway.check_codec(agent_id, decoded.codec)
+            except RequestRefused as exc:
+                self._gateway.note_refused(agent_id, exc.status)
+                await self._refuse_call(context, call, exc.status, str(exc))
+        return call, request
 
-    async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "Register")
+    def _out(self, call: _Call, msg: Any) -> bytes:
+        return self._wire[call.method].encode(call.codec, msg)
+
+    async def Register(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
+        call, request = await self._check(raw, context, "Register")
         try:
-            return self._gateway.register(request)
+            return self._out(call, self._gateway.register(request, call.codec))
         except RequestRefused as exc:
-            log.info("register refused agent_id=%s status=%s reason=%s", agent_id, exc.status, exc)
-            await self._refuse(context, "Register", exc.status, str(exc))
+            await self._refuse_call(context, call, exc.status, str(exc))
             raise  # unreachable: abort raises
 
-    async def GetTasks(  # noqa: N802
-        self, request: pb.GetTasksRequest, context: Ctx
-    ) -> AsyncIterator[pb.TaskBatch]:
-        agent_id = await self._check(request, context, "GetTasks")
+    async def GetTasks(self, raw: bytes, context: Ctx) -> AsyncIterator[bytes]:  # noqa: N802
+        call, request = await self._check(raw, context, "GetTasks")
+        agent_id = call.agent_id
         try:
             stream = self._gateway.open_stream(agent_id, request)
         except RequestRefused as exc:
-            await self._refuse(context, "GetTasks", exc.status, str(exc))
+            await self._refuse_call(context, call, exc.status, str(exc))
             return
-        log.info("task stream opened agent_id=%s level=%s", agent_id, stream.level.name)
+        log.info(
+            "task stream opened agent_id=%s level=%s codec=%s",
+            agent_id,
+            stream.level.name,
+            call.codec,
+        )
         try:
             while True:
                 batch = await stream.outbox.get()
                 if batch is None:
                     break
-                yield batch
+                yield self._out(call, batch)
         finally:
             self._gateway.close_stream(stream)
             log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
 
-    async def SubmitResults(self, request: pb.BatchResult, context: Ctx) -> pb.SubmitResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "SubmitResults")
+    async def SubmitResults(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
+        call, request = await self._check(raw, context, "SubmitResults")
         try:
-            return self._gateway.submit(agent_id, request)
+            return self._out(call, self._gateway.submit(call.agent_id, request, call.codec))
         except RequestRefused as exc:
-            log.info(
-                "results refused agent_id=%s batch_id=%s status=%s reason=%s",
-                agent_id,
-                request.batch_id[:64],
-                exc.status,
-                exc,
-            )
-            await self._refuse(context, "SubmitResults", exc.status, str(exc))
-            raise
-
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:  # noqa: N802
-        agent_id = await self._check(request, context, "Heartbeat")
-        return self._gateway.heartbeat(agent_id, request)
-
-    async def StreamStateDiffs(  # noqa: N802
-        self, request: pb.StreamStateDiffsRequest, context: Ctx
-    ) -> AsyncIterator[pb.StateDiff]:
-        method = "StreamStateDiffs"
-        agent_id = await self._check(request, context, method)
-        sync = self._c.state_sync
-        if sync is None:
             await self._refuse(
-                context, method, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
+                context,
+                call.method,
+                exc.status,
+                str(exc),
+                call.agent_id,
+                call.codec,
+                request.batch_id,
+            )
+            raise  # unreachable: abort raises
+
+    async def Heartbeat(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
+        call, request = await self._check(raw, context, "Heartbeat")
+        return self._out(call, self._gateway.heartbeat(call.agent_id, request))
+
+    async def StreamStateDiffs(self, raw: bytes, context: Ctx) -> AsyncIterator[bytes]:  # noqa: N802
+        call, request = await self._check(raw, context, "StreamStateDiffs")
+        method, agent_id = call.method, call.agent_id
+        sync = self._c.state_sync
+        if call.codec is Codec.JSON:
+            await self._refuse_call(context, call, "FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
+        if sync is None:
+            await self._refuse_call(
+                context, call, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
             )
             return
         rec = self._c.registry.get(agent_id)
         if rec is None or rec.level < Level.L4:
-            await self._refuse(
-                context, method, "FAILED_PRECONDITION", "register with capability L4 first"
+            await self._refuse_call(
+                context, call, "FAILED_PRECONDITION", "register with capability L4 first"
             )
             return
         log.info("diff stream opened agent_id=%s from_height=%d", agent_id, request.from_height)
@@ -208,79 +211,62 @@ class IOSwarmServicer:
         stream = sync.broadcaster.subscribe(request.from_height, sync.diffs)
         try:
             async for diff in stream:
-                yield diff
+                yield self._out(call, diff)
                 sent += 1
         except DiffsPruned as exc:
-            await self._refuse(context, method, "OUT_OF_RANGE", str(exc))
+            await self._refuse_call(context, call, "OUT_OF_RANGE", str(exc))
         except SubscriberDropped as exc:
             log.warning("diff stream dropped agent_id=%s reason=%s", agent_id, exc)
-            await self._refuse(context, method, "RESOURCE_EXHAUSTED", f"dropped: {exc}")
+            await self._refuse(
+                context, method, "RESOURCE_EXHAUSTED", f"dropped: {exc}", agent_id, call.codec
+            )
         finally:
             await stream.aclose()
             log.info("diff stream closed agent_id=%s diffs=%d", agent_id, sent)
 
-    async def DownloadSnapshot(  # noqa: N802
-        self, request: pb.DownloadSnapshotRequest, context: Ctx
-    ) -> pb.DownloadSnapshotResponse:
-        method = "DownloadSnapshot"
-        await self._check(request, context, method)
+    async def DownloadSnapshot(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
+        call, _ = await self._check(raw, context, "DownloadSnapshot")
         sync = self._c.state_sync
+        if call.codec is Codec.JSON:
+            await self._refuse_call(context, call, "FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)
         if sync is None:
-            await self._refuse(
-                context, method, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
+            await self._refuse_call(
+                context, call, "FAILED_PRECONDITION", "L4 state sync is not enabled here"
             )
             raise AssertionError("unreachable")
         snap = await asyncio.to_thread(sync.latest_snapshot)
         if snap is None:
-            await self._refuse(context, method, "NOT_FOUND", "no snapshot has been exported yet")
+            await self._refuse_call(context, call, "NOT_FOUND", "no snapshot has been exported yet")
             raise AssertionError("unreachable")
-        return pb.DownloadSnapshotResponse(
-            url=sync.snapshot_url(snap.name), height=snap.height, sha256=snap.sha256, size=snap.size
+        return self._out(
+            call,
+            pb.DownloadSnapshotResponse(
+                url=sync.snapshot_url(snap.name),
+                height=snap.height,
+                sha256=snap.sha256,
+                size=snap.size,
+            ),
         )
 
 
-def _handlers(
-    servicer: IOSwarmServicer, max_message_bytes: int, max_results: int
-) -> grpc.GenericRpcHandler:
-    def uu(
-        fn: Callable[..., Awaitable[Any]],
-        req: type[Message],
-        resp: type[Message],
-        parse: Callable[[bytes], Any] | None = None,
-    ) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            fn,
-            request_deserializer=parse or _parser(req, SMALL_REQUEST_BYTES),
-            response_serializer=resp.SerializeToString,
-        )
+def _handlers(servicer: IOSwarmServicer) -> grpc.GenericRpcHandler:
+    """Every method with identity serializers: the handlers decode and encode per call."""
 
-    def us(
-        fn: Callable[..., Any], req: type[Message], resp: type[Message]
-    ) -> grpc.RpcMethodHandler:
-        return grpc.unary_stream_rpc_method_handler(
-            fn,
-            request_deserializer=_parser(req, SMALL_REQUEST_BYTES),
-            response_serializer=resp.SerializeToString,
-        )
+    def uu(fn: Callable[..., Awaitable[Any]]) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(fn)
+
+    def us(fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
+        return grpc.unary_stream_rpc_method_handler(fn)
 
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
-            "Register": uu(servicer.Register, pb.RegisterRequest, pb.RegisterResponse),
-            "GetTasks": us(servicer.GetTasks, pb.GetTasksRequest, pb.TaskBatch),
-            "SubmitResults": uu(
-                servicer.SubmitResults,
-                pb.BatchResult,
-                pb.SubmitResponse,
-                _parser(pb.BatchResult, max_message_bytes, max_results),
-            ),
-            "Heartbeat": uu(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
-            "StreamStateDiffs": us(
-                servicer.StreamStateDiffs, pb.StreamStateDiffsRequest, pb.StateDiff
-            ),
-            "DownloadSnapshot": uu(
-                servicer.DownloadSnapshot, pb.DownloadSnapshotRequest, pb.DownloadSnapshotResponse
-            ),
+            "Register": uu(servicer.Register),
+            "GetTasks": us(servicer.GetTasks),
+            "SubmitResults": uu(servicer.SubmitResults),
+            "Heartbeat": uu(servicer.Heartbeat),
+            "StreamStateDiffs": us(servicer.StreamStateDiffs),
+            "DownloadSnapshot": uu(servicer.DownloadSnapshot),
         },
     )
 
@@ -347,9 +333,10 @@ class GrpcServer:
         self.server.add_generic_rpc_handlers(
             (
                 _handlers(
-                    IOSwarmServicer(coordinator),
-                    limits.max_message_bytes,
-                    cfg.max_inflight_per_agent,
+                    IOSwarmServicer(
+                        coordinator,
+                        methods(limits.max_message_bytes, cfg.max_inflight_per_agent),
+                    )
                 ),
             )
         )

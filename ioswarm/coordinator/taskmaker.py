@@ -32,6 +32,9 @@ class ContextPredictor:
         self, fork: str, chain_id: Callable[[], int], head: Callable[[], BlockHeader | None]
     ) -> None:
         self.fork = fork
+        self.absent_accounts_exist = False
+        """Whether the node's EVM counts absent accounts as existing (set at start, see
+        ``ExecutionReader.absent_accounts_exist``); batches say so to agents."""
         self._chain_id = chain_id
         self._head_now = head
         self._hashes: dict[int, bytes] = {}
@@ -40,6 +43,11 @@ class ContextPredictor:
         self._cached: tuple[pb.BlockContext, PredictedContext] | None = None
         self._headers: dict[int, BlockHeader] = {}
         self._by_height: dict[int, tuple[pb.BlockContext, PredictedContext]] = {}
+
+    def _to_pb(self, ctx: PredictedContext) -> pb.BlockContext:
+        return context_to_pb(
+            ctx, self._chain_id(), self.fork, absent_accounts_exist=self.absent_accounts_exist
+        )
 
     def remember(self, hashes: dict[int, bytes]) -> None:
         self._hashes.update(hashes)
@@ -79,7 +87,7 @@ class ContextPredictor:
         if header is None:
             return self.current()
         predicted = predict_next(header, self._spacing, self.fork, self._hashes)
-        cached = (context_to_pb(predicted, self._chain_id(), self.fork), predicted)
+        cached = (self._to_pb(predicted), predicted)
         self._by_height[height] = cached
         return cached
 
@@ -91,7 +99,7 @@ class ContextPredictor:
             return None
         window = {n: h for n, h in self._hashes.items() if number - BLOCKHASH_WINDOW <= n < number}
         actual = context_of(header, self.fork, window)
-        return context_to_pb(actual, self._chain_id(), self.fork), actual
+        return self._to_pb(actual), actual
 
     def tables(self) -> dict[str, TableSize]:
         """Sizes and bounds of the recent-block tables (256 hashes for BLOCKHASH, a few
@@ -111,7 +119,7 @@ class ContextPredictor:
             return None
         if self._cached is None:
             predicted = predict_next(self._head, self._spacing, self.fork, self._hashes)
-            self._cached = (context_to_pb(predicted, self._chain_id(), self.fork), predicted)
+            self._cached = (self._to_pb(predicted), predicted)
         return self._cached
 
 

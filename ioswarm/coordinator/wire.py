@@ -45,6 +45,7 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
     balances: dict[bytes, int] = {}
     nonces: dict[bytes, int] = {}
     code: dict[bytes, bytes] = {}
+    deleted: set[bytes] = set()
     coinbase_fee = 0
     for a in msg.account_changes:
         addr = bytes(a.address)
@@ -58,6 +59,8 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
             nonces[addr] = a.nonce_after
         if a.created_code or a.code_cleared:  # b"": the account's delegation was cleared
             code[addr] = bytes(a.created_code)
+        if a.deleted and addr != coinbase:
+            deleted.add(addr)
     return ExecEffects(
         success=msg.status == pb.EXEC_SUCCESS,
         gas_used=msg.gas_used,
@@ -70,10 +73,15 @@ def effects_from_pb(msg: pb.TaskResult, coinbase: bytes) -> ExecEffects:
         nonces=nonces,
         code=code,
         coinbase_fee=coinbase_fee,
+        deleted=frozenset(deleted),
     )
 
 
-def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> Verdict:
+def verdict_from_pb(
+    msg: pb.TaskResult, level: Level, coinbase: bytes = b"", sender_waived: bool = False
+) -> Verdict:
+    """An agent's answer as a verdict; ``sender_waived`` when the coordinator received it in
+    the reference JSON codec (see :mod:`ioswarm.core.evidence`)."""
     executed = level >= Level.L3 and msg.valid and msg.status != pb.EXEC_STATUS_UNSPECIFIED
     return Verdict(
         task_id=msg.task_id,
@@ -86,6 +94,7 @@ def verdict_from_pb(msg: pb.TaskResult, level: Level, coinbase: bytes = b"") -> 
         context_reads=frozenset(msg.context_reads),
         declined=msg.declined,
         detail=msg.exec_error[:200],
+        sender_waived=sender_waived and level < Level.L3,
     )
 
 

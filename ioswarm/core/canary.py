@@ -88,8 +88,11 @@ def judge_canary(truth: CanaryTruth, level: Level, verdict: Verdict) -> str:
     # Every level names a rule the same way (ioswarm.core.rules), so the reason is exact.
     if not truth.valid and verdict.reject_reason != truth.reject_reason:
         return "reject_reason"
-    # The recovered sender is the evidence of L1 work, so it is required wherever it exists.
-    if truth.sender and verdict.sender != truth.sender:
+    # The recovered sender is the evidence of L1 work, so it is required wherever it exists,
+    # except from an answer the coordinator received in the reference JSON codec, which has no
+    # field for it (ioswarm.core.evidence); a sender such an answer does carry must be right.
+    waived = verdict.sender_waived and level < Level.L3 and not verdict.sender
+    if truth.sender and not waived and verdict.sender != truth.sender:
         return "sender"
     return ""
 

@@ -16,6 +16,13 @@ a bare ``valid=True`` would match for free; these rules make such an answer wron
 
 An incomplete answer is judged *mismatched* with detail ``incomplete``; never matched, never
 excluded.
+
+**The JSON waiver.** The reference agent's JSON result has no sender field, so its L1/L2
+answers cannot carry the sender evidence. For an answer the coordinator itself received in that
+codec (``Verdict.sender_waived``, set from the call, never from anything the agent sends) the
+sender is not required at L1/L2: such an agent's work is checked by canaries instead, whose
+verdicts are exact. A sender it does send is checked like any other (a wrong one is a mismatch).
+The waiver never applies at L3/L4, which the JSON codec does not serve.
 """
 
 from __future__ import annotations
@@ -44,13 +51,17 @@ def missing_evidence(task: Task, verdict: Verdict) -> str:
     """
     if verdict.declined:
         return ""
+    # An empty sender is excused for a waived L1/L2 answer; one it does send must be whole.
+    sender_missing = len(verdict.sender) != ADDRESS_BYTES and not (
+        verdict.sender_waived and task.level < Level.L3 and not verdict.sender
+    )
     if not verdict.valid:
         if not verdict.reject_reason:
             return "reject_reason"
-        if verdict.reject_reason in STATE_REASONS and len(verdict.sender) != ADDRESS_BYTES:
+        if verdict.reject_reason in STATE_REASONS and sender_missing:
             return "sender"
         return ""
-    if len(verdict.sender) != ADDRESS_BYTES:
+    if sender_missing:
         return "sender"
     if task.level < Level.L3:
         return ""

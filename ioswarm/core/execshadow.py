@@ -29,7 +29,17 @@ from typing import Any
 # Keys of a state write-set: (address, b"balance" | b"nonce" | b"code") or (address, slot).
 StateKey = tuple[bytes, bytes]
 ACCOUNT_FIELDS = (b"balance", b"nonce", b"code")
-FIELD_ORDER = ("status", "gas_used", "logs", "storage", "balance", "nonce", "code", "coinbase_fee")
+FIELD_ORDER = (
+    "status",
+    "gas_used",
+    "logs",
+    "storage",
+    "balance",
+    "nonce",
+    "code",
+    "deleted",
+    "coinbase_fee",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,9 @@ class ExecEffects:
     code: Mapping[bytes, bytes]
     coinbase_fee: int  # what the coinbase gained
     writes: frozenset[StateKey] = field(default_factory=frozenset)
+    # Accounts that existed before and not after (EIP-161 clearing, SELFDESTRUCT of an account
+    # created earlier in the block); one created and destroyed within the tx is in neither.
+    deleted: frozenset[bytes] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ def effects_from_diff(
     nonces: dict[bytes, int] = {}
     code: dict[bytes, bytes] = {}
     writes: set[StateKey] = set()
+    deleted: set[bytes] = set()
     coinbase_fee = 0
     for addr in set(pre) | set(post):
         before = pre.get(addr, AccountDiff())
@@ -103,6 +117,8 @@ def effects_from_diff(
                 continue
             if before.balance and addr != coinbase:
                 balances[addr] = -before.balance
+            if addr != coinbase:
+                deleted.add(addr)
             continue
         if after.balance is not None:
             if addr == coinbase:
@@ -134,6 +150,7 @@ def effects_from_diff(
         code=code,
         coinbase_fee=coinbase_fee,
         writes=frozenset(writes),
+        deleted=frozenset(deleted),
     )
 
 
@@ -153,6 +170,8 @@ def first_difference(claim: ExecEffects, truth: ExecEffects) -> str | None:
         return "nonce"
     if dict(claim.code) != dict(truth.code):  # b"" is a cleared delegation on both sides
         return "code"
+    if claim.deleted != truth.deleted:
+        return "deleted"
     if claim.coinbase_fee != truth.coinbase_fee:
         return "coinbase_fee"
     return None
@@ -168,6 +187,9 @@ def describe_difference(field_name: str, claim: ExecEffects, truth: ExecEffects)
         return f"agent coinbase_fee={claim.coinbase_fee} chain coinbase_fee={truth.coinbase_fee}"
     if field_name == "logs":
         return f"agent logs={len(claim.logs)} chain logs={len(truth.logs)}"
+    if field_name == "deleted":
+        agent, chain = sorted(claim.deleted), sorted(truth.deleted)
+        return f"deleted: agent {[a.hex() for a in agent]} chain {[a.hex() for a in chain]}"
     sides: dict[str, tuple[Mapping[Any, Any], Mapping[Any, Any]]] = {
         "storage": (claim.storage, truth.storage),
         "balance": (claim.balances, truth.balances),

@@ -113,6 +113,9 @@ class BlockInput:
     block_hashes: Mapping[int, bytes] = field(default_factory=dict)
     """Hashes of recent blocks by number, for BLOCKHASH; a number in range but absent is missing."""
     blob_base_fee: int = 1
+    absent_accounts_exist: bool = False
+    """The chain counts an account it has no record of as existing (every EIP-7702 authority
+    earns the existing-account refund), as anvil does; EIP-7702 itself does not."""
 
 
 class LogRecord(NamedTuple):

@@ -61,6 +61,9 @@ class AccountState:
     snapshot: AccountSnapshot
     code: bytes = b""
     storage: tuple[tuple[bytes, bytes], ...] = ()  # (32-byte slot, 32-byte value)
+    exists: bool = False
+    """In the state trie though maybe EIP-161 empty (it holds storage); False: derive it from
+    balance, nonce, code and the listed slots."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,10 @@ class Verdict:
     declined: bool = False
     # The agent's error text; for ``missing_state`` it names the key that was not sent.
     detail: str = ""
+    # Set by the coordinator, never by the agent: the answer arrived in the reference JSON codec,
+    # whose result has no sender field, so an L1/L2 answer is not held to the sender evidence
+    # (canaries check that agent's work instead; a sender it does send is still checked).
+    sender_waived: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ioswarm.core.models import Level
+from ioswarm.core.refjson import Codec
 
 
 class RegistryFull(Exception):
@@ -51,7 +52,8 @@ class AgentRecord:
     """What the coordinator knows about one registered agent.
 
     ``wallet`` is paid for the work done now; ``pending_wallet`` (None: no change asked) is the
-    wallet a re-registration asked for, which replaces it at the next epoch boundary.
+    wallet a re-registration asked for, which replaces it at the next epoch boundary. ``codec``
+    is the wire codec the coordinator saw the agent register in, which its other calls must use.
     """
 
     agent_id: str
@@ -64,11 +66,13 @@ class AgentRecord:
     tasks_processed: int = 0
     tasks_pending: int = 0
     results_accepted: int = 0
+    latency_sum_sec: float = 0.0  # dispatch-to-result time of its accepted results, summed
     streams: int = 0
     directive: str = ""
     info: dict[str, float] = field(default_factory=dict)
     state: StateAgreement = field(default_factory=StateAgreement)
     pending_wallet: str | None = None
+    codec: Codec = Codec.PROTOBUF
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,16 @@ prestate tracer in diff mode, falling back to per-tx ``debug_traceTransaction``.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ioswarm.core.execshadow import AccountDiff
 from ioswarm.core.hashing import keccak256
 from ioswarm.core.models import EMPTY_CODE_HASH, AccountSnapshot, AccountState
-from ioswarm.core.tx import DecodedTx
+from ioswarm.core.touchset import maybe_cleared, sign_authorization
+from ioswarm.core.tx import DecodedTx, intrinsic_gas
 from ioswarm.errors import MethodNotSupported, NodeError
 from ioswarm.node.fields import (
     BlockId,
@@ -54,6 +56,8 @@ class AccountData:
     snapshot: AccountSnapshot
     storage: dict[bytes, bytes] = field(default_factory=dict)
     code: bytes = b""
+    storage_root: bytes = b""
+    """The account's storage root (``storageHash``); b"" when not read."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,19 @@ def call_object(tx: DecodedTx, sender: bytes, *, chain_id: bool = False) -> dict
             {"address": hexstr(a), "storageKeys": [hexstr(k.rjust(32, b"\x00")) for k in keys]}
             for a, keys in tx.access_list
         ]
+    if tx.authorization_list:
+        # Simulated with its authorizations, the call runs the delegated code it will run.
+        obj["authorizationList"] = [
+            {
+                "chainId": hex(a.chain_id),
+                "address": hexstr(a.address),
+                "nonce": hex(a.nonce),
+                "yParity": hex(a.y_parity),
+                "r": hex(a.r),
+                "s": hex(a.s),
+            }
+            for a in tx.authorization_list
+        ]
     if chain_id and tx.chain_id is not None:
         obj["chainId"] = hex(tx.chain_id)
     return obj
@@ -211,6 +228,47 @@ class ExecutionReader:
             out.append(AccessList(entries, gas_used, error))
         return out
 
+    async def absent_accounts_exist(self, chain_id: int, block: BlockId = "latest") -> bool:
+        """Whether the node's EVM counts an account it has no record of as existing.
+
+        Simulates a set-code call whose one authority is a random, never-seen key: EIP-7702
+        refunds ``PER_EMPTY_ACCOUNT_COST - PER_AUTH_BASE_COST`` only for an existing authority,
+        so a node that reports the refund (anvil does) treats absent accounts as existing.
+        A node that cannot simulate it is taken to follow the EIP.
+        """
+        authority_key = secrets.token_bytes(32)
+        auth = sign_authorization(authority_key, chain_id, bytes(19) + b"\x01", 0)
+        tx = DecodedTx(
+            tx_type=4,
+            chain_id=chain_id,
+            nonce=0,
+            gas_limit=100_000,
+            to=bytes(19) + b"\x02",
+            value=0,
+            data=b"",
+            v=0,
+            y_parity=0,
+            r=0,
+            s=0,
+            signing_hash=b"",
+            raw=b"",
+            max_fee_per_gas=0,
+            max_priority_fee_per_gas=0,
+            authorization_list=(auth,),
+        )
+        obj = call_object(tx, secrets.token_bytes(20))
+        for unpaid in ("nonce", "maxFeePerGas", "maxPriorityFeePerGas"):
+            del obj[unpaid]  # a random sender with nothing: a free simulation
+        try:
+            raw = await self.transport.call("eth_createAccessList", [obj, block_param(block)])
+            used = Obj("eth_createAccessList", raw, "result").quantity("gasUsed")
+        except NodeError as exc:
+            log.info("absent accounts unknown, taken as EIP-7702 says error=%r", str(exc))
+            return False
+        refunded = used < intrinsic_gas(tx)
+        log.info("node absent_accounts_exist=%s probe_gas_used=%d", refunded, used)
+        return refunded
+
     async def account_data(
         self, wanted: Mapping[bytes, Iterable[bytes]], block: BlockId
     ) -> dict[bytes, AccountData]:
@@ -251,7 +309,8 @@ class ExecutionReader:
                 nonce=obj.quantity("nonce"),
                 code_hash=EMPTY_CODE_HASH if code_hash == _ZERO_HASH else code_hash,
             )
-            out[a] = AccountData(snap, storage)
+            root = obj.fixed("storageHash", 32) if obj.has("storageHash") else b""
+            out[a] = AccountData(snap, storage, storage_root=root)
         if stale:
             log.warning(
                 "node answered eth_getProof at block %s with another block's state "
@@ -285,7 +344,33 @@ class ExecutionReader:
         return out
 
     async def block_diffs(self, number: int, tx_hashes: Sequence[bytes]) -> list[TxDiff]:
-        """Per-tx state diffs of a block, in block order."""
+        """Per-tx state diffs of a block, in block order.
+
+        A diff-mode trace leaves empty code out of ``post``, so an EIP-7702 delegation cleared
+        reads as code unchanged; where that is possible (designator code before, the account
+        changed, no code after) the code at the block is read and a clear is written in.
+        """
+        diffs = await self._block_diffs(number, tx_hashes)
+        candidates = {a for d in diffs for a in maybe_cleared(d.pre, d.post)}
+        if not candidates:
+            return diffs
+        codes = await self.codes(sorted(candidates), number)
+        cleared = {a for a in candidates if not codes.get(a)}
+        return [
+            TxDiff(
+                d.tx_hash,
+                d.pre,
+                {
+                    a: replace(diff, code=b"") if a in cleared and a in d.pre else diff
+                    for a, diff in d.post.items()
+                },
+            )
+            if cleared & maybe_cleared(d.pre, d.post)
+            else d
+            for d in diffs
+        ]
+
+    async def _block_diffs(self, number: int, tx_hashes: Sequence[bytes]) -> list[TxDiff]:
         if self._block_trace_ok:
             method = "debug_traceBlockByNumber"
             try:

@@ -68,7 +68,7 @@ class GetTasksRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., max_level: _Optional[_Union[TaskLevel, str]] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class BlockContext(_message.Message):
-    __slots__ = ("number", "timestamp", "gas_limit", "base_fee", "coinbase", "prev_randao", "chain_id", "evm_fork", "recent_block_hashes", "blob_base_fee")
+    __slots__ = ("number", "timestamp", "gas_limit", "base_fee", "coinbase", "prev_randao", "chain_id", "evm_fork", "recent_block_hashes", "blob_base_fee", "absent_accounts_exist")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     GAS_LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class BlockContext(_message.Message):
     EVM_FORK_FIELD_NUMBER: _ClassVar[int]
     RECENT_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
     BLOB_BASE_FEE_FIELD_NUMBER: _ClassVar[int]
+    ABSENT_ACCOUNTS_EXIST_FIELD_NUMBER: _ClassVar[int]
     number: int
     timestamp: int
     gas_limit: int
@@ -89,7 +90,8 @@ class BlockContext(_message.Message):
     evm_fork: str
     recent_block_hashes: _containers.RepeatedCompositeFieldContainer[BlockHash]
     blob_base_fee: bytes
-    def __init__(self, number: _Optional[int] = ..., timestamp: _Optional[int] = ..., gas_limit: _Optional[int] = ..., base_fee: _Optional[bytes] = ..., coinbase: _Optional[bytes] = ..., prev_randao: _Optional[bytes] = ..., chain_id: _Optional[int] = ..., evm_fork: _Optional[str] = ..., recent_block_hashes: _Optional[_Iterable[_Union[BlockHash, _Mapping]]] = ..., blob_base_fee: _Optional[bytes] = ...) -> None: ...
+    absent_accounts_exist: bool
+    def __init__(self, number: _Optional[int] = ..., timestamp: _Optional[int] = ..., gas_limit: _Optional[int] = ..., base_fee: _Optional[bytes] = ..., coinbase: _Optional[bytes] = ..., prev_randao: _Optional[bytes] = ..., chain_id: _Optional[int] = ..., evm_fork: _Optional[str] = ..., recent_block_hashes: _Optional[_Iterable[_Union[BlockHash, _Mapping]]] = ..., blob_base_fee: _Optional[bytes] = ..., absent_accounts_exist: _Optional[bool] = ...) -> None: ...
 
 class BlockHash(_message.Message):
     __slots__ = ("number", "hash")
@@ -120,14 +122,16 @@ class StorageSlot(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class AccountState(_message.Message):
-    __slots__ = ("account", "code", "storage")
+    __slots__ = ("account", "code", "storage", "exists")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
     account: AccountSnapshot
     code: bytes
     storage: _containers.RepeatedCompositeFieldContainer[StorageSlot]
-    def __init__(self, account: _Optional[_Union[AccountSnapshot, _Mapping]] = ..., code: _Optional[bytes] = ..., storage: _Optional[_Iterable[_Union[StorageSlot, _Mapping]]] = ...) -> None: ...
+    exists: bool
+    def __init__(self, account: _Optional[_Union[AccountSnapshot, _Mapping]] = ..., code: _Optional[bytes] = ..., storage: _Optional[_Iterable[_Union[StorageSlot, _Mapping]]] = ..., exists: _Optional[bool] = ...) -> None: ...
 
 class TaskPackage(_message.Message):
     __slots__ = ("task_id", "tx_raw", "level", "sender", "receiver", "block_height", "tx_hash", "block_gas_limit", "accounts", "state_height", "deadline_unix_ms")

@@ -320,12 +320,12 @@ class EpochManager:
 
     def current_epoch_stats(self) -> tuple[int, int, float]:
         """``(epoch, tasks, accuracy)`` of the open epoch; accuracy is a fraction in 0..1
-        (matched / judged over all agents, 1.0 when nothing was judged)."""
+        (matched / judged over all agents, 0.0 when nothing was judged, as the reference)."""
         tallies = self._open.tallies.values()
         tasks = sum(t.tasks for t in tallies)
         matched = sum(t.matched for t in tallies)
         judged = sum(t.judged for t in tallies)
-        return self.current_epoch(), tasks, (matched / judged if judged else 1.0)
+        return self.current_epoch(), tasks, (matched / judged if judged else 0.0)
 
     def epoch_view(self) -> dict[str, Any]:
         """``GET /swarm/epoch``: the open epoch's tallies and where settlements stand."""

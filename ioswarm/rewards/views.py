@@ -83,8 +83,13 @@ def epoch_view(
     head_block: int,
     epoch_reward_wei: int,
 ) -> dict[str, Any]:
-    """``GET /swarm/epoch``: the open epoch's tallies and where settlements stand."""
+    """``GET /swarm/epoch``: the open epoch's tallies (``agent_list``) and where settlements
+    stand, with the reference's ``agents`` (how many tallied), ``total_tasks``,
+    ``total_correct`` (matched) and ``accuracy`` (matched / judged, 0 when nothing was judged)."""
     end = (epoch + 1) * epoch_blocks - 1
+    total_tasks = sum(t.tasks for t in tallies.values())
+    total_correct = sum(t.matched for t in tallies.values())
+    judged = total_correct + sum(t.mismatched for t in tallies.values())
     queued: list[int] = []
     sent: list[dict[str, Any]] = []
     for e in ledger.unsettled():
@@ -130,6 +135,10 @@ def epoch_view(
             )
     return {
         "epoch": epoch,
+        "agents": len(tallies),
+        "total_tasks": total_tasks,
+        "total_correct": total_correct,
+        "accuracy": round(total_correct / judged, 6) if judged else 0.0,
         "epoch_blocks": epoch_blocks,
         "head_block": head_block,
         "start_block": epoch * epoch_blocks,
@@ -138,7 +147,7 @@ def epoch_view(
         "reward_iotx": wei_to_iotx(epoch_reward_wei),
         "reward_wei": str(epoch_reward_wei),
         "min_accuracy_pct": pct(policy.min_accuracy_ppm),
-        "agents": [
+        "agent_list": [
             {
                 **tally_view(t),
                 "weight_reason": weight_reason(t, normalize_wallet(t.wallet), policy),
@@ -170,7 +179,9 @@ def rewards_view(
     current_epoch: int,
     limit: int = 100,
 ) -> dict[str, Any]:
-    """``GET /api/rewards?agent=ID``: the agent's epochs (newest first) and totals."""
+    """``GET /api/rewards?agent=ID``: the agent's epochs (newest first) and totals, with the
+    reference's ``earned_iotx``, ``total_tasks`` and ``avg_accuracy`` (the mean of the epochs'
+    ``accuracy_pct``)."""
     rows = [r for r in ledger.agent_history(agent_id) if r.payout.reason != DEPARTED]
     paid = sum(r.payout.amount_wei for r in rows if r.state is SettlementState.CONFIRMED)
     earned = sum(r.payout.amount_wei for r in rows)
@@ -183,6 +194,11 @@ def rewards_view(
         "agent_id": agent_id,
         "history": [history_row(r) for r in rows[:limit]],
         "totals": {
+            "earned_iotx": wei_to_iotx(earned),
+            "total_tasks": sum(r.payout.tasks for r in rows),
+            "avg_accuracy": (
+                round(sum(pct(r.payout.accuracy_ppm) for r in rows) / len(rows), 4) if rows else 0.0
+            ),
             "epochs": len(rows),
             "tasks": sum(r.payout.tasks for r in rows),
             "matched": sum(r.payout.matched for r in rows),

@@ -319,9 +319,9 @@ class _CountingAgent(Agent):
         super().__init__(config, validator)
         self._counter = _StatusCounter(stats)
 
-    def _channel(self) -> grpc.aio.Channel:
+    def _channel(self, link: AgentConfig | None = None) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(
-            self.config.coordinator,
+            (link or self.config).coordinator,
             options=[("grpc.max_receive_message_length", MAX_WIRE_MESSAGE_BYTES)],
             interceptors=[self._counter],
         )

@@ -279,6 +279,7 @@ async def run_demo(
                     fresh_recipients=True,
                     round_robin=True,
                     seed=opts.seed,
+                    authorities_per_sender=1,  # 128 senders: keep the setup short
                 )
                 await contracts.setup()
                 loads.append(contracts.run(duration=opts.duration))

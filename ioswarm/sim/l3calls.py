@@ -25,6 +25,7 @@ from ioswarm.sim.artifacts import (
     mapping_slot,
     word,
 )
+from ioswarm.sim.l3fidelity import FidelityCall, FidelityCalls, SetCode, SetCodeBook
 
 Category = Literal[
     "erc20_transfer",
@@ -48,8 +49,26 @@ Category = Literal[
     "ctx_basefee",
     "ctx_prevrandao",
     "ctx_gaslimit",
+    "create_tx",
+    "create2_redeploy",
+    "selfdestruct_fresh",
+    "create2_collision",
+    "value_fresh",
+    "value_fresh_call",
+    "probe_absent",
+    "probe_empty",
+    "probe_delegated",
+    "setcode_fresh",
+    "setcode_existing",
+    "setcode_redelegate",
+    "setcode_clear",
+    "delegated_call",
 ]
 CATEGORIES: tuple[Category, ...] = get_args(Category)
+FIDELITY_CATEGORIES: tuple[Category, ...] = CATEGORIES[CATEGORIES.index("create_tx") :]
+"""Categories of :mod:`ioswarm.sim.l3fidelity`: accounts created, destroyed, delegated."""
+SETCODE_CATEGORIES: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.startswith("setcode_"))
+"""Categories sent as type-4 (set-code) transactions whatever kind was asked for."""
 CONTEXT_CATEGORIES: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.startswith("ctx_"))
 # Gas limits with room for an access list; the out-of-gas limit is far below what burn() needs.
 _GAS: Mapping[Category, int] = MappingProxyType(
@@ -102,6 +121,8 @@ class Call:
     """EIP-2930 access list: address -> storage slots the call touches."""
     created: bytes | None = None
     """The CREATE2 address the call deploys to."""
+    set_code: SetCode | None = None
+    """EIP-7702 authorizations: the call goes out as a type-4 transaction."""
 
 
 class CallBuilder:
@@ -114,6 +135,7 @@ class CallBuilder:
         accounts: Sequence[LocalAccount],
         address_of: Callable[[str], bytes],
         fresh_recipients: bool = False,
+        book: SetCodeBook | None = None,
     ) -> None:
         self._artifact = artifact
         self._rng = rng
@@ -135,6 +157,28 @@ class CallBuilder:
             "transient": self._transient,
             **{c: functools.partial(self._context, c) for c in CONTEXT_READERS},
         }
+        senders = [bytes.fromhex(a.address[2:]) for a in accounts]
+        self.book = book or SetCodeBook(rng, 0, len(accounts), 2)
+        f = FidelityCalls(artifact, rng, senders, address_of, self.book)
+        fidelity: dict[Category, Callable[[int], FidelityCall]] = {
+            "create_tx": f.create_tx,
+            "create2_redeploy": functools.partial(f.phoenix, redeploy=True),
+            "selfdestruct_fresh": functools.partial(f.phoenix, redeploy=False),
+            "create2_collision": f.collision,
+            "value_fresh": f.value_fresh,
+            "value_fresh_call": f.value_fresh_call,
+            "probe_absent": functools.partial(f.probe, what="absent"),
+            "probe_empty": functools.partial(f.probe, what="empty"),
+            "probe_delegated": functools.partial(f.probe, what="delegated"),
+            "setcode_fresh": functools.partial(f.set_code, how="fresh"),
+            "setcode_existing": functools.partial(f.set_code, how="existing"),
+            "setcode_redelegate": functools.partial(f.set_code, how="redelegate"),
+            "setcode_clear": functools.partial(f.set_code, how="clear"),
+            "delegated_call": f.delegated_call,
+        }
+        for category, build in fidelity.items():
+            self._builders[category] = functools.partial(_wrap, build)
+        self.fidelity = f
 
     @property
     def _addresses(self) -> list[bytes]:
@@ -281,3 +325,9 @@ class CallBuilder:
             return self._rng.randbytes(20)
         others = [a for j, a in enumerate(self._addresses) if j != sender]
         return self._rng.choice(others)
+
+
+def _wrap(build: Callable[[int], FidelityCall], i: int) -> Call:
+    f = build(i)
+    access = f.access if f.access is not None else ({f.to: ()} if f.to is not None else {})
+    return Call(f.to, f.data, f.gas, f.value, access=access, set_code=f.set_code)

@@ -4,10 +4,13 @@
 ``contracts/workload/build.py`` into ``ioswarm/sim/contracts/workload.json``), funds a few
 sender accounts, mints tokens and seeds storage. After that, :meth:`ContractWorkload.send` sends
 one transaction of a category (token transfers, heavy storage writes, cross-contract calls,
-CREATE and CREATE2, precompiles, reverts, out-of-gas, transient storage, block context opcodes)
-as an EIP-1559, legacy or EIP-2930 transaction. :meth:`ContractWorkload.run` sends a weighted
-random mix. Gas limits are fixed per category, so reverting and out-of-gas calls are sent
-without estimation and land with status 0. Nonces are tracked locally per account.
+CREATE and CREATE2, precompiles, reverts, out-of-gas, transient storage, block context opcodes,
+and the account life cycle of :mod:`ioswarm.sim.l3fidelity`: creations, CREATE2 re-deploys after
+SELFDESTRUCT, fresh recipients, EXTCODEHASH of absent and empty accounts, EIP-7702 set-code)
+as an EIP-1559, legacy or EIP-2930 transaction (set-code categories always as type 4).
+:meth:`ContractWorkload.run` sends a weighted random mix. Gas limits are fixed per category, so
+reverting and out-of-gas calls are sent without estimation and land with status 0. Nonces are
+tracked locally per account.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ioswarm.sim.l3calls import (
     CallBuilder,
     Category,
 )
+from ioswarm.sim.l3fidelity import AUTHORITY_FUND_WEI, SetCodeBook
 from ioswarm.sim.sending import FeeOracle, Fees, NonceBook, new_account, pending_nonce
 from ioswarm.sim.workload import TX_KINDS, TxKind, contract_address
 
@@ -75,6 +79,10 @@ DEPLOYED: tuple[str, ...] = (
     "GasBurner",
     "TransientLock",
     "ContextReader",
+    "PhoenixFactory",
+    "Probe",
+    "Delegate",
+    "DelegateAlt",
 )
 """Contracts :meth:`ContractWorkload.setup` deploys, in deployment order."""
 
@@ -137,6 +145,7 @@ class ContractWorkload:
         include_timeout: float = 60.0,
         fresh_recipients: bool = False,
         round_robin: bool = False,
+        authorities_per_sender: int = 2,
     ) -> None:
         if accounts < 2:
             raise ValueError("accounts must be >= 2 (transfers go between them)")
@@ -165,8 +174,9 @@ class ContractWorkload:
         self._accounts = [new_account(self._rng) for _ in range(accounts)]
         self._nonce_book = NonceBook(node, [a.address for a in self._accounts])
         self._fee_oracle = FeeOracle(node, tip_wei)
+        self.book = SetCodeBook(self._rng, chain_id, accounts, authorities_per_sender)
         self._calls = CallBuilder(
-            self.artifact, self._rng, self._accounts, self.address_of, fresh_recipients
+            self.artifact, self._rng, self._accounts, self.address_of, fresh_recipients, self.book
         )
 
     @property
@@ -200,6 +210,9 @@ class ContractWorkload:
         for addr in self.addresses:
             sends.append((self._funder, nonce, Call(addr, b"", TRANSFER_GAS, self.fund_wei)))
             nonce += 1
+        for addr in self.book.funded:
+            sends.append((self._funder, nonce, Call(addr, b"", TRANSFER_GAS, AUTHORITY_FUND_WEI)))
+            nonce += 1
         planned: dict[str, bytes] = {}
         for name in DEPLOYED:
             args = (planned["Vault"],) if name == "VaultClient" else ()
@@ -219,7 +232,15 @@ class ContractWorkload:
         inits.append(
             (planned["StorageHeavy"], self.artifact["StorageHeavy"].encode_call("seed", SEED_CELLS))
         )
-        sends = []
+        emptying = self._calls.fidelity.emptying()
+        sends = [
+            (
+                self._funder,
+                nonce,
+                Call(emptying.to, emptying.data, emptying.gas, set_code=emptying.set_code),
+            )
+        ]
+        nonce += 1
         for to, data in inits:
             gas = await self._estimate(funder, to, data, 0)
             sends.append((self._funder, nonce, Call(to, data, gas)))
@@ -299,6 +320,8 @@ class ContractWorkload:
             tx_hash = await self.node.send_raw_transaction(_raw(self._accounts[i], tx))
         except NodeError:
             self.counters.errors[category] += 1
+            for authority in call.set_code.authorities if call.set_code else ():
+                authority.retired = True
             # The nonce may or may not be used now; ask the node before the next send.
             self._nonce_book.resync(i)
             raise
@@ -410,7 +433,11 @@ class ContractWorkload:
         }
         if call.to is not None:
             tx["to"] = call.to
-        if kind == "eip1559":
+        if call.set_code is not None:
+            authorizations = list(call.set_code.authorizations)
+            tx.update(type=4, maxFeePerGas=fees.max_fee, maxPriorityFeePerGas=fees.tip)
+            tx["authorizationList"] = authorizations
+        elif kind == "eip1559":
             tx.update(type=2, maxFeePerGas=fees.max_fee, maxPriorityFeePerGas=fees.tip)
         elif kind == "eip2930":
             access = [

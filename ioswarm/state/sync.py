@@ -111,7 +111,9 @@ class StateSync:
         self._source = source
         self.store = StateStore(config.state_store_path or data / "state")
         self.diffs = DiffStore(
-            config.diff_store_path or data / "diffs", retain=config.diff_retain_height
+            # diffRetainHeight 0 keeps every diff, as in the Go coordinator.
+            config.diff_store_path or data / "diffs",
+            retain=config.diff_retain_height or None,
         )
         self.broadcaster = DiffBroadcaster(config.diff_buffer_size)
         self.snapshot_dir = data / "snapshots"

@@ -63,7 +63,8 @@ async def api(http: aiohttp.ClientSession, path: str) -> Any:
 
 async def page_matches_api(page: Page, http: aiohttp.ClientSession) -> bool:
     """Whether the page's figures equal the API's JSON read right after (nothing is in
-    flight, so only the head and the clocks may move in between)."""
+    flight, so only the head and the clocks may move in between), the epoch's tallied agents
+    (the reference's ``agents`` count) and the live agents included."""
     shown = await read_page(page)
     status = await api(http, "/swarm/status")
     stats = await api(http, "/api/stats")
@@ -98,6 +99,16 @@ async def page_matches_api(page: Page, http: aiohttp.ClientSession) -> bool:
         }
         if {k: on_page.get(k) for k in want} != want:
             return False
+    epoch = await api(http, "/swarm/epoch")
+    ready = await api(http, "/readyz")
+    sections = await page.evaluate(
+        '({epoch: document.querySelector("#epoch").textContent,'
+        ' health: document.querySelector("#health").textContent})'
+    )
+    if f"{epoch['agents']} agents tallied" not in sections["epoch"]:
+        return False
+    if f"live agents{ready['live_agents']} (heartbeat" not in sections["health"]:
+        return False
     for level, counts in shadow["levels"].items():
         on_page = shown["levels"].get(level, {})
         if (on_page.get("compared"), on_page.get("matched")) != (

@@ -191,7 +191,13 @@ def test_every_kubernetes_manifest_validates_strictly() -> None:
     kinds = {(d["kind"], d["metadata"]["name"]): d for _, d in docs}
     coord = kinds[("Deployment", "ioswarm-coordinator")]["spec"]["template"]["spec"]
     probes = {k: v for k, v in coord["containers"][0].items() if k.endswith("Probe")}
-    assert {p["httpGet"]["path"] for p in probes.values()} == {"/healthz"} and len(probes) == 3
+    # Never /healthz: it is 503 while no agent is live, as on a fresh coordinator.
+    paths = {k: p["httpGet"]["path"] for k, p in probes.items()}
+    assert paths == {
+        "startupProbe": "/readyz",
+        "readinessProbe": "/readyz",
+        "livenessProbe": "/livez",
+    }
     l4 = kinds[("StatefulSet", "ioswarm-agent-l4")]["spec"]
     assert l4["volumeClaimTemplates"][0]["metadata"]["name"] == "datadir"
     assert "--datadir" in l4["template"]["spec"]["containers"][0]["command"][-1]
@@ -311,7 +317,7 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
 
 def test_dockerfile_builds_the_extension_owns_data_and_checks_health() -> None:
     """A builder stage copies setup.py and compiles ioswarm/_speedups.c (failing without it);
-    the runtime stage creates and chowns /data before USER, and its HEALTHCHECK asks /healthz;
+    the runtime stage creates and chowns /data before USER, and its HEALTHCHECK asks /readyz;
     every COPY source exists."""
     builder, runtime = dockerfile_stages()
     assert builder[0][1].endswith("AS builder")
@@ -326,7 +332,7 @@ def test_dockerfile_builds_the_extension_owns_data_and_checks_health() -> None:
     assert "mkdir -p /data" in setup and re.search(r"chown \S+ /data", setup)
     assert "assert NATIVE" in setup
     health = next(a for i, a in runtime if i == "HEALTHCHECK")
-    assert "/healthz" in health and "IOSWARM_SWARM_API_PORT" in health
+    assert "/readyz" in health and "IOSWARM_SWARM_API_PORT" in health
     for stage in (builder, runtime):
         for instruction, args in stage:
             if instruction == "COPY" and not args.startswith("--from"):

@@ -129,6 +129,8 @@ async def test_an_agent_through_nginx_tls_gets_its_results_counted(
                 async with aiohttp.ClientSession() as http:
                     base = f"https://localhost:{listen}"
                     async with http.get(f"{base}/healthz", ssl=ctx) as resp:
+                        assert resp.status == 200 and await resp.text() == "ok (2 agents)"
+                    async with http.get(f"{base}/readyz", ssl=ctx) as resp:
                         health = await resp.json()
                         assert resp.status == 200 and health["ok"] is True
                     async with http.get(f"{base}/metrics", ssl=ctx) as resp:

@@ -219,7 +219,7 @@ async def test_manager_closes_epochs_and_survives_restart(tmp_path: Path) -> Non
     by_id = {p.agent_id: p for p in plan.payouts}
     assert by_id["agent-1"].amount_wei == plan.deposit_wei  # agent-2 is under the minimum
     assert by_id["agent-2"].weight == 0
-    assert m.current_epoch_stats() == (3, 0, 1.0)
+    assert m.current_epoch_stats() == (3, 0, 0.0)  # nothing judged yet
     view = m.epoch_view()
     assert view["epoch"] == 3 and view["blocks_left"] == 9
     assert view["settlement"]["queued"] == [2] and not view["settlement"]["enabled"]

@@ -95,7 +95,7 @@ class IdleFlood:
 PROBE = """
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=float(sys.argv[2]))
-s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: probe\\r\\nConnection: close\\r\\n\\r\\n")
+s.sendall(b"GET /readyz HTTP/1.1\\r\\nHost: probe\\r\\nConnection: close\\r\\n\\r\\n")
 data = b""
 while chunk := s.recv(65536):
     data += chunk
@@ -104,7 +104,8 @@ print(data.split(b" ")[1].decode())
 
 
 async def healthz(port: int) -> int:
-    """/healthz's status as a separate prober process sees it (it fails on a 5 s timeout)."""
+    """/readyz's status (what probes ask) as a separate prober process sees it (it fails on a
+    5 s timeout)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -137,7 +138,7 @@ async def test_idle_http_flood_beyond_the_fd_limit_leaves_agents_and_healthz_wor
     anvil_manual: AnvilProcess, tmp_path: Path
 ) -> None:
     """600 idle HTTP connections against a coordinator allowed 400 open files: agents still
-    register and submit over gRPC, /healthz answers in time, and the log stays under 1 MB."""
+    register and submit over gRPC, /readyz answers in time, and the log stays under 1 MB."""
     extra = "taskLevel: L1\ncanaryPct: 0\nlimits:\n  fdReserve: 64\n  httpIdleTimeoutSec: 5\n"
     async with (
         coordinator_process(tmp_path, anvil_manual.url, extra, open_files=OPEN_FILES) as coord,
@@ -182,7 +183,7 @@ async def test_grpc_connection_flood_is_cut_and_http_keeps_answering(
     anvil_manual: AnvilProcess, tmp_path: Path
 ) -> None:
     """Raw connections that never finish the gRPC handshake are closed after its timeout;
-    meanwhile /healthz answers and a real agent registers."""
+    meanwhile /readyz answers and a real agent registers."""
     extra = "limits:\n  grpcHandshakeTimeoutSec: 2\n  grpcMaxConnections: 64\n"
     async with (
         coordinator_process(tmp_path, anvil_manual.url, extra) as coord,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -47,7 +47,7 @@ STATS_KEYS = {
     "epoch_accuracy": float,
     "task_level": str,
     "uptime": str,
-    "updated_at": str,
+    "updated_at": int,
 }
 
 
@@ -87,7 +87,8 @@ async def test_stats_has_exactly_the_reference_keys_and_consistent_values(
     swarm: CoordinatorApp, http: aiohttp.ClientSession
 ) -> None:
     """/api/stats is the reference document: exact keys, exact types, the coordinator's numbers,
-    public CORS and no caching (a cached copy showed a polling browser frozen numbers)."""
+    public CORS and no caching (a cached copy showed a polling browser frozen numbers);
+    ``updated_at`` is a unix time and ``uptime`` the reference's duration text."""
     c = swarm.coordinator
     async with http.get("/api/stats") as resp:
         assert resp.status == 200
@@ -106,13 +107,14 @@ async def test_stats_has_exactly_the_reference_keys_and_consistent_values(
     assert stats["tasks_dispatched"] >= stats["tasks_received"]
     assert stats["shadow_compared"] == shadow.compared >= MIN_COMPARED
     assert stats["shadow_matched"] == shadow.matched
-    assert stats["shadow_accuracy"] == stats["epoch_accuracy"] == round(shadow.accuracy * 100, 4)
+    assert stats["shadow_accuracy"] == round(shadow.accuracy * 100, 4)
     assert stats["shadow_accuracy"] == 100.0  # honest agents validating plain transfers
-    assert stats["epoch_tasks"] == stats["tasks_received"]
+    assert stats["epoch_tasks"] <= stats["tasks_received"]
+    assert 0 <= stats["epoch_accuracy"] <= 100
     assert stats["current_epoch"] == c.views.stats()["current_epoch"]
     assert stats["task_level"] == "L2"
-    assert re.fullmatch(r"\d+h\d{1,2}m\d{1,2}s", stats["uptime"])
-    datetime.strptime(stats["updated_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert re.fullmatch(r"(\d+h)?(\d{1,2}m)?\d{1,2}s", stats["uptime"])
+    assert abs(stats["updated_at"] - time.time()) < 3600
 
 
 async def test_swarm_views_agree_with_the_coordinator(
@@ -125,6 +127,9 @@ async def test_swarm_views_agree_with_the_coordinator(
 
     status = await get_json(http, "/swarm/status")
     assert set(status) == set(c.views.status())
+    assert status["agents_total"] == status["agents_live"] == 2
+    assert status["tasks_received"] == c.totals.results_accepted
+    assert status["regions"] == {"": 2}
     assert status["chain_id"] == anvil.chain_id
     assert status["agents"] == status["streams"] == 2
     assert status["shadow_mode"] is True
@@ -145,8 +150,11 @@ async def test_swarm_views_agree_with_the_coordinator(
     assert sum(r["shadow"]["compared"] for r in rows if r["shadow"]) == total.compared
     assert sum(r["results_accepted"] for r in rows) == c.totals.results_accepted
 
-    board = (await get_json(http, "/swarm/leaderboard"))["leaderboard"]
+    leaderboard = await get_json(http, "/swarm/leaderboard")
+    assert leaderboard["agents"] == 2
+    board = leaderboard["entries"]
     assert [r["rank"] for r in board] == [1, 2]
+    assert all(r["tasks"] == r["results"] for r in board)
     assert {r["agent_id"] for r in board} == {"http-l1", "http-l2"}
     assert [r["matched"] for r in board] == sorted((r["matched"] for r in board), reverse=True)
     matched = {r["agent_id"]: (r["shadow"] or {}).get("matched", 0) for r in rows}
@@ -166,10 +174,23 @@ async def test_swarm_views_agree_with_the_coordinator(
 
 
 async def test_health_and_dashboard(swarm: CoordinatorApp, http: aiohttp.ClientSession) -> None:
-    """/healthz is 200 with ok true while the loops run, and / serves the HTML dashboard."""
-    health = await get_json(http, "/healthz")
-    assert health["ok"] is True
-    assert health["loops_running"] is True
+    """/healthz answers the reference's text with the live agents; /readyz (and /healthz asked
+    for JSON) is 200 with ok true while the loops run; / serves the HTML dashboard."""
+    async with http.get("/healthz") as resp:
+        assert resp.status == 200
+        assert await resp.text() == "ok (2 agents)"
+    for path, headers in (
+        ("/readyz", {}),
+        ("/livez", {}),
+        ("/healthz?format=json", {}),
+        ("/healthz", {"Accept": "application/json"}),
+    ):
+        async with http.get(path, headers=headers) as resp:
+            assert resp.status == 200, path
+            health = await resp.json()
+        assert health["ok"] is True, path
+        assert health["loops_running"] is True
+        assert health["live_agents"] == 2
     async with http.get("/") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"

@@ -14,7 +14,7 @@ from ioswarm.errors import NodeError
 from ioswarm.node import JsonRpcNode
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.artifacts import mapping_slot, word
-from ioswarm.sim.l3calls import CATEGORIES, CONTEXT_READERS, Category
+from ioswarm.sim.l3calls import CATEGORIES, CONTEXT_READERS, SETCODE_CATEGORIES, Category
 from ioswarm.sim.l3workload import ContractWorkload, expected_status
 from ioswarm.sim.workload import TX_KINDS, TxKind
 from tests.helpers import eventually
@@ -98,8 +98,11 @@ async def test_every_category_lands_with_its_expected_status(
     for tx_hash, (category, kind) in sent.items():
         gas_used = int(receipts[tx_hash]["gasUsed"], 16)
         tx = await node.call("eth_getTransactionByHash", [_hex(tx_hash)])
+        if category in SETCODE_CATEGORIES:
+            assert int(tx["type"], 16) == 4 and tx["authorizationList"], category
+            continue
         assert int(tx["type"], 16) == {"legacy": 0, "eip2930": 1, "eip1559": 2}[kind]
-        if kind == "eip2930":
+        if kind == "eip2930" and category != "create_tx":
             assert tx["accessList"], f"{category} sent without an access list"
         if category == "out_of_gas":
             assert gas_used == int(tx["gas"], 16)
@@ -264,3 +267,46 @@ async def test_run_sends_a_weighted_mix_and_nothing_gets_stuck(
         return True
 
     assert await eventually(drained, timeout=30, interval=0.2, what="all sends mined")
+
+
+async def test_probes_see_absent_empty_and_delegated_accounts_as_the_evm_does(
+    workload: ContractWorkload, node: JsonRpcNode
+) -> None:
+    """EXTCODEHASH is 0 for an absent account, keccak("") for an existing code-less one and the
+    designator's hash for a delegated one; EXTCODESIZE 0, 0 and 23; a re-deploy lands at the
+    same address each time and leaves nothing behind."""
+    await workload.wait_included([await workload.send("setcode_existing", sender=0)])
+    delegated = next(a for a in workload.book.pools[0] if a.target is not None)
+    sends = [await workload.send(c, sender=0) for c in ("probe_absent", "probe_empty")]
+    sends.append(await workload.send("probe_delegated", sender=0))
+    sends += [await workload.send("create2_redeploy", sender=1) for _ in range(2)]
+    receipts = await _receipts(node, sends)
+    assert all(r["status"] == "0x1" for r in receipts.values())
+
+    probe, abi = workload.address_of("Probe"), workload.artifact["Probe"]
+    targets = [
+        (await _tx_args(node, h, ["address"]))[0] for h in sends[:3]
+    ]  # the probed addresses, as sent
+    expected = [
+        (0, 0),
+        (int.from_bytes(keccak(b""), "big"), 0),
+        (int.from_bytes(keccak(b"\xef\x01\x00" + (delegated.target or b"")), "big"), 23),
+    ]
+    for target, (code_hash, size) in zip(targets, expected, strict=True):
+        address = bytes.fromhex(target[2:])
+        assert await _storage(node, probe, mapping_slot(address, abi.slot("codeHashOf"))) == (
+            code_hash
+        )
+        assert await _storage(node, probe, mapping_slot(address, abi.slot("codeSizeOf"))) == size
+    assert bytes.fromhex(targets[2][2:]) == delegated.address
+
+    reborn = bytes(keccak(b"Reborn(address,bytes32,address)"))
+    phoenixes = {
+        g["topics"][1]
+        for h in sends[3:]
+        for g in receipts[h]["logs"]
+        if bytes.fromhex(g["topics"][0][2:]) == reborn
+    }
+    assert len(phoenixes) == 1  # the same address both times
+    (phoenix,) = phoenixes
+    assert await node.call("eth_getCode", ["0x" + phoenix[-40:], "latest"]) == "0x"

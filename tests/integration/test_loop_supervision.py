@@ -80,7 +80,7 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
     """A non-node exception in each of the dispatcher, block watcher, mempool poller, evictor,
     settler, HTTP connection sweeper, re-verifier and console loops is logged at ERROR with the
     loop name and traceback, counted in ioswarm_loop_restarts_total{loop} and the loop runs
-    again; /healthz shows each restart."""
+    again; /readyz shows each restart."""
     caplog.set_level(logging.INFO)
     faults = Faults()
     # The settler loop is entered once per (re)start, so its fault fires at start.
@@ -118,7 +118,7 @@ async def test_each_loop_that_raises_is_logged_counted_and_restarted(
         assert ok and detail["loops_running"] is True
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{app.api_port}/healthz") as resp,
+            http.get(f"http://127.0.0.1:{app.api_port}/readyz") as resp,
         ):
             assert resp.status == 200
             body = await resp.json()
@@ -130,7 +130,7 @@ async def test_a_loop_failing_past_the_limit_fails_the_coordinator(
     anvil: AnvilProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A loop that keeps raising is restarted up to the limit, then ``wait()`` raises
-    LoopFailed, one CRITICAL line is logged and /healthz is 503 naming the failed loop."""
+    LoopFailed, one CRITICAL line is logged and /readyz is 503 naming the failed loop."""
     caplog.set_level(logging.INFO)
     async with running_coordinator(anvil.url) as app:
         c = app.coordinator
@@ -149,7 +149,7 @@ async def test_a_loop_failing_past_the_limit_fails_the_coordinator(
         assert len(critical) == 1 and "loop=dispatcher" in critical[0].getMessage()
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{app.api_port}/healthz") as resp,
+            http.get(f"http://127.0.0.1:{app.api_port}/readyz") as resp,
         ):
             assert resp.status == 503
             body = await resp.json()

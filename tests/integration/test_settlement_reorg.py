@@ -272,11 +272,11 @@ async def test_same_chain_id_other_genesis_halts_settlement(chain: Chain, tmp_pa
         assert await chain.pool.settled_events() == []
 
 
-async def test_swapped_reward_chain_shows_in_healthz_while_the_api_keeps_serving(
+async def test_swapped_reward_chain_shows_in_readyz_while_the_api_keeps_serving(
     chain: Chain, other_chain: AnvilProcess, tmp_path: Path
 ) -> None:
     """A coordinator whose ledger was settled on one chain, started with another chain behind
-    the reward RPC, serves its API and reports the halted settlement in /healthz."""
+    the reward RPC, serves its API and reports the halted settlement in /readyz."""
     w = wallets(1)
     data_dir = tmp_path / "data"
     with EpochLedger(data_dir / LEDGER_DIR) as ledger:
@@ -297,7 +297,7 @@ async def test_swapped_reward_chain_shows_in_healthz_while_the_api_keeps_serving
         assert settler is not None
         await eventually(lambda: settler.halt_reason == "chain_id", 20, what="settlement halted")
         async with aiohttp.ClientSession(f"http://127.0.0.1:{app.api_port}") as http:
-            async with http.get("/healthz") as resp:
+            async with http.get("/readyz") as resp:
                 health = await resp.json()
             assert health["settlement_halted"] == "chain_id"
             assert "4690" in health["settlement_halt_detail"]

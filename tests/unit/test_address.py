@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ioswarm.config import agent_config, parse_config
-from ioswarm.core.address import address_problem, to_checksum
+from ioswarm.core.address import address_problem, canonical_address, to_checksum, to_io
 from ioswarm.core.tokens import agent_token
 from ioswarm.errors import ConfigError
 
@@ -66,3 +66,53 @@ def test_agent_wallet_checksum_names_the_flag() -> None:
         agent_config(values, {})
     assert err.value.key == "--wallet" and "EIP-55" in str(err.value)
     assert agent_config({**values, "wallet": EIP55[2]}, {}).wallet == EIP55[2]
+
+
+# The IoTeX zero address, and an address from iotex-core's own test data with its 0x bytes.
+IO_ZERO = "io1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqd39ym7"
+IO_SAMPLE = (
+    "io10a298zmzvrt4guq79a9f4x7qedj59y7ery84he",
+    "0x7f54538b6260d754701e2f4a9a9bc0cb654293d9",
+)
+
+
+def test_io1_round_trips_to_the_same_bytes() -> None:
+    """io1 and 0x name the same 20 bytes; both spellings canonicalise to EIP-55 0x."""
+    assert canonical_address(IO_ZERO) == "0x" + "00" * 20
+    io, hexaddr = IO_SAMPLE
+    assert canonical_address(io) == to_checksum(hexaddr)
+    assert to_io(hexaddr) == io
+    assert to_io(io.upper()) == io
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("io10a298zmzvrt4guq79a9f4x7qedj59y7ery84hf", "checksum"),
+        ("io10a298zmzvrt4guq79a9f4x7qedj59y7ery84h", "38 bech32"),
+        ("io10a298zmzvrt4guq79a9f4x7qedj59y7ery84bE", "mixes"),
+        ("io10a298zmzvrt4guq79a9f4x7qedj59y7ery84hb", "38 bech32"),
+        ("io10a298zmzvrt4guq79a9f4x7qedj59y7ery84ha", "checksum"),
+    ],
+)
+def test_bad_io1_is_named(value: str, problem: str) -> None:
+    """A mistyped io1 address is refused with the reason, never silently decoded."""
+    reason = address_problem(value)
+    assert reason is not None and problem in reason
+    with pytest.raises(ValueError, match=problem):
+        canonical_address(value)
+
+
+def test_agent_wallet_may_be_io1() -> None:
+    """An agent's io1 wallet is taken and kept as its 0x form."""
+    io, hexaddr = IO_SAMPLE
+    cfg = agent_config(
+        {
+            "coordinator": "127.0.0.1:1",
+            "agent_id": "a1",
+            "api_key": "iosw_" + "0" * 64,
+            "wallet": io,
+        },
+        {},
+    )
+    assert cfg.wallet == to_checksum(hexaddr)

@@ -32,7 +32,8 @@ def test_defaults() -> None:
         10,
         6,
     )
-    assert (cfg.submit_rate_per_sec, cfg.submit_burst) == (10.0, 20)
+    # Above the reference's 10/s burst 20: agents submit results as soon as they are ready.
+    assert (cfg.submit_rate_per_sec, cfg.submit_burst) == (40.0, 40)
     assert cfg.epoch_reward_wei == 10**18
 
 

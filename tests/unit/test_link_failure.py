@@ -74,10 +74,12 @@ def test_a_payout_of_epoch_zero_is_logged(caplog: pytest.LogCaptureFixture) -> N
         )
     )
     with caplog.at_level(logging.INFO, logger="ioswarm.agent"):
-        agent.note_payout(pb.HeartbeatResponse(alive=True))
-        agent.note_payout(resp)
+        agent.links[0].note_payout(pb.HeartbeatResponse(alive=True))
+        agent.links[0].note_payout(resp)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["payout agent_id=a-0 epoch=0 amount_iotx=0.25 rank=1/3 tx=-"]
+    assert lines == [
+        "payout agent_id=a-0 coordinator=127.0.0.1:1 epoch=0 amount_iotx=0.25 rank=1/3 tx=-"
+    ]
 
 
 def test_a_ca_file_without_a_certificate_is_a_config_error(tmp_path: Path) -> None:
