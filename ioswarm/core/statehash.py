@@ -125,8 +125,11 @@ def py_sum_kv(namespace: str, keys: Sequence[bytes], values: Sequence[bytes]) ->
     return py_sum_records(map(encode_record, repeat(namespace), keys, values))
 
 
-if native is not None:
-    _native_sum_kv = native.keccak_sum_kv
+# A C module built before keccak_sum_kv existed (an install not rebuilt yet) lacks it.
+_KeyValueSum = Callable[[bytes, Sequence[bytes], Sequence[bytes]], bytes]
+_native_sum_kv: _KeyValueSum | None = getattr(native, "keccak_sum_kv", None)
+if _native_sum_kv is not None:
+    _c_sum_kv: _KeyValueSum = _native_sum_kv
 
     def sum_kv(namespace: str, keys: Sequence[bytes], values: Sequence[bytes]) -> int:
         """The sum of the digests of the records of ``namespace`` entries, modulo 2**256.
@@ -134,7 +137,7 @@ if native is not None:
         ``keys[i]`` holds ``values[i]``; the records are built and hashed in C.
         """
         head = _NS_HEADS.get(namespace) or _namespace_head(namespace)
-        return _from_be(_native_sum_kv(head, keys, values))
+        return _from_be(_c_sum_kv(head, keys, values))
 
 else:  # pragma: no cover - depends on the install
     sum_kv = py_sum_kv

@@ -23,6 +23,7 @@ def test_the_install_built_the_c_module() -> None:
     )
     assert statehash.HASH_RELEASES_GIL
     assert native.KECCAK_LANES in (1, 4)
+    assert hasattr(native, "keccak_sum_kv"), "ioswarm._speedups is stale: rebuild (make venv)"
 
 
 @pytest.mark.parametrize("stride", [2, 34, 101, 137, 138, 273, 300])
