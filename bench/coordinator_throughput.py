@@ -15,7 +15,21 @@ and prints:
 
 - tasks/s (accepted results per second of wall time),
 - each stream's share of the window's results: min, max and min/max (fairness),
-- CPU seconds of the server process and of the client process in the window.
+- tasks reassigned (deadline passed) and late results in the window,
+- CPU seconds of the server process and of the client process in the window,
+- the resident memory of the server process (coordinator, gRPC server, producer): at the end
+  of the window and its peak.
+
+``make bench`` runs the scaling sweep (``run``): 100, 500 and 1,000 saturated agents, each in a
+fresh process (so one run's memory does not count in the next one's RSS), then 100 agents with
+shadow mode on. Each window closes once 16 batches per agent were answered (or at its time
+cap), so the share figure, counted in whole batches, is as fine on a slow machine as on a fast
+one. Every point keeps about 25-32k tasks in flight in total (fewer per agent as the
+agents grow), as an operator would size ``maxInflightPerAgent``: the agents here answer at
+once, so every task in flight waits in the coordinator's pipeline, and a deeper one would only
+outlast the task timeout. What it does not measure: agents' validation work (answers are
+trivial), a node, or the network beyond loopback; the simulated agents share a few channels,
+where real ones would each have their own connection.
 
 The queue starts full (``prefill``), as for a coordinator facing a deep mempool, so the run
 measures the saturated steady state in which every batch is full. ``--trickle`` starts from
@@ -35,8 +49,10 @@ import asyncio
 import contextlib
 import cProfile
 import itertools
+import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +80,7 @@ from ioswarm.protocol import auth_metadata
 
 TARGET_TASKS_PER_SEC = 20_000
 TARGET_SHARE_RATIO = 0.8
+TARGET_RSS_MIB = 300  # at 1,000 agents
 SECRET = "bench-coordinator-master-secret"  # noqa: S105 - a throwaway secret on loopback
 WALLET = "0x" + "42" * 20
 CHAIN_ID = 4689
@@ -74,6 +91,7 @@ PRODUCER_CHUNK = 512  # most tasks submitted between two yields to the event loo
 TASK_TIMEOUT_MS = 5_000  # above the pipeline's queueing delay, so no task is reassigned
 CONNECT_TIMEOUT_SEC = 30.0
 CLIENT_SLACK_SEC = 30.0  # the client process gives up this long after the planned end
+JSON_PREFIX = "figures: "
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,10 @@ class BenchConfig:
     seconds: float = 10.0
     """Length of the measured window (it closes early if the tasks run out). Shares are
     counted in whole batches, so the window should hold a few dozen batches per agent."""
+    batches_per_agent: int = 0
+    """When above 0, the window also closes once this many full batches per agent were
+    answered, so the share figure has the same granularity however fast the machine is
+    (``seconds`` stays the cap)."""
     total_tasks: int = 600_000
     """Most tasks the producer creates over the whole run."""
     shadow: bool = False
@@ -128,6 +150,11 @@ def coordinator_config(bench: BenchConfig) -> CoordinatorConfig:
             "submitRatePerSec": 1_000_000.0,
             "submitBurst": 1_000_000,
             "heartbeatIntervalSec": 60,
+            # Real agents each have their own connection; here many share a few channels, so
+            # a channel carries a task stream and a SubmitResults call per simulated agent.
+            "limits": {
+                "grpcMaxStreamsPerConnection": 2 * -(-bench.agents // bench.channels) + 8,
+            },
         },
         {},
     )
@@ -275,7 +302,7 @@ def client_process(
     conn.close()
 
 
-def _cpu_of(pid: int) -> float | None:
+def process_cpu_sec(pid: int) -> float | None:
     """CPU seconds (user + system) of a process, from /proc; None where there is no /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -303,6 +330,26 @@ class _Snapshot:
     per_agent: dict[str, int]
     server_cpu: float
     client_cpu: float | None
+    rss_mib: float | None = None
+    peak_rss_mib: float | None = None
+
+
+def _rss_mib() -> tuple[float | None, float | None]:
+    """Resident and peak resident memory of this process in MiB, from /proc (None without)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None, None
+    kib = {
+        k: int(v.split()[0])
+        for k, v in (line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if k in ("VmRSS", "VmHWM")
+    }
+    rss, peak = kib.get("VmRSS"), kib.get("VmHWM")
+    return (
+        rss / 1024 if rss is not None else None,
+        peak / 1024 if peak is not None else None,
+    )
 
 
 def _snapshot(coordinator: Coordinator, client_pid: int | None) -> _Snapshot:
@@ -313,7 +360,7 @@ def _snapshot(coordinator: Coordinator, client_pid: int | None) -> _Snapshot:
         reassigned=coordinator.dispatcher.reassigned_total,
         per_agent={r.agent_id: r.results_accepted for r in coordinator.registry.all()},
         server_cpu=time.process_time(),
-        client_cpu=_cpu_of(client_pid) if client_pid is not None else None,
+        client_cpu=process_cpu_sec(client_pid) if client_pid is not None else None,
     )
 
 
@@ -323,6 +370,20 @@ async def _wait_until(condition: Callable[[], bool], limit: float, what: str) ->
         if time.monotonic() > end:
             raise TimeoutError(f"benchmark setup: {what} not reached in {limit:.0f}s")
         await asyncio.sleep(0.05)
+
+
+async def _window(
+    coordinator: Coordinator, producer: asyncio.Task[int], bench: BenchConfig, accepted: int
+) -> None:
+    enough = bench.batches_per_agent * bench.agents * bench.max_batch
+    end = time.monotonic() + bench.seconds
+    while not producer.done():
+        if enough and coordinator.totals.results_accepted - accepted >= enough:
+            return
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.wait({producer}, timeout=min(left, 0.05))
 
 
 async def measure(bench: BenchConfig, profile: cProfile.Profile | None = None) -> dict[str, Any]:
@@ -362,11 +423,13 @@ async def measure(bench: BenchConfig, profile: cProfile.Profile | None = None) -
         start = _snapshot(coordinator, client.pid)
         if profile is not None:
             profile.enable()
-        # The window closes after ``seconds``, or earlier when the producer has run out.
-        await asyncio.wait({producer}, timeout=bench.seconds)
+        # The window closes after ``seconds``, or earlier when the producer has run out or
+        # (with ``batches_per_agent``) when enough batches were answered.
+        await _window(coordinator, producer, bench, start.accepted)
         if profile is not None:
             profile.disable()
         stop = _snapshot(coordinator, client.pid)
+        stop.rss_mib, stop.peak_rss_mib = _rss_mib()
     finally:
         if producer is not None:
             producer.cancel()
@@ -418,6 +481,8 @@ def _figures(
         if client.get("batches")
         else None,
         "client_cpu_sec": round(client_cpu, 3) if client_cpu is not None else None,
+        "rss_mib": round(stop.rss_mib, 1) if stop.rss_mib is not None else None,
+        "peak_rss_mib": round(stop.peak_rss_mib, 1) if stop.peak_rss_mib is not None else None,
         "client": client,
     }
 
@@ -455,25 +520,109 @@ def report(fig: dict[str, Any]) -> None:
         f"  mean tasks per TaskBatch (whole run): {fig['tasks_per_batch']}; in window "
         f"{fig['tasks_reassigned']} tasks reassigned, {fig['results_late']} late results"
     )
+    if fig.get("rss_mib") is not None:
+        print(
+            f"  server process RSS: {fig['rss_mib']:.0f} MiB at the window's end, "
+            f"peak {fig['peak_rss_mib']:.0f} MiB"
+        )
 
 
-def run(
-    agents: int = 100,
-    seconds: float = 10.0,
-    max_batch: int = 128,
-    max_inflight: int = 256,
-    channels: int = 4,
-    shadow_run: bool = True,
-) -> dict[str, Any]:
-    """Run the benchmark (shadow off, then shadow on if asked), print and return figures."""
-    base = BenchConfig(
-        agents=agents,
-        seconds=seconds,
-        max_batch=max_batch,
-        max_inflight=max_inflight,
-        channels=channels,
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of the scaling sweep."""
+
+    agents: int
+    max_batch: int
+    max_inflight: int
+    channels: int
+    seconds: float
+    shadow: bool = False
+    batches_per_agent: int = 16
+
+
+# About 25-32k tasks in flight at every point (see the module docstring). Shares are counted
+# in whole batches: a window closes after 16 answered batches per agent (or at its time cap).
+SWEEP = (
+    SweepPoint(100, 128, 256, 4, 10.0),
+    SweepPoint(500, 64, 64, 8, 20.0),
+    SweepPoint(1000, 32, 32, 16, 30.0),
+    SweepPoint(100, 128, 256, 4, 10.0, shadow=True),
+)
+TASKS_PER_POINT = 2_000_000  # the producer's bound (a window needs at most ~0.6M)
+POINT_TIMEOUT_SEC = 150.0
+
+
+def measure_point(point: SweepPoint) -> dict[str, Any]:
+    """Run one sweep point in a fresh process (its own RSS) and return its figures."""
+    args = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        f"--agents={point.agents}",
+        f"--batch={point.max_batch}",
+        f"--inflight={point.max_inflight}",
+        f"--channels={point.channels}",
+        f"--seconds={point.seconds}",
+        f"--batches-per-agent={point.batches_per_agent}",
+        f"--tasks={TASKS_PER_POINT}",
+        "--json",
+        *(["--shadow"] if point.shadow else []),
+    ]
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=POINT_TIMEOUT_SEC, check=False
     )
-    return run_pair(base, shadow_run)
+    lines = done.stdout.splitlines()
+    figures = [line for line in lines if line.startswith(JSON_PREFIX)]
+    for line in lines:
+        if not line.startswith(JSON_PREFIX):
+            print(line)
+    if done.returncode != 0 or not figures:
+        tail = done.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"sweep point {point} failed: {' | '.join(tail)}")
+    result: dict[str, Any] = json.loads(figures[-1][len(JSON_PREFIX) :])
+    return result
+
+
+def _judge(value: float, target: float, higher: bool = True) -> str:
+    ratio = value / target if higher else (target / value if value else 0.0)
+    met = value >= target if higher else value < target
+    verdict = "met" if met else "MISSED"
+    return f"target {'>=' if higher else '<'} {target:g}, ratio {ratio:.2f} ({verdict})"
+
+
+def run(points: tuple[SweepPoint, ...] = SWEEP) -> dict[str, Any]:
+    """The scaling sweep: each point in its own process; prints a summary with targets."""
+    results: dict[str, Any] = {
+        "target_tasks_per_sec": TARGET_TASKS_PER_SEC,
+        "target_share_ratio": TARGET_SHARE_RATIO,
+        "target_rss_mib_at_1000": TARGET_RSS_MIB,
+        "points": [],
+    }
+    for point in points:
+        results["points"].append(measure_point(point))
+    print("coordinator scaling, saturated agents (real gRPC server, agents in one process):")
+    for fig in results["points"]:
+        shadow = ", shadow on" if fig["shadow"] else ""
+        print(
+            f"  {fig['agents']:>5} agents{shadow}: {fig['tasks_per_sec']:>9,.0f} tasks/s "
+            f"({_judge(fig['tasks_per_sec'], TARGET_TASKS_PER_SEC)}); "
+            f"fairness {fig['share_ratio']:.3f} "
+            f"({_judge(fig['share_ratio'], TARGET_SHARE_RATIO)}); "
+            f"{fig['tasks_reassigned']} reassigned; RSS peak {fig['peak_rss_mib'] or 0:.0f} MiB"
+        )
+    big = [f for f in results["points"] if f["agents"] == 1000 and not f["shadow"]]
+    if big:
+        top = big[0]
+        if top.get("peak_rss_mib") is not None:
+            print(
+                f"  coordinator RSS at 1000 agents: peak {top['peak_rss_mib']:.0f} MiB "
+                f"({_judge(top['peak_rss_mib'], TARGET_RSS_MIB, higher=False)})"
+            )
+        results["meets_target"] = (
+            top["tasks_per_sec"] >= TARGET_TASKS_PER_SEC
+            and top["share_ratio"] >= TARGET_SHARE_RATIO
+            and (top.get("peak_rss_mib") or 0.0) < TARGET_RSS_MIB
+        )
+    return results
 
 
 def run_pair(base: BenchConfig, shadow_run: bool = True) -> dict[str, Any]:
@@ -502,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inflight", type=int, default=d.max_inflight, help="maxInflightPerAgent")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured window")
     p.add_argument("--warmup", type=float, default=d.warmup_sec, help="warm-up seconds")
+    p.add_argument(
+        "--batches-per-agent",
+        type=int,
+        default=d.batches_per_agent,
+        help="close the window once this many batches per agent were answered (0: time only)",
+    )
     p.add_argument("--tasks", type=int, default=d.total_tasks, help="most tasks produced")
     p.add_argument("--shadow", action="store_true", help="one run with shadowMode on")
     p.add_argument("--both", action="store_true", help="shadow off, then shadow on")
@@ -509,7 +664,12 @@ def main(argv: list[str] | None = None) -> int:
         "--trickle", action="store_true", help="no prefill: tasks trickle in from the start"
     )
     p.add_argument("--profile", metavar="FILE", help="cProfile the server's window into FILE")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    p.add_argument("--sweep", action="store_true", help="the scaling sweep of make bench")
     args = p.parse_args(argv)
+    if args.sweep:
+        run()
+        return 0
     bench = BenchConfig(
         agents=args.agents,
         channels=args.channels,
@@ -517,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         max_inflight=args.inflight,
         warmup_sec=args.warmup,
         seconds=args.seconds,
+        batches_per_agent=args.batches_per_agent,
         total_tasks=args.tasks,
         shadow=args.shadow,
         prefill=not args.trickle,
@@ -525,7 +686,10 @@ def main(argv: list[str] | None = None) -> int:
         run_pair(bench)
         return 0
     profile = cProfile.Profile() if args.profile else None
-    report(asyncio.run(measure(bench, profile)))
+    figures = asyncio.run(measure(bench, profile))
+    report(figures)
+    if args.json:
+        print(JSON_PREFIX + json.dumps(figures), flush=True)
     if profile is not None:
         profile.dump_stats(args.profile)
         print(f"  server profile of the window: {args.profile}")

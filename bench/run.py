@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import (
+    agent_restart,
     agent_submit,
     conformance,
     coordinator_throughput,
@@ -28,6 +29,7 @@ def main() -> int:
         "l1_recovery": l1_recovery.run(),
         "coordinator_throughput": coordinator_throughput.run(),
         "latency": latency.run(),
+        "agent_restart": agent_restart.run(),
         "agent_submit": agent_submit.run(),
         "l3_execution": l3_execution.run(),
         "conformance": conformance.run(),

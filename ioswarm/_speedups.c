@@ -417,6 +417,81 @@ static PyObject *py_keccak_sum_list(PyObject *self, PyObject *arg) {
     return acc_to_bytes(acc);
 }
 
+/* Sum of the Keccak-256 digests of the records `head | key_len u32 BE | key | val_len u32 BE |
+ * value` built from parallel sequences of bytes (the state hash of one namespace's entries). */
+static PyObject *py_keccak_sum_kv(PyObject *self, PyObject *args) {
+    Py_buffer head;
+    PyObject *keys_arg, *values_arg;
+    uint64_t acc[4] = {0, 0, 0, 0};
+    if (!PyArg_ParseTuple(args, "y*OO:keccak_sum_kv", &head, &keys_arg, &values_arg)) return NULL;
+    PyObject *keys = PySequence_Fast(keys_arg, "keccak_sum_kv expects sequences of bytes");
+    PyObject *values = keys ? PySequence_Fast(values_arg, "keccak_sum_kv expects sequences of bytes") : NULL;
+    unsigned char *buf = NULL;
+    PyObject *out = NULL;
+    if (values == NULL) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    if (PySequence_Fast_GET_SIZE(values) != n) {
+        PyErr_SetString(PyExc_ValueError, "keccak_sum_kv: keys and values differ in length");
+        goto done;
+    }
+    PyObject **ks = PySequence_Fast_ITEMS(keys), **vs = PySequence_Fast_ITEMS(values);
+    Py_ssize_t total = 0, stride = -1;
+    int same = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(ks[i]) || !PyBytes_Check(vs[i])) {
+            PyErr_SetString(PyExc_TypeError, "keccak_sum_kv: keys and values must be bytes");
+            goto done;
+        }
+        Py_ssize_t kl = PyBytes_GET_SIZE(ks[i]), vl = PyBytes_GET_SIZE(vs[i]);
+        if ((unsigned long long)kl > 0xFFFFFFFFULL || (unsigned long long)vl > 0xFFFFFFFFULL) {
+            PyErr_SetString(PyExc_ValueError, "key and value must each be shorter than 4 GiB");
+            goto done;
+        }
+        Py_ssize_t rec = head.len + 8 + kl + vl;
+        if (stride < 0) stride = rec;
+        else if (rec != stride) same = 0;
+        total += rec;
+    }
+    buf = PyMem_Malloc(total ? (size_t)total : 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    unsigned char *p = buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t kl = PyBytes_GET_SIZE(ks[i]), vl = PyBytes_GET_SIZE(vs[i]);
+        memcpy(p, head.buf, (size_t)head.len);
+        p += head.len;
+        p[0] = (unsigned char)(kl >> 24), p[1] = (unsigned char)(kl >> 16);
+        p[2] = (unsigned char)(kl >> 8), p[3] = (unsigned char)kl;
+        memcpy(p + 4, PyBytes_AS_STRING(ks[i]), (size_t)kl);
+        p += 4 + kl;
+        p[0] = (unsigned char)(vl >> 24), p[1] = (unsigned char)(vl >> 16);
+        p[2] = (unsigned char)(vl >> 8), p[3] = (unsigned char)vl;
+        memcpy(p + 4, PyBytes_AS_STRING(vs[i]), (size_t)vl);
+        p += 4 + vl;
+    }
+    if (same && n) {
+        sum_run(buf, n, stride, 0, acc);
+    } else {
+        uint64_t a[25];
+        p = buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t rec = head.len + 8 + PyBytes_GET_SIZE(ks[i]) + PyBytes_GET_SIZE(vs[i]);
+            keccak256_lanes(p, rec, a);
+            add_digest(acc, a);
+            p += rec;
+        }
+    }
+    out = acc_to_bytes(acc);
+done:
+    PyMem_Free(buf);
+    Py_XDECREF(values);
+    Py_XDECREF(keys);
+    PyBuffer_Release(&head);
+    return out;
+}
+
 static PyObject *py_strided_slices(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t start, count, stride, offset, length;
@@ -547,6 +622,8 @@ static PyMethodDef METHODS[] = {
      "Sum mod 2**256 of the Keccak-256 digests of a strided run of records, 32 bytes BE."},
     {"keccak_sum_list", py_keccak_sum_list, METH_O,
      "Sum mod 2**256 of the Keccak-256 digests of a sequence of bytes, 32 bytes BE."},
+    {"keccak_sum_kv", py_keccak_sum_kv, METH_VARARGS,
+     "Sum mod 2**256 of the Keccak-256 digests of head|len|key|len|value records, 32 bytes BE."},
     {"strided_slices", py_strided_slices, METH_VARARGS,
      "List of equal-length slices taken at a fixed stride."},
     {"encode_entries", py_encode_entries, METH_VARARGS,

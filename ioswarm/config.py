@@ -17,8 +17,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-import yaml
-
 from ioswarm.configfile import (
     SECTION,
     ConfigNote,
@@ -714,6 +712,8 @@ def load_config(
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(str(path), f"cannot read config file: {exc.strerror}") from exc
+        import yaml  # noqa: PLC0415 - only a config file needs it; agents start without
+
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:

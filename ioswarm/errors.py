@@ -13,6 +13,7 @@
     ├── ValidationError          a transaction could not be decoded or validated
     ├── SettlementError          an on-chain reward settlement failed
     ├── StoreError               a local store (LMDB, files) failed
+    │   └── HashMismatch         a state diff does not hash to its post state hash
     ├── SnapshotFormatError      an IOSWSNAP file is malformed
     └── LoopFailed               a supervised loop crashed past its restart limit (fatal)
 
@@ -93,6 +94,17 @@ class SettlementError(IoswarmError):
 
 class StoreError(IoswarmError):
     """A local store failed."""
+
+
+class HashMismatch(StoreError):
+    """A diff of a group does not hash to the state hash it claims (the group is rolled back).
+
+    ``height`` is the diff that failed; the diffs of the group before it were consistent.
+    """
+
+    def __init__(self, message: str, height: int) -> None:
+        super().__init__(message)
+        self.height = height
 
 
 class SnapshotFormatError(IoswarmError):

@@ -13,16 +13,16 @@ import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.providers.async_base import AsyncBaseProvider
-
-from ioswarm.api.compat import LIVE_WINDOW_SEC
 from ioswarm.core.address import address_problem, canonical_address
 from ioswarm.errors import ConfigError, IoswarmError, ProtocolError
-from ioswarm.rewards.pool import PoolReader
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp, web3 and the pool reader load when a status is asked for, not whenever the agent
+# command's parser is built: `ioswarm agent` starts without them.
 
 HTTP_TIMEOUT_SEC = 10.0
 MAX_BODY = 4 << 20
@@ -104,6 +104,8 @@ async def agent_status(
     Raises :class:`IoswarmError` when the coordinator cannot be reached or does not know the
     agent (neither registered now nor ever paid), :class:`ProtocolError` on a malformed answer.
     """
+    import aiohttp  # noqa: PLC0415 - see the imports
+
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SEC)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         status = await _get(http, base, "/swarm/status")
@@ -146,6 +148,8 @@ async def agent_status(
 async def _get(
     http: aiohttp.ClientSession, base: str, path: str, params: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
+    import aiohttp  # noqa: PLC0415 - see the imports
+
     url = base + path
     try:
         async with http.get(url, params=params) as resp:
@@ -172,6 +176,8 @@ async def _get(
 
 
 def _connection(row: Mapping[str, Any] | None, wallet: str) -> dict[str, Any]:
+    from ioswarm.api.compat import LIVE_WINDOW_SEC  # noqa: PLC0415 - see the imports
+
     if row is None:
         return {"registered": False, "live": False, "connected": False}
     ago = float(row.get("last_heartbeat_sec_ago") or 0.0)
@@ -237,6 +243,11 @@ async def _claimable(
         }
     if not wallet:
         raise ConfigError("--wallet", "is required to read the pool (the agent is not registered)")
+    from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: PLC0415 - see the imports
+    from web3.providers.async_base import AsyncBaseProvider  # noqa: PLC0415
+
+    from ioswarm.rewards.pool import PoolReader  # noqa: PLC0415
+
     w3: AsyncWeb3[AsyncBaseProvider] = AsyncWeb3(
         AsyncHTTPProvider(rpc, exception_retry_configuration=None)
     )

@@ -13,8 +13,15 @@ and reconnects from the local height + 1 (a resync); the same diff failing
 out of its retention window), loads a fresh snapshot: the last resort, since it replaces the
 whole store. RESOURCE_EXHAUSTED (dropped as a slow subscriber) just reconnects and catches up.
 
-Diffs are applied on the event loop thread, between the validator's reads, so a validator on
-the same loop never sees the store move in the middle of an execution.
+Diffs are applied in groups: a reader task moves arriving diffs into a bounded queue, and
+whatever is queued when the applier is free (at most ``group_entries`` writes) is checked diff by
+diff and committed in one durable transaction with the height and state hash of its last diff;
+the next group is read and hashed while that commit flushes (:mod:`ioswarm.agent.l4groups`). A
+follower at the tip applies each diff as it comes; one that is behind commits many blocks per
+flush. A crash leaves the store at a group's boundary, data, height and hash together. The store
+work runs in worker threads so the event loop stays free; the L4 validator reads inside one LMDB
+read view and checks its height there, so it never sees the store move in the middle of an
+execution.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,9 +42,18 @@ import aiohttp
 import grpc
 import grpc.aio
 
+from ioswarm.agent.l4groups import (
+    GroupCommitter,
+    Queued,
+    chained,
+    next_group,
+    off_loop,
+    read_stream,
+)
 from ioswarm.core.diffchain import LinkKind, state_link_problem
 from ioswarm.errors import IoswarmError, ProtocolError, StoreError
 from ioswarm.proto import ioswarm_pb2 as pb
+from ioswarm.state.diffapply import PreparedGroup
 from ioswarm.state.snapshot_io import import_snapshot
 from ioswarm.state.store import DEFAULT_MAP_SIZE, StateStore
 
@@ -45,6 +62,12 @@ __all__ = ["FollowerStats", "StateFollower", "download_snapshot"]
 log = logging.getLogger("ioswarm.agent.l4sync")
 
 DEFAULT_MAX_REJECTS = 3
+# A group's writes are read, hashed and written in key order in one transaction. On a 1 GB
+# store almost every random write dirties its own 4 KiB page, which LMDB holds in memory until
+# the commit (and keeps for reuse after it): 50k writes hold ~200 MB. Against 25k-write groups
+# they take a fifth less CPU per entry (fewer branch pages and commits per entry).
+DEFAULT_GROUP_ENTRIES = 50_000
+_QUEUE_DIFFS = 256  # diffs read ahead of the applier; past that the stream waits (backpressure)
 _CHUNK = 1 << 20
 _DOWNLOAD_NAME = "snapshot.download"
 _STATE_DIR = "state"
@@ -66,6 +89,8 @@ class FollowerStats:
 
     diffs_applied: int = 0
     entries_applied: int = 0
+    commits: int = 0
+    """Durable commits that applied diffs (a group of diffs is one)."""
     resyncs: int = 0
     """Streams ended on purpose because of a gap or a rejected diff."""
     reconnects: int = 0
@@ -102,8 +127,10 @@ class StateFollower:
         map_size: int = DEFAULT_MAP_SIZE,
         sync: bool = True,
         http: aiohttp.ClientSession | None = None,
+        group_entries: int = DEFAULT_GROUP_ENTRIES,
     ) -> None:
-        """``apply_delay`` sleeps after each diff (a deliberately slow follower, for tests)."""
+        """``apply_delay`` sleeps after each diff (a deliberately slow follower, for tests: it
+        applies one diff at a time). ``group_entries`` bounds the writes of one group commit."""
         self.datadir = Path(datadir)
         self.agent_id = agent_id
         self.metadata = tuple(metadata)
@@ -111,6 +138,7 @@ class StateFollower:
         self.apply_delay = apply_delay
         self.max_rejects = max_rejects
         self.backoff_max = backoff_max
+        self.group_entries = group_entries
         self.stats = FollowerStats()
         self.ready = asyncio.Event()
         """Set while the store holds a complete state (after bootstrap or on reopen)."""
@@ -180,6 +208,26 @@ class StateFollower:
 
         Raises :class:`ProtocolError` for a gap or a hash mismatch; the store is unchanged then.
         """
+        applied = self._apply_one(diff)
+        if applied:
+            self._notify()
+        return applied
+
+    def apply_many(self, diffs: Sequence[pb.StateDiff]) -> int:
+        """Check consecutive diffs and apply them in one durable transaction; return how many.
+
+        Diffs at or below the local height are skipped. Each must follow the one before (or
+        the local height) and name its state hash as ``prev_state_hash``; each post hash is
+        verified inside the transaction. A diff that fails a check ends the group: the ones
+        before it are applied, then :class:`ProtocolError` is raised as :meth:`apply` would.
+        """
+        try:
+            return self._apply_group(diffs)
+        finally:
+            self._notify()
+
+    def _apply_one(self, diff: pb.StateDiff) -> bool:
+        """:meth:`apply` without waking waiters (safe off the event loop thread)."""
         store = self._open_store()
         height = diff.height
         if height <= self._height:
@@ -200,13 +248,51 @@ class StateFollower:
         except StoreError as exc:
             self.stats.rejected += 1
             raise ProtocolError(f"state diff {height} rejected: {exc}") from exc
+        self._record(height, digest, 1, len(diff.entries))
+        return True
+
+    def _apply_group(self, diffs: Sequence[pb.StateDiff]) -> int:
+        """:meth:`apply_many` without waking waiters (safe off the event loop thread)."""
+        store = self._open_store()
+        group: list[pb.StateDiff] = []
+        height, digest = self._height, self._hash
+        for diff in diffs:
+            if diff.height <= height and not group:
+                self.stats.duplicates += 1
+                continue
+            post = bytes(diff.post_state_hash)
+            prev = bytes(diff.prev_state_hash)
+            if state_link_problem(height, digest, diff.height, prev, post) is not None:
+                break  # _apply_one below raises the precise error once the group is in
+            group.append(diff)
+            height, digest = diff.height, post
+        applied = 0
+        if len(group) > 1:
+            try:
+                digest = store.apply_diffs(group)
+            except StoreError:
+                pass  # one by one below: the good ones are applied, the bad one named
+            else:
+                entries = sum(len(d.entries) for d in group)
+                self._record(group[-1].height, digest, len(group), entries)
+                applied = len(group)
+        for diff in diffs:
+            if diff.height > self._height and self._apply_one(diff):
+                applied += 1
+        return applied
+
+    def _record(self, height: int, digest: bytes, diffs: int, entries: int) -> None:
         self._height, self._hash = height, digest
-        self.stats.diffs_applied += 1
-        self.stats.entries_applied += len(diff.entries)
-        self.ready.set()  # a store built up from height 0 by diffs is complete too
+        self.stats.diffs_applied += diffs
+        self.stats.entries_applied += entries
+        self.stats.commits += 1
+
+    def _notify(self) -> None:
+        """Wake the waiters of a new height (on the event loop thread)."""
+        if self._height:
+            self.ready.set()  # a store built up from height 0 by diffs is complete too
         self._advanced.set()
         self._advanced = asyncio.Event()
-        return True
 
     def _open_store(self) -> StateStore:
         self.open()
@@ -245,28 +331,12 @@ class StateFollower:
             await asyncio.sleep(delay if failures > 1 else 0.05)
 
     def _on_rpc_error(self, exc: grpc.aio.AioRpcError) -> None:
-        code = exc.code()
+        code = _log_rpc_error(exc, self.agent_id, self._height)
         if code == grpc.StatusCode.OUT_OF_RANGE:
             self.stats.out_of_range += 1
             self._need_snapshot = True
-            log.warning(
-                "state height out of the coordinator's window agent_id=%s height=%d",
-                self.agent_id,
-                self._height,
-            )
         elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             self.stats.dropped += 1
-            log.info(
-                "state stream dropped as slow agent_id=%s height=%d", self.agent_id, self._height
-            )
-        else:
-            log.warning(
-                "state stream failed agent_id=%s height=%d status=%s detail=%s",
-                self.agent_id,
-                self._height,
-                code.name,
-                exc.details(),
-            )
 
     async def _follow(self, stub: DiffStub) -> None:
         """One stream from the local height + 1; returns when the coordinator ends it."""
@@ -277,18 +347,48 @@ class StateFollower:
             pb.StreamStateDiffsRequest(agent_id=self.agent_id, from_height=self._height + 1),
             metadata=self.metadata,
         )
+        queue: asyncio.Queue[Queued] = asyncio.Queue(1 if self.apply_delay else _QUEUE_DIFFS)
+        reader = asyncio.create_task(read_stream(call, queue))
+        committer = GroupCommitter(self._open_store(), self._committed)
         try:
-            async for diff in call:
-                try:
-                    self.apply(diff)
-                except ProtocolError as exc:
-                    self._count_reject(diff.height)
-                    raise _Resync(str(exc)) from exc
-                self._rejects = (0, 0)
+            while group := await next_group(queue, self.group_entries, bool(self.apply_delay)):
+                await self._apply_queued(committer, group)
                 if self.apply_delay:
                     await asyncio.sleep(self.apply_delay)
         finally:
+            reader.cancel()
             call.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await committer.close()
+            self._notify()
+
+    async def _apply_queued(self, committer: GroupCommitter, group: list[pb.StateDiff]) -> None:
+        """Hand a clean group to the committer; apply any other one by one, naming the bad diff."""
+        tip = committer.tip or (self._height, self._hash)
+        clean = chained(group, *tip)
+        if clean is not None:
+            skipped, run = clean
+            self.stats.duplicates += skipped
+            try:
+                if run:
+                    await committer.submit(run)
+                self._rejects = (0, 0)
+                return
+            except StoreError:
+                pass  # a post hash that does not match: named below
+        await committer.drain()
+        try:
+            await off_loop(partial(self._apply_group, group))
+        except ProtocolError as exc:
+            self._count_reject(self._height + 1)
+            raise _Resync(str(exc)) from exc
+        finally:
+            self._notify()
+        self._rejects = (0, 0)
+
+    def _committed(self, group: PreparedGroup, diffs: Sequence[pb.StateDiff]) -> None:
+        self._record(group.height, group.digest, len(diffs), sum(len(d.entries) for d in diffs))
+        self._notify()
 
     def _count_reject(self, height: int) -> None:
         at, count = self._rejects
@@ -358,6 +458,26 @@ class StateFollower:
         self._advanced.set()
         self._advanced = asyncio.Event()
         log.info("state loaded from snapshot agent_id=%s height=%d", self.agent_id, height)
+
+
+def _log_rpc_error(exc: grpc.aio.AioRpcError, agent_id: str, height: int) -> grpc.StatusCode:
+    """Log why a diff stream ended; return its status code."""
+    code: grpc.StatusCode = exc.code()
+    if code == grpc.StatusCode.OUT_OF_RANGE:
+        log.warning(
+            "state height out of the coordinator's window agent_id=%s height=%d", agent_id, height
+        )
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        log.info("state stream dropped as slow agent_id=%s height=%d", agent_id, height)
+    else:
+        log.warning(
+            "state stream failed agent_id=%s height=%d status=%s detail=%s",
+            agent_id,
+            height,
+            code.name,
+            exc.details(),
+        )
+    return code
 
 
 def _is_url(source: str) -> bool:

@@ -29,7 +29,6 @@ from ioswarm import __version__
 from ioswarm.agent.validators import GatedValidator, Validator
 from ioswarm.config import AgentConfig
 from ioswarm.core.linkfailure import FailureKind, PermanentFailure, permanent_failure
-from ioswarm.core.rewards import iotx_text
 from ioswarm.core.submitbudget import SubmitBudget
 from ioswarm.errors import AuthError, ConfigError, ProtocolError
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -367,6 +366,8 @@ class CoordinatorLink:
         if not resp.HasField("payout"):
             return
         p = resp.payout
+        from ioswarm.core.rewards import iotx_text  # noqa: PLC0415 - reward math loads on a payout
+
         # amount_wei is exact; the float is for display only when the wei string is missing.
         amount = iotx_text(int(p.amount_wei)) if p.amount_wei.isdigit() else f"{p.amount_iotx:g}"
         log.info(

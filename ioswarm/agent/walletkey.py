@@ -15,8 +15,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_keys.datatypes import PrivateKey
-
 from ioswarm.core.address import to_checksum, to_io
 from ioswarm.errors import ConfigError
 
@@ -36,6 +34,9 @@ class WalletKey:
     @property
     def address(self) -> str:
         """The EIP-55 0x address."""
+        # eth_keys loads when a wallet key is used, not with every agent start.
+        from eth_keys.datatypes import PrivateKey  # noqa: PLC0415
+
         raw = PrivateKey(self.private_key).public_key.to_canonical_address()
         return to_checksum("0x" + raw.hex())
 

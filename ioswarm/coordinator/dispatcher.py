@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ioswarm.coordinator.metrics import CoordinatorMetrics
-from ioswarm.coordinator.wire import task_to_pb
+from ioswarm.coordinator.wire import add_task_pb
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import Level, Task
 from ioswarm.core.retention import TableSize
@@ -81,7 +81,6 @@ class Dispatcher:
         self._rng = random.Random()  # only shuffles positions; see _send
         self._predicted: dict[int, PredictedContext] = {}
         self._streams: dict[str, AgentStream] = {}
-        self._packages: dict[int, pb.TaskPackage] = {}
         self._sent_at: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -90,6 +89,9 @@ class Dispatcher:
         # Metric children per level, looked up once: ``labels()`` costs more than ``inc()``.
         self._created: dict[Level, Any] = {}
         self._dispatched: dict[Level, Any] = {}
+        # Tasks created since the last flush, per level: counted in the metric once per loop
+        # tick (``step``), not once per task.
+        self._created_unflushed: dict[Level, int] = {}
         self.reassigned_total = 0
         self.dispatched_total = 0
         self.dropped_total = 0
@@ -144,7 +146,6 @@ class Dispatcher:
         """Sizes and bounds of the per-task tables (open tasks only) and the streams."""
         open_bound = self.scheduler.open_bound
         return {
-            "dispatch_packages": TableSize(len(self._packages), open_bound),
             "dispatch_sent_at": TableSize(len(self._sent_at), open_bound),
             "dispatch_predicted": TableSize(len(self._predicted), open_bound),
             "dispatch_streams": TableSize(len(self._streams), self.scheduler.max_agents),
@@ -156,7 +157,6 @@ class Dispatcher:
         """Take back a queued task nobody will take (e.g. a re-verification no other agent
         is there for)."""
         self.scheduler.cancel(task_id)
-        self._packages.pop(task_id, None)
         self._sent_at.pop(task_id, None)
         self._predicted.pop(task_id, None)
 
@@ -166,14 +166,22 @@ class Dispatcher:
             self.dropped_total += 1
             self.metrics.tasks_dropped.labels(reason="queue_full").inc()
             return False
-        self._packages[task.task_id] = task_to_pb(task)
-        created = self._created.get(task.level)
-        if created is None:
-            created = self.metrics.tasks_created.labels(level=task.level.name)
-            self._created[task.level] = created
-        created.inc()
+        unflushed = self._created_unflushed
+        unflushed[task.level] = unflushed.get(task.level, 0) + 1
         self._wake.set()
         return True
+
+    def flush_metrics(self) -> None:
+        """Count the tasks created since the last flush (``step`` calls this every tick)."""
+        if not self._created_unflushed:
+            return
+        for level, count in self._created_unflushed.items():
+            created = self._created.get(level)
+            if created is None:
+                created = self.metrics.tasks_created.labels(level=level.name)
+                self._created[level] = created
+            created.inc(count)
+        self._created_unflushed = {}
 
     def finish(
         self, agent_id: str, task_id: int
@@ -183,7 +191,6 @@ class Dispatcher:
         task = self.scheduler.complete(agent_id, task_id)
         if task is None:
             return None
-        self._packages.pop(task_id, None)
         sent = self._sent_at.pop(task_id, None)
         predicted = self._predicted.pop(task_id, None)
         self.wake()
@@ -201,7 +208,6 @@ class Dispatcher:
             self.reassigned_total += 1
             self.metrics.tasks_reassigned.inc()
         else:
-            self._packages.pop(task_id, None)
             self._on_dropped(task_id)
             self.dropped_total += 1
             self.metrics.tasks_dropped.labels(reason="declined").inc()
@@ -213,6 +219,7 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()
+        self.flush_metrics()
         for stream in list(self._streams.values()):
             self._end(stream)
 
@@ -236,6 +243,7 @@ class Dispatcher:
     def step(self) -> None:
         """One round: expire overdue tasks, then assign and enqueue batches."""
         now = self._clock()
+        self.flush_metrics()
         report = self.scheduler.expire(now)
         if report.reassigned:
             self.reassigned_total += len(report.reassigned)
@@ -246,7 +254,6 @@ class Dispatcher:
                 ",".join(sorted(report.overdue_agents)),
             )
         for task_id in report.dropped:
-            self._packages.pop(task_id, None)
             self._sent_at.pop(task_id, None)
             self._predicted.pop(task_id, None)
             self._on_dropped(task_id)
@@ -286,14 +293,13 @@ class Dispatcher:
         task = self._extra(agent_id, group)
         if task is None or not self.scheduler.adopt(task, agent_id, now):
             return
-        self._packages[task.task_id] = task_to_pb(task)
         group.insert(self._rng.randint(0, len(group)), task)
 
     def _send(self, assignments: dict[str, list[Task]], now: float) -> None:
         """Put one TaskBatch per assigned agent on its stream's outbox."""
         wall_ms = int(self._wall() * 1000)
         chain_id = self._chain_id()
-        packages, sent_at = self._packages, self._sent_at
+        sent_at = self._sent_at
         levels: dict[Level, int] = {}
         for agent_id, tasks in assignments.items():
             stream = self._streams.get(agent_id)
@@ -309,9 +315,12 @@ class Dispatcher:
                     timestamp=wall_ms,
                     chain_id=chain_id,
                 )
-                batch.tasks.extend([packages[t.task_id] for t in group])
                 executing = False
+                add = batch.tasks.add
                 for t in group:
+                    # The message is built here, in the batch, once per send: a queued task
+                    # holds no protobuf, and none is copied.
+                    add_task_pb(add, t)
                     sent_at[t.task_id] = now
                     levels[t.level] = levels.get(t.level, 0) + 1
                     executing = executing or t.level >= Level.L3

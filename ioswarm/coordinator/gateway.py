@@ -17,7 +17,7 @@ from ioswarm.coordinator.chainwatch import Head
 from ioswarm.coordinator.comparisons import ComparisonCounter
 from ioswarm.coordinator.dispatcher import AgentStream, Dispatcher
 from ioswarm.coordinator.integrity import IntegrityDesk
-from ioswarm.coordinator.metrics import CoordinatorMetrics, TaskStages
+from ioswarm.coordinator.metrics import CoordinatorMetrics, HistogramBatch, TaskStages
 from ioswarm.coordinator.wire import level_from_pb, verdict_from_pb
 from ioswarm.core.address import canonical_address
 from ioswarm.core.execution import MISSING_STATE, STATE_HEIGHT_UNAVAILABLE
@@ -94,7 +94,7 @@ class AgentGateway:
             scheduler.classify,
             clock,
         )
-        self._level_metrics: dict[Level, tuple[Any, Any, Any]] = {}
+        self._level_metrics: dict[Level, tuple[Any, HistogramBatch, HistogramBatch]] = {}
         self._update_agent_gauge()  # every level shows 0 before the first registration
 
     def register(
@@ -176,16 +176,17 @@ class AgentGateway:
                 "(the codec is fixed at registration: register again to change it)",
             )
 
-    def _result_metrics(self, level: Level) -> tuple[Any, Any, Any]:
+    def _result_metrics(self, level: Level) -> tuple[Any, HistogramBatch, HistogramBatch]:
         """Accepted-results counter and latency histograms of a level; ``labels()`` is looked
-        up once per level, not three times per result."""
+        up once per level, not three times per result, and the histograms are written once
+        per submitted batch (``submit`` flushes them)."""
         children = self._level_metrics.get(level)
         if children is None:
             name = level.name
             children = (
                 self._metrics.results.labels(level=name, disposition="accepted"),
-                self._metrics.task_latency.labels(level=name),
-                self._metrics.agent_latency.labels(level=name),
+                HistogramBatch(self._metrics.task_latency.labels(level=name)),
+                HistogramBatch(self._metrics.agent_latency.labels(level=name)),
             )
             self._level_metrics[level] = children
         return children
@@ -289,6 +290,11 @@ class AgentGateway:
                 # Only registered agents get a record: a departed id must not grow the book.
                 self.note_refused(agent_id, exc.status)
             raise
+        finally:
+            for _, task_latency, agent_latency in self._level_metrics.values():
+                task_latency.flush()
+                agent_latency.flush()
+            self._stages.flush()
 
     def note_refused(self, agent_id: str, status: str) -> None:
         """A call of an authenticated agent was refused (e.g. a body id not its own)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -194,6 +195,45 @@ class CoordinatorMetrics:
         self.registry.register(_LoopStates(states))
 
 
+class HistogramBatch:
+    """Observations for one histogram child, gathered over a batch and written at ``flush``.
+
+    ``Histogram.observe`` takes two locks and walks the buckets in Python on every call, a few
+    microseconds a task; here an observation is one bisect and two additions, and a flush is one
+    locked add per bucket that was hit. The child's bucket and sum values are reached through
+    prometheus_client's own attributes (``_upper_bounds``, ``_buckets``, ``_sum``); a test
+    compares the exported histogram with one fed by ``observe``, so a change there shows.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_pending", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._pending = False
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose upper bound is at or above it."""
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+        self._pending = True
+
+    def flush(self) -> None:
+        """Add what was observed since the last flush to the histogram."""
+        if not self._pending:
+            return
+        buckets, counts = self._child._buckets, self._counts
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+        self._pending = False
+
+
 class _LoopStates(Collector):
     """``ioswarm_loop_up``: read from the loop supervisor at each scrape, never stale."""
 
@@ -249,17 +289,26 @@ class TableCollector(Collector):
 
 class TaskStages:
     """Observes a finished task's stages in ``ioswarm_task_stage_seconds`` (each level's
-    children looked up once)."""
+    children looked up once, observations gathered in :class:`HistogramBatch` until
+    :meth:`flush`)."""
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
-        self._children: dict[Level, tuple[Any, ...]] = {}
+        self._children: dict[Level, tuple[HistogramBatch, ...]] = {}
+
+    def flush(self) -> None:
+        for children in self._children.values():
+            for child in children:
+                child.flush()
 
     def observe(self, task: Task, dispatched_for: float, now: float) -> None:
         """``dispatched_for``: seconds from the (last) dispatch to the result at ``now``."""
         c = self._children.get(task.level)
         if c is None:
-            c = tuple(self._histogram.labels(stage=s, level=task.level.name) for s in STAGES)
+            c = tuple(
+                HistogramBatch(self._histogram.labels(stage=s, level=task.level.name))
+                for s in STAGES
+            )
             self._children[task.level] = c
         c[2].observe(dispatched_for)
         if task.queued_at:

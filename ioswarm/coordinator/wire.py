@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ioswarm.core.execshadow import ExecEffects, Log
 from ioswarm.core.models import Level, Task, Verdict
 from ioswarm.proto import ioswarm_pb2 as pb
@@ -9,7 +11,14 @@ from ioswarm.protocol import account_state_to_pb, decode_u256, snapshot_to_pb
 
 
 def task_to_pb(task: Task) -> pb.TaskPackage:
-    msg = pb.TaskPackage(
+    """The task as it travels to an agent."""
+    return add_task_pb(pb.TaskPackage, task)
+
+
+def add_task_pb(add: Callable[..., pb.TaskPackage], task: Task) -> pb.TaskPackage:
+    """Build the task's message with ``add`` (a batch's ``tasks.add``, which builds it in
+    place, or the message class itself) and return it."""
+    msg = add(
         task_id=task.task_id,
         tx_raw=task.raw_tx,
         level=task.level.name,

@@ -17,9 +17,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
+from ioswarm.core.agentorder import AgentsByLoad, AgentSlot
 from ioswarm.core.models import Level, Task
 from ioswarm.core.retention import TableSize
 
@@ -37,15 +38,6 @@ class Completion(Enum):
 
 # EIP-7825's cap on a transaction's gas limit: no deadline grows past what it allows.
 MAX_TX_GAS = 2**24
-
-
-@dataclass(slots=True)
-class _AgentSlot:
-    agent_id: str
-    level: Level
-    limit: int  # most unanswered tasks it may hold (lower while throttled)
-    inflight: set[int] = field(default_factory=set)
-    assigned_total: int = 0
 
 
 @dataclass(slots=True)
@@ -114,47 +106,6 @@ class FinishedTasks:
         return Completion.LATE if agent_id in past else Completion.FOREIGN
 
 
-def _pick(
-    agents: dict[str, _AgentSlot],
-    heap: list[tuple[int, str]],
-    state: _TaskState,
-    out: dict[str, list[Task]],
-    max_batch: int,
-) -> str | None:
-    """The least-loaded agent for a task that has agents to avoid: those that already had it
-    are a last resort, its ``avoid`` agent never."""
-    held: list[tuple[int, str]] = []
-    barred: list[tuple[int, str]] = []
-    chosen: str | None = None
-    while heap:
-        load, agent_id = heapq.heappop(heap)
-        slot = agents.get(agent_id)
-        if slot is None or len(slot.inflight) != load:
-            if slot is not None and len(slot.inflight) < slot.limit:
-                heapq.heappush(heap, (len(slot.inflight), agent_id))
-            continue
-        if len(out.get(agent_id, ())) >= max_batch or load >= slot.limit:
-            continue  # full for this round
-        if agent_id == state.task.avoid:
-            barred.append((load, agent_id))
-            continue
-        if agent_id in state.past and state.attempts > 0:
-            held.append((load, agent_id))
-            continue
-        chosen = agent_id
-        break
-    if chosen is None and held:
-        held.sort()
-        chosen = held.pop(0)[1]
-    for item in (*held, *barred):
-        heapq.heappush(heap, item)
-    if chosen is not None:
-        slot = agents[chosen]
-        if len(slot.inflight) + 1 < slot.limit:
-            heapq.heappush(heap, (len(slot.inflight) + 1, chosen))
-    return chosen
-
-
 class Scheduler:
     """Least-loaded assignment with per-task deadlines and failover."""
 
@@ -182,7 +133,10 @@ class Scheduler:
         self.open_bound = queue_size + held
         self.deadline_limit = 2 * held + 1
         self._now = 0.0
-        self._agents: dict[str, _AgentSlot] = {}
+        self._agents: dict[str, AgentSlot] = {}
+        self._by_load = AgentsByLoad(self._agents, max_inflight_per_agent)
+        # Agents per level, for can_serve without a scan.
+        self._levels: dict[Level, int] = dict.fromkeys(Level, 0)
         self._tasks: dict[int, _TaskState] = {}
         self._ready: deque[int] = deque()
         # One entry per assign round, not per task: every task of a round shares its deadline,
@@ -207,9 +161,16 @@ class Scheduler:
         """Make an agent eligible for tasks up to ``level`` (idempotent; keeps its inflight)."""
         slot = self._agents.get(agent_id)
         if slot is None:
-            self._agents[agent_id] = _AgentSlot(agent_id, level, self.max_inflight)
-        else:
+            slot = AgentSlot(agent_id, level, self.max_inflight)
+            self._agents[agent_id] = slot
+        elif slot.level is not level:
+            self._levels[slot.level] -= 1
+            self._by_load.forget_level(slot)
             slot.level = level
+        else:
+            return
+        self._levels[level] += 1
+        self._by_load.touch(slot)
 
     def set_limit(self, agent_id: str, limit: int | None) -> None:
         """Cap the agent's unanswered tasks below ``maxInflightPerAgent`` (a throttle), or lift
@@ -218,6 +179,7 @@ class Scheduler:
         if slot is not None:
             cap = self.max_inflight
             slot.limit = cap if limit is None else max(0, min(limit, cap))
+            self._by_load.touch(slot)
 
     def task(self, task_id: int) -> Task | None:
         """An open task by id."""
@@ -229,6 +191,7 @@ class Scheduler:
         slot = self._agents.pop(agent_id, None)
         if slot is None:
             return []
+        self._levels[slot.level] -= 1  # its heap entries are stale: the slot is gone
         requeued = []
         for task_id in sorted(slot.inflight):
             state = self._tasks.get(task_id)
@@ -276,92 +239,57 @@ class Scheduler:
         """
         out: dict[str, list[Task]] = {}
         self._now = max(self._now, now)
-        agents = self._agents
-        max_inflight = self.max_inflight
-        # An agent still holding a batch or more of work is topped up only once it has room
-        # for a full batch: a sliver now gains it nothing, and agents that answer batch by
-        # batch would keep getting slivers back for as long as they run.
-        fill = min(max_batch, max_inflight)
-        free = 0
-        for s in agents.values():
-            room = s.limit - len(s.inflight)
-            if room > 0 and (room >= min(fill, s.limit) or len(s.inflight) < max_batch):
-                free += min(max_batch, room)
         ready = self._ready
-        if not ready or free <= 0:
+        if not ready:
             return out
         tasks = self._tasks
-        heappop, heapreplace = heapq.heappop, heapq.heapreplace
-        heaps: dict[Level, list[tuple[int, str]]] = {}
+        by_load = self._by_load
+        by_load.start_round(max_batch)
+        # Lowest task level no agent has room for in this round (none freed mid-round).
+        exhausted: Level | None = None
         skipped: list[int] = []
         deadline = now + self.task_timeout
         due: dict[float, list[tuple[int, int]]] = {}
         timeout_for = self.timeout_for
-        while ready and free > 0:
+        while ready:
             task_id = ready.popleft()
             state = tasks.get(task_id)
             if state is None or state.assignee is not None:
                 continue
-            level = state.task.level
-            heap = heaps.get(level)
-            if heap is None:
-                heap = [
-                    (len(s.inflight), s.agent_id)
-                    for s in agents.values()
-                    if s.level >= level
-                    and len(s.inflight) < s.limit
-                    and (
-                        s.limit - len(s.inflight) >= min(fill, s.limit)
-                        or len(s.inflight) < max_batch
-                    )
-                ]
-                heapq.heapify(heap)
-                heaps[level] = heap
-            chosen: str | None = None
-            if state.attempts or state.task.avoid:
-                chosen = _pick(agents, heap, state, out, max_batch) if heap else None
-            else:
-                # A task never sent before has no agents to avoid: _pick without the held
-                # list. Each agent has at most one heap entry, so replacing the top entry
-                # leaves the heap exactly as _pick's pop-then-push would.
-                while heap:
-                    load, agent_id = heap[0]
-                    slot = agents.get(agent_id)
-                    if slot is None or len(slot.inflight) != load:
-                        if slot is not None and len(slot.inflight) < slot.limit:
-                            heapreplace(heap, (len(slot.inflight), agent_id))
-                        else:
-                            heappop(heap)
-                        continue
-                    batch = out.get(agent_id)
-                    if (batch is not None and len(batch) >= max_batch) or load >= slot.limit:
-                        heappop(heap)  # full for this round
-                        continue
-                    if load + 1 < slot.limit:
-                        heapreplace(heap, (load + 1, agent_id))
-                    else:
-                        heappop(heap)
-                    chosen = agent_id
-                    break
-            if chosen is None:
+            task = state.task
+            level = task.level
+            if exhausted is not None and level >= exhausted:
                 skipped.append(task_id)
                 continue
-            slot = agents[chosen]
+            if state.attempts or task.avoid:
+                # Those that had it are a last resort (after a timeout), its avoid agent never.
+                slot = by_load.take(level, task.avoid, state.past if state.attempts else ())
+            else:
+                slot = by_load.take(level)
+            if slot is None:
+                skipped.append(task_id)
+                if not state.attempts and not task.avoid:
+                    exhausted = level
+                    if level is Level.L1:
+                        break  # nobody has room left: the rest stay queued, in order
+                continue
+            chosen = slot.agent_id
             slot.inflight.add(task_id)
             slot.assigned_total += 1
+            by_load.after_assign(slot)
             state.assignee = chosen
             state.attempts += 1
-            task_deadline = deadline if level < Level.L3 else now + timeout_for(state.task)
+            task_deadline = deadline if level < Level.L3 else now + timeout_for(task)
             state.deadline = task_deadline
             if chosen not in state.past:
                 state.past += (chosen,)
             due.setdefault(task_deadline, []).append((task_id, state.attempts))
             batch = out.get(chosen)
             if batch is None:
-                out[chosen] = [state.task]
+                out[chosen] = [task]
             else:
-                batch.append(state.task)
-            free -= 1
+                batch.append(task)
+        by_load.end_round()
         for at, entries in due.items():
             heapq.heappush(self._deadlines, (at, next(self._rounds), entries))
         ready.extendleft(reversed(skipped))
@@ -369,7 +297,11 @@ class Scheduler:
 
     def can_serve(self, level: Level, other_than: str) -> bool:
         """Some agent other than ``other_than`` takes tasks of ``level``."""
-        return any(s.level >= level and a != other_than for a, s in self._agents.items())
+        able = sum(n for lv, n in self._levels.items() if lv >= level)
+        other = self._agents.get(other_than)
+        if other is not None and other.level >= level:
+            able -= 1
+        return able > 0
 
     def waiting(self, task_id: int) -> bool:
         """The task is queued and held by no agent (never sent, or given back)."""
@@ -387,6 +319,7 @@ class Scheduler:
         self._tasks[task.task_id] = state
         slot.inflight.add(task.task_id)
         slot.assigned_total += 1
+        self._by_load.touch(slot)
         heapq.heappush(self._deadlines, (deadline, next(self._rounds), [(task.task_id, 1)]))
         return True
 
@@ -405,11 +338,16 @@ class Scheduler:
         if state is None or state.assignee != agent_id:
             return None  # not Completion.ACCEPTED
         del self._tasks[task_id]
+        self._unload(agent_id, task_id)
+        self._remember_done(task_id, state.past, agent_id)
+        return state.task
+
+    def _unload(self, agent_id: str, task_id: int) -> None:
+        """The agent no longer holds the task: its place in the order moves up."""
         slot = self._agents.get(agent_id)
         if slot is not None:
             slot.inflight.discard(task_id)
-        self._remember_done(task_id, state.past, agent_id)
-        return state.task
+            self._by_load.touch(slot)
 
     def _remember_done(self, task_id: int, past: tuple[str, ...], answered_by: str = "") -> None:
         self._done.remember(task_id, past, answered_by, self._now)
@@ -440,9 +378,7 @@ class Scheduler:
         state = self._tasks.get(task_id)
         if state is None or state.assignee != agent_id:
             return False
-        slot = self._agents.get(agent_id)
-        if slot is not None:
-            slot.inflight.discard(task_id)
+        self._unload(agent_id, task_id)
         state.assignee = None
         if state.attempts >= self.max_attempts:
             del self._tasks[task_id]
@@ -457,9 +393,7 @@ class Scheduler:
         if state is None:
             return
         if state.assignee is not None:
-            slot = self._agents.get(state.assignee)
-            if slot is not None:
-                slot.inflight.discard(task_id)
+            self._unload(state.assignee, task_id)
         self._remember_done(task_id, state.past)
 
     def expire(self, now: float) -> ExpireReport:
@@ -483,9 +417,7 @@ class Scheduler:
         late.sort()
         for _, task_id, assignee in late:
             state = tasks[task_id]
-            slot = self._agents.get(assignee)
-            if slot is not None:
-                slot.inflight.discard(task_id)
+            self._unload(assignee, task_id)
             overdue[assignee] = overdue.get(assignee, 0) + 1
             state.assignee = None
             if state.attempts >= self.max_attempts:
@@ -504,6 +436,7 @@ class Scheduler:
         """Sizes and bounds of the scheduler's tables."""
         return {
             "scheduler_agents": TableSize(len(self._agents), self.max_agents),
+            "scheduler_agent_order": TableSize(self._by_load.entries(), 2 * self.max_agents + 64),
             "scheduler_open_tasks": TableSize(len(self._tasks), self.open_bound),
             "scheduler_ready": TableSize(len(self._ready), self.open_bound),
             "scheduler_deadlines": TableSize(len(self._deadlines), self.deadline_limit),

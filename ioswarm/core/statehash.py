@@ -27,9 +27,10 @@ remains the authority. Use a Merkle commitment if that threat model ever changes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from importlib import import_module
+from itertools import repeat
 from operator import methodcaller
 
 from eth_hash.auto import keccak as _eth_keccak
@@ -117,6 +118,36 @@ if native is not None:
 else:  # pragma: no cover - depends on the install
     sum_records = py_sum_records
     sum_spans = py_sum_spans
+
+
+def py_sum_kv(namespace: str, keys: Sequence[bytes], values: Sequence[bytes]) -> int:
+    """The sum of the digests of the records of ``namespace`` entries, modulo 2**256."""
+    return py_sum_records(map(encode_record, repeat(namespace), keys, values))
+
+
+# A C module built before keccak_sum_kv existed (an install not rebuilt yet) lacks it.
+_KeyValueSum = Callable[[bytes, Sequence[bytes], Sequence[bytes]], bytes]
+_native_sum_kv: _KeyValueSum | None = getattr(native, "keccak_sum_kv", None)
+if _native_sum_kv is not None:
+    _c_sum_kv: _KeyValueSum = _native_sum_kv
+
+    def sum_kv(namespace: str, keys: Sequence[bytes], values: Sequence[bytes]) -> int:
+        """The sum of the digests of the records of ``namespace`` entries, modulo 2**256.
+
+        ``keys[i]`` holds ``values[i]``; the records are built and hashed in C.
+        """
+        head = _NS_HEADS.get(namespace) or _namespace_head(namespace)
+        return _from_be(_c_sum_kv(head, keys, values))
+
+else:  # pragma: no cover - depends on the install
+    sum_kv = py_sum_kv
+
+
+def _namespace_head(namespace: str) -> bytes:
+    return encode_record(namespace, b"", b"")[:-8]
+
+
+_NS_HEADS = {ns: _namespace_head(ns) for ns in ("Account", "Code", "Storage")}
 
 HASH_RELEASES_GIL = native is not None
 """True when :func:`sum_spans` runs without the GIL (worth a helper thread)."""

@@ -215,7 +215,7 @@ def import_snapshot(
     the compressed bytes read of the file's size.
     """
     path = Path(path)
-    with _wrap_errors(path), _gunzip_threaded(path) as chunks:
+    with _wrap_errors(path), _gunzip_threaded(path, hash_file=False) as chunks:
         reader = SnapshotReader(chunks)
         header = reader.header  # a wrong file fails here, before the store is touched
         batches: Iterable[EntryBatch] = reader.batches()
@@ -339,11 +339,16 @@ class _GzipFileWriter:
 
 
 class _Gunzip:
-    """Decompressed chunks of a gzip file (all members), with the file's size and sha256."""
+    """Decompressed chunks of a gzip file (all members), with the file's size and sha256.
 
-    def __init__(self, path: Path) -> None:
+    ``hash_file=False`` skips the sha256 of the compressed bytes (an import needs only the
+    stream's own checks: gzip CRCs, the trailer's count and sha256, the state hash).
+    """
+
+    def __init__(self, path: Path, *, hash_file: bool = True) -> None:
         self._path = path
         self._sha = hashlib.sha256()
+        self._hash_file = hash_file
         self.file_bytes = 0
 
     @property
@@ -358,7 +363,8 @@ class _Gunzip:
                 if not started:
                     _check_gzip_magic(data)
                     started = True
-                self._sha.update(data)
+                if self._hash_file:
+                    self._sha.update(data)
                 self.file_bytes += len(data)
                 while data:
                     at = self.file_bytes - len(data)
@@ -402,8 +408,8 @@ def _check_gzip_magic(data: bytes) -> None:
 class _gunzip_threaded:  # noqa: N801 - used like a function, as a context manager
     """Decompress a file in a helper thread; iterate the chunks in the caller's thread."""
 
-    def __init__(self, path: Path) -> None:
-        self._gunzip = _Gunzip(path)
+    def __init__(self, path: Path, *, hash_file: bool = True) -> None:
+        self._gunzip = _Gunzip(path, hash_file=hash_file)
         self._source: _ThreadedSource | None = None
 
     def __enter__(self) -> _gunzip_threaded:

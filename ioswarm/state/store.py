@@ -7,8 +7,9 @@ One LMDB environment holds four named databases::
     Storage   address (20) | slot (32)  -> value (32); a zero value is deleted, never stored
     Meta      b"height", b"state_hash", b"loading" (set while a bulk load is in progress)
 
-Every diff is applied in one write transaction that also moves the height and the state hash
-(:mod:`ioswarm.core.statehash`), so data, height and hash can never disagree on disk.
+Every diff, or group of consecutive diffs (:mod:`ioswarm.state.diffapply`), is applied in one
+write transaction that also moves the height and the state hash (:mod:`ioswarm.core.statehash`),
+so data, height and hash can never disagree on disk.
 
 Durability choices:
 
@@ -52,7 +53,7 @@ import lmdb
 
 from ioswarm.core.models import AccountSnapshot
 from ioswarm.core.snapshot import Entry, EntryBatch, encode_record, entry_batches
-from ioswarm.core.statehash import ZERO_HASH, sum_records
+from ioswarm.core.statehash import ZERO_HASH
 from ioswarm.errors import StoreError
 from ioswarm.state.bulkload import (
     BackgroundFlusher,
@@ -60,6 +61,7 @@ from ioswarm.state.bulkload import (
     remove_marker,
     write_marker,
 )
+from ioswarm.state.diffapply import Planned, PreparedGroup, prepare_group, write_group
 
 ACCOUNT = "Account"
 CODE = "Code"
@@ -73,7 +75,6 @@ ZERO_WORD = bytes(32)
 ACCOUNT_VALUE_LEN = 8 + 32 + 32
 _KEY_LEN = {ACCOUNT: 20, CODE: 32, STORAGE: 52}
 _VALUE_LEN = {ACCOUNT: ACCOUNT_VALUE_LEN, STORAGE: 32}
-_HASH_MASK = (1 << 256) - 1
 _META_HEIGHT = b"height"
 _META_HASH = b"state_hash"
 _META_LOADING = b"loading"
@@ -111,8 +112,8 @@ class Diff(Protocol):
     def post_state_hash(self) -> bytes: ...
 
 
-# (namespace, LMDB db handle, key, new value or None to delete)
-_Normalised = tuple[str, Any, bytes, bytes | None]
+# (namespace, key, new value or None to delete)
+_Normalised = tuple[str, bytes, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +174,53 @@ def check_entry(namespace: str, key: bytes, value: bytes | None) -> None:
         raise StoreError(f"{namespace} value is {len(value)} bytes, expected {vlen}")
 
 
+def normalise_all(entries: Iterable[DiffEntry]) -> list[_Normalised]:
+    """Every entry as (namespace, key, new value or None to delete), checked against the layout.
+
+    The common case (a put or delete of the right lengths) is checked inline; anything else
+    goes through :func:`_normalise`, which names the problem.
+    """
+    out: list[_Normalised] = []
+    append = out.append
+    key_len, value_len = _KEY_LEN.get, _VALUE_LEN.get
+    for index, entry in enumerate(entries):
+        ns, op, key = entry.namespace, entry.op, entry.key
+        if op == PUT:
+            value = entry.value
+            if key_len(ns) != len(key) or value_len(ns, len(value)) != len(value):
+                append(_normalise(index, entry))
+            elif ns == STORAGE and value == ZERO_WORD:
+                append((ns, bytes(key), None))  # the store never holds zero slots
+            else:
+                append((ns, bytes(key), bytes(value)))
+        elif op == DELETE and key_len(ns) == len(key):
+            append((ns, bytes(key), None))
+        else:
+            append(_normalise(index, entry))
+    return out
+
+
+def _normalise(index: int, entry: DiffEntry) -> _Normalised:
+    """``entry`` as (namespace, key, new value or None to delete), checked against the layout."""
+    ns, op, key = entry.namespace, entry.op, bytes(entry.key)
+    value: bytes | None = bytes(entry.value) if op == PUT else None
+    if op not in (PUT, DELETE):
+        raise StoreError(f"diff entry {index}: unknown op {op}")
+    try:
+        check_entry(ns, key, value)
+    except StoreError as exc:
+        raise StoreError(f"diff entry {index}: {exc}") from None
+    if value == ZERO_WORD and ns == STORAGE:
+        value = None  # the store never holds zero slots
+    return ns, key, value
+
+
 class StateView:
     """A consistent read-only view of the store: one LMDB read transaction."""
 
     def __init__(self, txn: Any, dbs: dict[str, Any], meta: Any) -> None:
+        self.txn = txn
+        """The LMDB read transaction (for readers in this package)."""
         self._txn = txn
         self._dbs = dbs
         self._meta = meta
@@ -387,28 +431,82 @@ class StateStore:
         ``expected_hash`` the transaction is rolled back unless the result hashes to it, so a
         diverging store never moves forward.
         """
-        writes = self._normalise_all(entries)
-        return self._write(lambda txn: self._apply(txn, height, writes, expected_hash))
+        return self._apply_planned([(height, self._normalise_all(entries), expected_hash)])
 
     def apply_diffs(self, diffs: Iterable[Diff]) -> bytes:
         """Apply consecutive diffs (``StateDiff`` messages) in one transaction; all or none.
 
-        For catching up: one commit, so one fsync, for the whole run instead of one per block.
-        A non-empty ``post_state_hash`` is checked like ``expected_hash`` of :meth:`apply_diff`.
-        Returns the final state hash.
+        One commit, so one flush, for the whole run instead of one per block, and each key
+        written once however many diffs touch it (:mod:`ioswarm.state.diffapply`): the way to
+        catch up. A non-empty ``post_state_hash`` is checked like ``expected_hash`` of
+        :meth:`apply_diff`; a mismatch raises
+        :class:`~ioswarm.errors.HashMismatch` naming the diff. Returns the
+        final state hash.
         """
-        plan = [
+        return self._apply_planned(self._plan(diffs))
+
+    def prepare_diffs(
+        self, diffs: Iterable[Diff], after: PreparedGroup | None = None
+    ) -> PreparedGroup:
+        """Read and check consecutive diffs in a read view, for :meth:`commit_prepared`.
+
+        The diffs follow the stored state, or ``after``, a group prepared before whose commit
+        may still be running. Raises like :meth:`apply_diffs`; nothing is written.
+        """
+        plan = self._plan(diffs)
+        with self.view() as view:
+            txn = view.txn
+            height, digest = (after.height, after.digest) if after else self._read_meta(txn)
+            return prepare_group(txn, self._dbs, height, digest, plan, self._where, after)
+
+    def commit_prepared(
+        self, group: PreparedGroup, written: Callable[[], object] | None = None
+    ) -> bytes:
+        """Write a prepared group, its height and hash in one durable transaction.
+
+        Raises :class:`StoreError` (and writes nothing) unless the store is still at the
+        height and hash the group was prepared on. ``written``, if given, is called once the
+        pages are written and the flush begins (the rest of the commit holds no GIL). Returns
+        the new state hash.
+        """
+
+        def run(txn: Any) -> bytes:
+            height, digest = self._read_meta(txn)
+            if (height, digest) != (group.base_height, group.base_digest):
+                raise StoreError(
+                    f"{self._where}: a group prepared on height {group.base_height} cannot be "
+                    f"written at height {height}"
+                )
+            digest = self._write_group(txn, group)
+            if written is not None:
+                written()
+            return digest
+
+        return self._write(run)
+
+    def _plan(self, diffs: Iterable[Diff]) -> list[Planned]:
+        return [
             (d.height, self._normalise_all(d.entries), bytes(d.post_state_hash) or None)
             for d in diffs
         ]
 
+    def _apply_planned(self, plan: list[Planned]) -> bytes:
         def run(txn: Any) -> bytes:
-            digest = self._read_meta(txn)[1]
-            for height, writes, expected in plan:
-                digest = self._apply(txn, height, writes, expected)
-            return digest
+            height, digest = self._read_meta(txn)
+            group = prepare_group(txn, self._dbs, height, digest, plan, self._where)
+            return self._write_group(txn, group)
 
         return self._write(run)
+
+    def _write_group(self, txn: Any, group: PreparedGroup) -> bytes:
+        write_group(txn, self._dbs, group)
+        txn.put(_META_HEIGHT, group.height.to_bytes(8, "big"), db=self._meta)
+        txn.put(_META_HASH, group.digest, db=self._meta)
+        return group.digest
+
+    @property
+    def _where(self) -> str:
+        return f"state store {self.path}"
 
     def _read_meta(self, txn: Any) -> tuple[int, bytes]:
         meta = self._meta
@@ -418,56 +516,8 @@ class StateStore:
         digest: bytes = txn.get(_META_HASH, db=meta) or ZERO_HASH
         return (int.from_bytes(raw, "big") if raw else 0), digest
 
-    def _apply(
-        self, txn: Any, height: int, writes: list[_Normalised], expected_hash: bytes | None
-    ) -> bytes:
-        """Apply one diff inside ``txn``; the caller's transaction makes it atomic."""
-        current, digest = self._read_meta(txn)
-        if height != current + 1:
-            raise StoreError(
-                f"state store {self.path}: diff for height {height} does not follow "
-                f"height {current}"
-            )
-        removed: list[bytes] = []
-        added: list[bytes] = []
-        get, put, delete = txn.get, txn.put, txn.delete
-        for ns, db, key, new in writes:
-            old = get(key, db=db)
-            if old == new:
-                continue  # rewriting the same value changes neither data nor hash
-            if old is not None:
-                removed.append(encode_record(ns, key, old))
-            if new is None:
-                delete(key, db=db)
-            else:
-                put(key, new, db=db)
-                added.append(encode_record(ns, key, new))
-        acc = int.from_bytes(digest, "big") + sum_records(added) - sum_records(removed)
-        digest = (acc & _HASH_MASK).to_bytes(32, "big")
-        if expected_hash is not None and digest != expected_hash:
-            raise StoreError(
-                f"state store {self.path}: state hash mismatch at height {height}: "
-                f"computed {digest.hex()}, expected {expected_hash.hex()}"
-            )
-        put(_META_HEIGHT, height.to_bytes(8, "big"), db=self._meta)
-        put(_META_HASH, digest, db=self._meta)
-        return digest
-
     def _normalise_all(self, entries: Iterable[DiffEntry]) -> list[_Normalised]:
-        return [self._normalise(i, e) for i, e in enumerate(entries)]
-
-    def _normalise(self, index: int, entry: DiffEntry) -> _Normalised:
-        ns, op, key = entry.namespace, entry.op, bytes(entry.key)
-        value: bytes | None = bytes(entry.value) if op == PUT else None
-        if op not in (PUT, DELETE):
-            raise StoreError(f"diff entry {index}: unknown op {op}")
-        try:
-            check_entry(ns, key, value)
-        except StoreError as exc:
-            raise StoreError(f"diff entry {index}: {exc}") from None
-        if value == ZERO_WORD and ns == STORAGE:
-            value = None  # the store never holds zero slots
-        return ns, self._dbs[ns], key, value
+        return normalise_all(entries)
 
     def load(
         self,
@@ -643,7 +693,9 @@ class BulkWriter:
                 keys += batch.keys
                 values += batch.values
                 n += len(batch.keys)
-                size += sum(map(len, batch.keys)) + sum(map(len, batch.values))
+                size += _bytes_of(batch.keys, batch.key_len) + _bytes_of(
+                    batch.values, batch.value_len
+                )
                 if n >= commit_entries or size >= commit_bytes:
                     if in_flight is not None:
                         in_flight.result()
@@ -704,6 +756,11 @@ class BulkWriter:
             self._write(partial(run, append=True))
         except _OutOfOrder:
             self._write(partial(run, append=False))
+
+
+def _bytes_of(items: list[bytes], each: int) -> int:
+    """Total length of ``items``; ``each`` is their common length when the reader knows it."""
+    return len(items) * each if each >= 0 else sum(map(len, items))
 
 
 class _OutOfOrder(Exception):

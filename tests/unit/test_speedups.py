@@ -23,6 +23,7 @@ def test_the_install_built_the_c_module() -> None:
     )
     assert statehash.HASH_RELEASES_GIL
     assert native.KECCAK_LANES in (1, 4)
+    assert hasattr(native, "keccak_sum_kv"), "ioswarm._speedups is stale: rebuild (make venv)"
 
 
 @pytest.mark.parametrize("stride", [2, 34, 101, 137, 138, 273, 300])
@@ -213,3 +214,30 @@ def test_reader_gives_the_same_batches_without_the_c_module(
         flat += [(ns, k, v, r) for k, v, r in zip(keys, values, recs, strict=True)]
     assert [(ns, k, v) for ns, k, v, _ in flat] == entries
     assert [r for *_, r in flat] == [encode_entry(*e)[1:] for e in entries]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["Account", "Code", "Storage", "x" * 40]),
+    st.lists(st.tuples(st.binary(max_size=80), st.binary(max_size=300)), max_size=12),
+)
+def test_key_value_sum_matches_the_definition(
+    namespace: str, items: list[tuple[bytes, bytes]]
+) -> None:
+    """keccak_sum_kv over equal- and mixed-length key/value records (four-way groups and the
+    remainder) equals the sum of the digests of their encoded records."""
+    keys = [k for k, _ in items]
+    values = [v for _, v in items]
+    want = statehash.py_sum_kv(namespace, keys, values)
+    assert statehash.sum_kv(namespace, keys, values) == want
+    fixed = [k.ljust(52, b"\x00")[:52] for k in keys]
+    words = [v.ljust(32, b"\x01")[:32] for v in values]
+    assert statehash.sum_kv(namespace, fixed, words) == statehash.py_sum_kv(namespace, fixed, words)
+
+
+def test_key_value_sum_refuses_what_is_not_bytes() -> None:
+    """Keys and values must be bytes, in sequences of equal length."""
+    with pytest.raises(TypeError):
+        native.keccak_sum_kv(b"\x07Storage", [bytearray(52)], [bytes(32)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="differ in length"):
+        native.keccak_sum_kv(b"\x07Storage", [bytes(52)], [])
