@@ -502,8 +502,9 @@ class MempoolPoller:
         if header.number != self._state_cache_block:
             self._state_cache = {}
             self._state_cache_block = header.number
-        # Senders only: their nonce and balance are what L2 checks. A recipient's state goes
-        # out with a task when it is known anyway (a recipient that also sends).
+        # Senders only, nonce and balance only: what L2 checks (a code hash decides nothing
+        # there, see core.validation; L3 reads code itself). A recipient's state goes out with
+        # a task when it is known anyway (a recipient that also sends).
         wanted = {tx.sender for tx in txs}
         missing = [a for a in wanted if a not in self._state_cache]
         if len(self._state_cache) + len(missing) > self.max_tracked:
@@ -511,7 +512,9 @@ class MempoolPoller:
             missing = list(wanted)
         if missing:
             self._state_cache.update(
-                await self._node.accounts(missing, header.number, block_hash=header.hash)
+                await self._node.accounts(
+                    missing, header.number, block_hash=header.hash, code=False
+                )
             )
         return self._state_cache
 

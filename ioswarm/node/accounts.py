@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
+from dataclasses import replace
 
 from eth_hash.auto import keccak
 
@@ -60,9 +61,16 @@ class AccountReader:
         self._proof_ok = True
 
     async def read(
-        self, addresses: Iterable[bytes], block_number: BlockId, block_hash: bytes | None = None
+        self,
+        addresses: Iterable[bytes],
+        block_number: BlockId,
+        block_hash: bytes | None = None,
+        code: bool = True,
     ) -> dict[bytes, AccountSnapshot]:
-        """Balance, nonce and code hash of each address at a block, in one batch.
+        """Balance, nonce and code hash of each address at a block, in one batch; with
+        ``code=False`` the code is not read and every ``code_hash`` is ``EMPTY_CODE_HASH`` (L2
+        checks nonce and balance only: a code hash cannot tell EIP-3607 code from an EIP-7702
+        delegation, so it decides nothing there).
 
         The reads name the block by ``block_hash`` when given (EIP-1898). A node may still
         answer them from the state it is building (anvil does while it mines the next block):
@@ -81,13 +89,17 @@ class AccountReader:
         block = block_param(block_number)
         problem = ""
         for _ in range(PROOF_ATTEMPTS):
-            out = await self._accounts_by_parts(wanted, pin)
+            out = await self._accounts_by_parts(wanted, pin, code)
             sample = [a for a in wanted if self._rng.random() < self.proof_check_sample]
             if not sample or not self._proof_ok:
                 return out
             proven = await self._proven(sample, block)
             self.proofs_checked += len(proven)
-            wrong = [a for a, snap in proven.items() if snap != out[a]]
+            wrong = [
+                a
+                for a, snap in proven.items()
+                if (snap if code else replace(snap, code_hash=EMPTY_CODE_HASH)) != out[a]
+            ]
             if not wrong:
                 return out
             self.proof_mismatches += 1
@@ -162,25 +174,27 @@ class AccountReader:
         )
 
     async def _accounts_by_parts(
-        self, wanted: list[bytes], block: str | dict[str, str]
+        self, wanted: list[bytes], block: str | dict[str, str], code: bool = True
     ) -> dict[bytes, AccountSnapshot]:
+        per = 3 if code else 2
         calls = []
         for a in wanted:
             calls += [
                 ("eth_getBalance", [hexstr(a), block]),
                 ("eth_getTransactionCount", [hexstr(a), block]),
-                ("eth_getCode", [hexstr(a), block]),
             ]
+            if code:
+                calls.append(("eth_getCode", [hexstr(a), block]))
         results = await self._transport.batch(calls)
         out: dict[bytes, AccountSnapshot] = {}
         for i, a in enumerate(wanted):
-            bal, nonce, code = (r.unwrap() for r in results[3 * i : 3 * i + 3])
+            answers = [r.unwrap() for r in results[per * i : per * i + per]]
             where = f"result[{hexstr(a)}]"
-            code_bytes = data("eth_getCode", where, code)
+            code_bytes = data("eth_getCode", where, answers[2]) if code else b""
             out[a] = AccountSnapshot(
                 address=a,
-                balance=quantity("eth_getBalance", where, bal),
-                nonce=quantity("eth_getTransactionCount", where, nonce),
+                balance=quantity("eth_getBalance", where, answers[0]),
+                nonce=quantity("eth_getTransactionCount", where, answers[1]),
                 code_hash=_keccak(code_bytes) if code_bytes else EMPTY_CODE_HASH,
             )
         return out

@@ -99,7 +99,11 @@ class NodeClient(Protocol):
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]: ...
 
     async def accounts(
-        self, addresses: Iterable[bytes], block_number: BlockId, block_hash: bytes | None = None
+        self,
+        addresses: Iterable[bytes],
+        block_number: BlockId,
+        block_hash: bytes | None = None,
+        code: bool = True,
     ) -> dict[bytes, AccountSnapshot]: ...
 
     async def block_receipts(self, number: int) -> list[Receipt]: ...
@@ -322,11 +326,15 @@ class JsonRpcNode:
         return out
 
     async def accounts(
-        self, addresses: Iterable[bytes], block_number: BlockId, block_hash: bytes | None = None
+        self,
+        addresses: Iterable[bytes],
+        block_number: BlockId,
+        block_hash: bytes | None = None,
+        code: bool = True,
     ) -> dict[bytes, AccountSnapshot]:
-        """Balance, nonce and code hash of each address at a block (one batch; see
+        """Balance, nonce and (``code``) code hash of each address at a block (one batch; see
         :class:`~ioswarm.node.accounts.AccountReader`)."""
-        return await self.account_reader.read(addresses, block_number, block_hash)
+        return await self.account_reader.read(addresses, block_number, block_hash, code)
 
     async def block_receipts(self, number: int) -> list[Receipt]:
         """Receipts of every tx in block ``number``, in block order."""

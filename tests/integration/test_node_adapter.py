@@ -260,6 +260,15 @@ async def test_accounts_from_get_proof(node: JsonRpcNode, anvil_manual: AnvilPro
     assert now[contract].code_hash == bytes(keccak(REVERTER_RUNTIME))
     assert (now[fresh].balance, now[fresh].nonce, now[fresh].code_hash) == (0, 0, EMPTY_CODE_HASH)
     assert await node.accounts([], 1) == {}
+    # Without code (what L2 needs): the same nonces and balances, no code hash read; a sampled
+    # proof of the contract (which has code) agrees on what was read.
+    node.account_reader.proof_check_sample = 1.0
+    light = await node.accounts([me, contract], 1, code=False)
+    assert [(s.nonce, s.balance) for s in light.values()] == [
+        (now[a].nonce, now[a].balance) for a in light
+    ]
+    assert {s.code_hash for s in light.values()} == {EMPTY_CODE_HASH}
+    assert node.account_reader.proof_mismatches == 0
 
 
 async def _block_with_revert(node: JsonRpcNode, anvil: AnvilProcess) -> list[bytes]:
