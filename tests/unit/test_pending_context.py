@@ -75,11 +75,12 @@ def test_a_plausible_pending_block_gives_its_values() -> None:
 def test_a_wall_clock_pending_timestamp_is_a_lower_bound() -> None:
     """A pending block stamped with the node's clock just after the head (anvil in interval
     mode, geth) does not pull the prediction below the head's time plus the spacing."""
-    predicted, source = predict_with_pending(
-        HEAD, next_of(HEAD, timestamp=HEAD.timestamp + 1), SPACING, FORK, {}
-    )
-    assert source == "pending"
-    assert predicted.timestamp == HEAD.timestamp + SPACING
+    for stamp in (HEAD.timestamp, HEAD.timestamp + 1):
+        predicted, source = predict_with_pending(
+            HEAD, next_of(HEAD, timestamp=stamp), SPACING, FORK, {}
+        )
+        assert source == "pending"
+        assert predicted.timestamp == HEAD.timestamp + SPACING
 
 
 def test_null_fields_fall_back_to_the_head_prediction() -> None:
@@ -101,7 +102,6 @@ def test_null_fields_fall_back_to_the_head_prediction() -> None:
         ({"number": HEAD.number}, "number"),  # the node answered with its latest block
         ({"number": HEAD.number + 2}, "number"),  # built on a block not seen yet
         ({"parent_hash": b"\x22" * 32}, "parent_hash"),  # another branch
-        ({"timestamp": HEAD.timestamp}, "timestamp"),
         ({"timestamp": HEAD.timestamp - 5}, "timestamp"),
         ({"gas_limit": 0}, "gas_limit"),
         ({"base_fee": 7}, "base_fee"),  # not EIP-1559 from the head

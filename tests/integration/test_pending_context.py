@@ -1,0 +1,145 @@
+"""The next block's context predicted from anvil's pending block, compared with the mined one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from eth_account import Account
+
+from ioswarm.coordinator.chainwatch import Head
+from ioswarm.coordinator.taskmaker import ContextPredictor
+from ioswarm.core.blockctx import context_of
+from ioswarm.core.execshadow import PredictedContext
+from ioswarm.core.models import BlockHeader
+from ioswarm.node import JsonRpcNode
+from ioswarm.sim.anvil import AnvilProcess
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+FORK = "prague"
+RECIPIENT = b"\xaa" * 20
+# Gaps between blocks the test tells anvil (evm_setNextBlockTimestamp); each larger than the last,
+# so the spacing learned from the previous block always undershoots.
+GAPS = (3, 5, 8, 13, 21)
+
+
+async def send_transfers(node: JsonRpcNode, key: str, nonce: int, count: int) -> int:
+    """``count`` plain transfers from ``key`` (they move the next base fee); returns next nonce."""
+    account = Account.from_key(key)
+    for _ in range(count):
+        tx = {
+            "chainId": 31337,
+            "nonce": nonce,
+            "to": RECIPIENT,
+            "value": 1,
+            "gas": 21_000,
+            "type": 2,
+            "maxFeePerGas": 50 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+        await node.send_raw_transaction(bytes(account.sign_transaction(tx).raw_transaction))
+        nonce += 1
+    return nonce
+
+
+def same_block_fields(predicted: PredictedContext, actual: PredictedContext) -> set[str]:
+    """The opcodes (besides PREVRANDAO, which no node knows ahead) whose values differ."""
+    return set(predicted.differing(actual) - {"PREVRANDAO"})
+
+
+def observe(contexts: ContextPredictor, baseline: ContextPredictor, header: BlockHeader) -> None:
+    contexts.on_block(header)
+    baseline.on_block(header)
+
+
+async def test_pending_block_predicts_a_told_timestamp_exactly(anvil_manual: AnvilProcess) -> None:
+    """With the next block's time fixed on the node (evm_setNextBlockTimestamp, then
+    anvil_setBlockTimestampInterval), the prediction from the pending block equals the mined
+    block's number, timestamp, base fee, gas limit, coinbase and blob base fee every time; the
+    head-only prediction misses the timestamp each time."""
+    async with JsonRpcNode(anvil_manual.url) as node:
+        head = Head()
+        contexts = ContextPredictor(FORK, lambda: 31337, head, node)
+        baseline = ContextPredictor(FORK, lambda: 31337, Head())
+        key = anvil_manual.private_keys[0]
+        nonce = 0
+        await anvil_manual.mine()  # anvil's first block keeps genesis' base fee (no EIP-1559 step)
+        header = await node.get_block("latest")
+        observe(contexts, baseline, header)
+        head.header = header
+        misses = 0
+        for round_, gap in enumerate((*GAPS, None)):
+            if gap is None:  # the last block: a fixed interval instead of a fixed time
+                await anvil_manual.rpc("anvil_setBlockTimestampInterval", [34])
+            else:
+                await anvil_manual.rpc("evm_setNextBlockTimestamp", [header.timestamp + gap])
+            nonce = await send_transfers(node, key, nonce, 1 + round_ * 300)
+            await contexts.read_pending()
+            predicted = contexts.for_height(header.number)
+            assert predicted is not None
+            guess = baseline.for_height(header.number)
+            assert guess is not None
+            await anvil_manual.mine()
+            mined = await node.get_block("latest")
+            assert mined.number == header.number + 1
+            actual = context_of(mined, FORK, {})
+            assert same_block_fields(predicted[1], actual) == set(), f"round {round_}"
+            assert predicted[1].base_fee != header.base_fee or round_ == 0
+            misses += "TIMESTAMP" in same_block_fields(guess[1], actual)
+            observe(contexts, baseline, mined)
+            head.header = header = mined
+        assert contexts.sources["pending"] == len(GAPS) + 1
+        assert misses == len(GAPS) + 1
+
+
+async def test_pending_block_never_predicts_worse_under_interval_mining(
+    anvil: AnvilProcess,
+) -> None:
+    """Under ``--block-time`` anvil stamps its pending block with its clock: the prediction
+    from it matches the mined block's number, base fee, gas limit, coinbase and blob base fee,
+    and its timestamp at least as often as the head-only prediction."""
+    async with JsonRpcNode(anvil.url) as node:
+        head = Head()
+        contexts = ContextPredictor(FORK, lambda: 31337, head, node)
+        baseline = ContextPredictor(FORK, lambda: 31337, Head())
+        key = anvil.private_keys[0]
+        nonce = 0
+        hits: Counter[str] = Counter()
+        header = await node.get_block("latest")
+        predictions: dict[int, tuple[PredictedContext, PredictedContext, bool]] = {}
+        for _ in range(6):
+            number = header.number
+
+            async def next_head(after: int = number) -> BlockHeader | None:
+                latest = await node.get_block("latest")
+                return latest if latest.number > after else None
+
+            header = await eventually(next_head, timeout=10, interval=0.02, what="next block")
+            if header.number in predictions:
+                predicted, guess, from_pending = predictions[header.number]
+                actual = context_of(header, FORK, {})
+                if from_pending:
+                    hits["pending_blocks"] += 1
+                    assert same_block_fields(predicted, actual) <= {"TIMESTAMP"}
+                hits["pending_time"] += predicted.timestamp == actual.timestamp
+                hits["head_time"] += guess.timestamp == actual.timestamp
+            observe(contexts, baseline, header)
+            head.header = header
+            before = contexts.sources["pending"]
+            await contexts.read_pending()
+            ours, theirs = contexts.for_height(header.number), baseline.for_height(header.number)
+            assert ours is not None and theirs is not None
+            predictions[header.number + 1] = (
+                ours[1],
+                theirs[1],
+                contexts.sources["pending"] > before,
+            )
+            nonce = await send_transfers(node, key, nonce, 50)
+            await asyncio.sleep(0)
+        # A block mined between reading the head and the pending block makes the pending one
+        # a block ahead (rejected by number); that is rare, not impossible.
+        assert hits["pending_blocks"] >= 2, (hits, contexts.sources)
+        assert hits["pending_time"] >= hits["head_time"]
