@@ -237,6 +237,7 @@ class MempoolPoller:
         self.syncing = False
         self.polls = 0
         self.stale_skipped = 0
+        self.tip_refreshes = 0
 
     def forget(self, tx_hashes: list[bytes]) -> None:
         """Included transactions need no memory of having been dispatched."""
@@ -290,6 +291,7 @@ class MempoolPoller:
             return 0
         ready: list[Planned | PendingTx]
         if self._needs_state():
+            header = await self._newest_head(header)
             states = await self._head_states(new, header.number)
             plan = plan_dispatch(new, pending, states)
             self.stale_skipped += len(plan.stale)
@@ -309,6 +311,20 @@ class MempoolPoller:
         while len(self._dispatched) > self.max_tracked:
             self._dispatched.popitem(last=False)
         return created
+
+    async def _newest_head(self, header: BlockHeader) -> BlockHeader:
+        """The node's latest block, read now: the watcher notices a new block up to half a
+        poll late, and state read for new work in that window would be a block old (the tx
+        lands after a block that already changed what it reads). One cheap call per poll with
+        new transactions; the watcher still processes the block in its own step."""
+        latest = await self._node.block_number()
+        if latest > header.number:
+            tip = await self._node.get_block(latest, full=False)
+            if self._head.tip is None or tip.number > self._head.tip.number:
+                self._head.tip = tip
+            self.tip_refreshes += 1
+            return tip
+        return header
 
     def _keep_listed(self, pending: list[PendingTx]) -> None:
         """Forget dispatched hashes the node no longer lists (included, replaced, evicted)."""
