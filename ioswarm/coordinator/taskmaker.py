@@ -117,6 +117,8 @@ class ContextPredictor:
         predicted, source = predict_with_pending(
             header, self._pending.get(height), self._spacing, self.fork, self._hashes
         )
+        if source not in self.sources:  # each kind once: a node's pending support shows here
+            log.info("block context predicted height=%d source=%s", height + 1, source)
         self.sources[source] += 1
         cached = (self._to_pb(predicted), predicted)
         self._by_height[height] = cached

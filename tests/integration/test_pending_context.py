@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from eth_account import Account
 
-from ioswarm.coordinator.chainwatch import Head
+from ioswarm.coordinator.chainwatch import Head, MempoolPoller
 from ioswarm.coordinator.taskmaker import ContextPredictor
 from ioswarm.core.blockctx import context_of
 from ioswarm.core.execshadow import PredictedContext
@@ -143,3 +143,41 @@ async def test_pending_block_never_predicts_worse_under_interval_mining(
         # a block ahead (rejected by number); that is rare, not impossible.
         assert hits["pending_blocks"] >= 2, (hits, contexts.sources)
         assert hits["pending_time"] >= hits["head_time"]
+
+
+async def test_new_work_is_prepared_at_the_nodes_newest_block(anvil_manual: AnvilProcess) -> None:
+    """A block the watcher has not stepped to yet is still the one new work is prepared
+    against: the poller reads the node's latest block before reading state, and moves the
+    shared tip there."""
+    async with JsonRpcNode(anvil_manual.url) as node:
+        stale = await node.get_block("latest")
+        head = Head(header=stale, tip=stale)
+        prepared: list[int] = []
+
+        async def make_tasks(items: list[tuple[object, bytes]], header: BlockHeader) -> int:
+            prepared.append(header.number)
+            return len(items)
+
+        poller = MempoolPoller(
+            node,
+            head,
+            make_tasks,  # type: ignore[arg-type]
+            needs_state=lambda: True,
+            has_agents=lambda: True,
+            on_replaced=lambda tx_hash: None,
+            interval=1.0,
+            sync_max_lag_sec=10**9,
+            wall_clock=lambda: float(stale.timestamp),
+            on_error=lambda loop: None,
+            on_syncing=lambda syncing: None,
+        )
+        await anvil_manual.mine(2)  # the watcher (not running here) has not seen these
+        await send_transfers(node, anvil_manual.private_keys[0], 0, 1)
+        assert await poller.step() == 1
+        assert prepared == [stale.number + 2]
+        assert head.tip is not None and head.tip.number == stale.number + 2
+        assert head.header == stale  # shadow bookkeeping still follows the watcher
+        await send_transfers(node, anvil_manual.private_keys[0], 1, 1)
+        assert await poller.step() == 1
+        assert prepared == [stale.number + 2] * 2  # no new block: the same head, no re-read
+        assert poller.tip_refreshes == 1
