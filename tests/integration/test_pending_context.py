@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 
 import pytest
+from aiohttp import web
 from eth_account import Account
 
 from ioswarm.coordinator.chainwatch import Head, MempoolPoller
 from ioswarm.coordinator.taskmaker import ContextPredictor
-from ioswarm.core.blockctx import context_of
+from ioswarm.core.blockctx import PendingBlock, context_of
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import BlockHeader
 from ioswarm.node import JsonRpcNode
@@ -181,3 +183,54 @@ async def test_new_work_is_prepared_at_the_nodes_newest_block(anvil_manual: Anvi
         assert await poller.step() == 1
         assert prepared == [stale.number + 2] * 2  # no new block: the same head, no re-read
         assert poller.tip_refreshes == 1
+
+
+async def test_pending_block_shapes_other_nodes_answer_with() -> None:
+    """A node without a pending block (null), one that nulls the number of a block it is
+    building, and one that nulls the miner and hash (as geth does) are all read without error;
+    the last still gives its number, time and fees."""
+    answers: list[object] = [
+        None,
+        {"number": None, "parentHash": "0x" + "11" * 32, "timestamp": "0x10", "gasLimit": "0x1"},
+        {
+            "number": "0x65",
+            "hash": None,
+            "miner": None,
+            "parentHash": "0x" + "11" * 32,
+            "timestamp": "0x3f4",
+            "gasLimit": "0x1c9c380",
+            "baseFeePerGas": "0x3b9aca00",
+            "transactions": [],
+        },
+    ]
+    asked: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        req = await request.json()
+        asked.append(req["params"])
+        return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": answers.pop(0)})
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        async with JsonRpcNode(f"http://127.0.0.1:{sock.getsockname()[1]}") as node:
+            assert await node.pending_block() is None
+            assert await node.pending_block() is None
+            block = await node.pending_block()
+    finally:
+        await runner.cleanup()
+    assert asked == [["pending", False]] * 3
+    assert block == PendingBlock(
+        number=101,
+        parent_hash=b"\x11" * 32,
+        timestamp=1012,
+        gas_limit=30_000_000,
+        base_fee=10**9,
+        coinbase=None,
+        excess_blob_gas=None,
+    )
