@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from ioswarm.coordinator.chainwatch import Head
+from ioswarm.coordinator.taskmaker import ContextPredictor
 from ioswarm.core.blockctx import (
     PendingBlock,
     blob_base_fee,
@@ -16,6 +18,7 @@ from ioswarm.core.blockctx import (
     predict_with_pending,
 )
 from ioswarm.core.models import BlockHeader
+from ioswarm.errors import NodeError
 
 FORK = "prague"
 HEAD = BlockHeader(
@@ -127,3 +130,51 @@ def test_a_pending_block_on_a_pre_london_head_needs_no_base_fee() -> None:
     assert pending_flaw(head, pending, FORK) == ""
     predicted, _ = predict_with_pending(head, pending, SPACING, FORK, {})
     assert predicted.base_fee == 0
+
+
+class CountingNode:
+    """A pending-block source that counts reads and can fail on cue (a real node cannot be
+    made to refuse the pending block at will)."""
+
+    def __init__(self) -> None:
+        self.block: PendingBlock | None = None
+        self.reads = 0
+        self.fail = False
+
+    async def pending_block(self) -> PendingBlock | None:
+        self.reads += 1
+        if self.fail:
+            raise NodeError("eth_getBlockByNumber", "pending not supported")
+        return self.block
+
+
+async def test_the_pending_block_is_read_once_per_head_and_again_only_when_late() -> None:
+    """One read per head; a second only after a block spacing has passed on the same head; a
+    failed read leaves the head-only prediction."""
+    clock = [0.0]
+    node = CountingNode()
+    head = Head(header=HEAD)
+    contexts = ContextPredictor(FORK, lambda: 1, head, node, clock=lambda: clock[0])
+    node.block = next_of(HEAD)
+    for _ in range(3):
+        await contexts.read_pending()
+    assert node.reads == 1
+    first = contexts.for_height(HEAD.number)
+    assert first is not None and first[1].timestamp == HEAD.timestamp + 12
+    clock[0] = 5.0  # the next block is late: read again, and the new answer is used
+    node.block = next_of(HEAD, timestamp=HEAD.timestamp + 30)
+    await contexts.read_pending()
+    assert node.reads == 2
+    late = contexts.for_height(HEAD.number)
+    assert late is not None and late[1].timestamp == HEAD.timestamp + 30
+    child = dataclasses.replace(HEAD, number=101, hash=b"\x12" * 32, timestamp=1_030)
+    contexts.on_block(child)  # as the watcher does: spacing becomes 30
+    head.header = child
+    node.fail = True
+    await contexts.read_pending()
+    assert node.reads == 3
+    fallback = contexts.for_height(child.number)
+    assert fallback is not None and fallback[1] == predict_next(
+        child, 30, FORK, fallback[1].block_hashes
+    )
+    assert contexts.sources == {"pending": 2, "head": 1}
