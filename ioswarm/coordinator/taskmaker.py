@@ -22,7 +22,7 @@ from ioswarm.core.mempool import Planned, max_cost
 from ioswarm.core.models import AccountSnapshot, BlockHeader, Level, PendingTx, Task
 from ioswarm.core.retention import TableSize
 from ioswarm.core.tx import decode_tx
-from ioswarm.errors import NodeError, ValidationError
+from ioswarm.errors import MethodNotSupported, NodeError, ValidationError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.protocol import context_to_pb
 
@@ -140,6 +140,10 @@ class ContextPredictor:
         self._pending_read_at = clock
         try:
             block = await self._node.pending_block()
+        except MethodNotSupported:
+            log.info("node offers no pending block; predicting block context from the head")
+            self._node = None
+            return
         except NodeError as exc:
             log.debug("pending block unavailable head=%d error=%s", head.number, exc)
             block = None

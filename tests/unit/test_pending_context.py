@@ -18,7 +18,7 @@ from ioswarm.core.blockctx import (
     predict_with_pending,
 )
 from ioswarm.core.models import BlockHeader
-from ioswarm.errors import NodeError
+from ioswarm.errors import MethodNotSupported, NodeError
 
 FORK = "prague"
 HEAD = BlockHeader(
@@ -178,3 +178,22 @@ async def test_the_pending_block_is_read_once_per_head_and_again_only_when_late(
         child, 30, FORK, fallback[1].block_hashes
     )
     assert contexts.sources == {"pending": 2, "head": 1}
+
+
+async def test_a_node_without_the_method_is_not_asked_again() -> None:
+    """A node that lacks the method is asked once, then never again."""
+
+    class NoMethod(CountingNode):
+        async def pending_block(self) -> PendingBlock | None:
+            self.reads += 1
+            raise MethodNotSupported("eth_getBlockByNumber", "method not found")
+
+    node = NoMethod()
+    head = Head(header=HEAD)
+    contexts = ContextPredictor(FORK, lambda: 1, head, node, clock=lambda: 0.0)
+    await contexts.read_pending()
+    head.tip = dataclasses.replace(HEAD, number=101, hash=b"\x12" * 32, timestamp=1_002)
+    await contexts.read_pending()
+    assert node.reads == 1
+    predicted = contexts.for_height(101)
+    assert predicted is not None and predicted[1].number == 102
