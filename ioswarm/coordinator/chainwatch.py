@@ -279,6 +279,7 @@ class MempoolPoller:
         self.polls = 0
         self.listings = 0
         self.stale_skipped = 0
+        self.tip_refreshes = 0
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -455,6 +456,7 @@ class MempoolPoller:
                 header = await self._node.get_block(latest)
                 if self._head.tip is None or header.number > self._head.tip.number:
                     self._head.tip = header
+                self.tip_refreshes += 1
                 states = await self._head_states(waiting, header)
         waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         ready: list[Planned | PendingTx]

@@ -93,9 +93,8 @@ class Coordinator:
             self.metrics,
             canary_rng or random.Random(secrets.randbits(256)),
         )
-        self.contexts = ContextPredictor(
-            config.evm_fork, lambda: self.chain_id, lambda: self.head.latest
-        )
+        self.head = Head()
+        self.contexts = ContextPredictor(config.evm_fork, lambda: self.chain_id, self.head, node)
         self.dispatcher = Dispatcher(
             self.scheduler,
             self.metrics,
@@ -110,7 +109,6 @@ class Coordinator:
         )
         self.shadow = ShadowBook(config.shadow_expiry_blocks, max_tracked=config.max_tracked_txs)
         self.departed = DepartedAgents(config.agent_retention_blocks, config.max_agents)
-        self.head = Head()
         self.totals = Totals()
         self.execution = execution
         self.epochs = epochs
@@ -346,6 +344,8 @@ class Coordinator:
             return 0
         made = 0
         built: list[Task] = []
+        if max(levels) >= Level.L3:
+            await self.contexts.read_pending()
         for task in await self.tasks.build(items, header, levels):
             if self.dispatcher.submit(task):
                 made += 1

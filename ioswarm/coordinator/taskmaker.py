@@ -5,16 +5,24 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
+from ioswarm.coordinator.chainwatch import Head
 from ioswarm.coordinator.prefetch import Prefetched, StatePrefetcher
-from ioswarm.core.blockctx import BLOCKHASH_WINDOW, context_of, predict_next
+from ioswarm.core.blockctx import (
+    BLOCKHASH_WINDOW,
+    PendingBlock,
+    context_of,
+    predict_with_pending,
+)
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.mempool import Planned, max_cost
 from ioswarm.core.models import AccountSnapshot, BlockHeader, Level, PendingTx, Task
 from ioswarm.core.retention import TableSize
 from ioswarm.core.tx import decode_tx
-from ioswarm.errors import ValidationError
+from ioswarm.errors import MethodNotSupported, NodeError, ValidationError
 from ioswarm.proto import ioswarm_pb2 as pb
 from ioswarm.protocol import context_to_pb
 
@@ -25,18 +33,37 @@ RECENT_HEADERS = 64
 L4_MAX_LAG_BLOCKS = 2
 
 
+class PendingBlockSource(Protocol):
+    """The one node read the predictor makes (see :class:`~ioswarm.node.adapter.NodeClient`)."""
+
+    async def pending_block(self) -> PendingBlock | None: ...
+
+
 class ContextPredictor:
-    """Keeps recent block hashes and spacing; predicts the next block's context."""
+    """Keeps recent block hashes and spacing; predicts the next block's context, from the
+    node's pending block where it offers a plausible one (see :mod:`ioswarm.core.blockctx`)."""
 
     def __init__(
-        self, fork: str, chain_id: Callable[[], int], head: Callable[[], BlockHeader | None]
+        self,
+        fork: str,
+        chain_id: Callable[[], int],
+        head: Head,
+        node: PendingBlockSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``node`` offers the pending block; :meth:`read_pending` reads it at most once per
+        head, and once more per block spacing while the next block is late."""
         self.fork = fork
         self.absent_accounts_exist = False
         """Whether the node's EVM counts absent accounts as existing (set at start, see
         ``ExecutionReader.absent_accounts_exist``); batches say so to agents."""
+        self._node = node
+        self._clock = clock
+        self._pending: dict[int, PendingBlock | None] = {}
+        self._pending_read_at = 0.0
+        self.sources: Counter[str] = Counter()
         self._chain_id = chain_id
-        self._head_now = head
+        self._tip = head
         self._hashes: dict[int, bytes] = {}
         self._spacing = 1
         self._head: BlockHeader | None = None
@@ -69,6 +96,7 @@ class ContextPredictor:
         for n in [n for n in self._headers if n < header.number - RECENT_HEADERS]:
             del self._headers[n]
             self._by_height.pop(n, None)
+            self._pending.pop(n, None)
 
     def set_head(self, header: BlockHeader) -> None:
         if self._head is None or header.number >= self._head.number:
@@ -86,10 +114,42 @@ class ContextPredictor:
         header = self._headers.get(height)
         if header is None:
             return self.current()
-        predicted = predict_next(header, self._spacing, self.fork, self._hashes)
+        predicted, source = predict_with_pending(
+            header, self._pending.get(height), self._spacing, self.fork, self._hashes
+        )
+        if source not in self.sources:  # each kind once: a node's pending support shows here
+            log.info("block context predicted height=%d source=%s", height + 1, source)
+        self.sources[source] += 1
         cached = (self._to_pb(predicted), predicted)
         self._by_height[height] = cached
         return cached
+
+    async def read_pending(self) -> None:
+        """Read the node's pending block if the head moved since the last read, or the next
+        block is a spacing overdue. A node that fails the read leaves the prediction to the
+        head alone; the watcher and poller report an unreachable node, not this."""
+        now = self._tip.latest
+        if now is not None and (self._head is None or now.number > self._head.number):
+            self.set_head(now)
+        head = self._head
+        if self._node is None or head is None:
+            return
+        clock = self._clock()
+        if head.number in self._pending and clock - self._pending_read_at < self._spacing:
+            return
+        self._pending_read_at = clock
+        try:
+            block = await self._node.pending_block()
+        except MethodNotSupported:
+            log.info("node offers no pending block; predicting block context from the head")
+            self._node = None
+            return
+        except NodeError as exc:
+            log.debug("pending block unavailable head=%d error=%s", head.number, exc)
+            block = None
+        self._pending[head.number] = block
+        self._by_height.pop(head.number, None)
+        self._cached = None
 
     def for_block(self, number: int) -> tuple[pb.BlockContext, PredictedContext] | None:
         """The real context of landed block ``number`` (None once it is no longer kept), with
@@ -112,14 +172,13 @@ class ContextPredictor:
 
     def current(self) -> tuple[pb.BlockContext, PredictedContext] | None:
         """The predicted context of the block after the head (cached until the head moves)."""
-        now = self._head_now()
+        now = self._tip.latest
         if now is not None and (self._head is None or now.number > self._head.number):
             self.set_head(now)
         if self._head is None:
             return None
         if self._cached is None:
-            predicted = predict_next(self._head, self._spacing, self.fork, self._hashes)
-            self._cached = (self._to_pb(predicted), predicted)
+            self._cached = self.for_height(self._head.number)
         return self._cached
 
 

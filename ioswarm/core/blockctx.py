@@ -4,11 +4,19 @@ The base fee follows EIP-1559 exactly from the parent; the blob base fee follows
 Prague's parameters (EIP-7691); the timestamp is the parent's plus the recent block spacing;
 gas limit and coinbase are assumed unchanged; prev_randao cannot be predicted (the parent's is
 sent, and an execution that reads PREVRANDAO is excluded when the real one differs).
+
+Where the node offers a pending block (the block it would seal next), :func:`predict_with_pending`
+takes its number, timestamp, base fee, gas limit, coinbase and blob fields instead, once they pass
+plausibility checks against the head; a pending block that fails any of them is ignored whole.
+A node stamps its pending block with its own clock when it has no fixed time for it, so its
+timestamp is the earliest the block can have: the prediction is the later of it and the head's
+plus the spacing (a node that will seal late, or has been told the next block's time, says so).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ioswarm.core.execshadow import PredictedContext
 from ioswarm.core.models import BlockHeader
@@ -89,4 +97,83 @@ def predict_next(
             next_excess_blob_gas(head.excess_blob_gas, head.blob_gas_used, fork), fork
         ),
         block_hashes=window,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlock:
+    """What a node's pending block (``eth_getBlockByNumber("pending")``) says of the next block.
+
+    Fields some nodes leave null (geth nulls the miner of a pending block) are None; a node's
+    pending prev_randao is not read at all (anvil shows the parent's there).
+    """
+
+    number: int
+    parent_hash: bytes
+    timestamp: int
+    gas_limit: int
+    base_fee: int | None
+    coinbase: bytes | None
+    excess_blob_gas: int | None
+
+
+def pending_flaw(head: BlockHeader, pending: PendingBlock, fork: str) -> str:
+    """Why ``pending`` cannot describe the block after ``head`` ("" when it can).
+
+    Nodes without a pending block return the latest one, or one built on a block the
+    coordinator has not seen yet; a base fee or blob gas excess the EIP-1559/EIP-4844 rules
+    do not give from ``head`` means the node's view is not the rule the prediction relies on.
+    """
+    if pending.number != head.number + 1:
+        return "number"
+    if pending.parent_hash != head.hash:
+        return "parent_hash"
+    # Equal is allowed: a node stamping its pending block with its clock shows the head's own
+    # second right after sealing it; the prediction never goes below head + spacing anyway.
+    if pending.timestamp < head.timestamp:
+        return "timestamp"
+    if pending.gas_limit <= 0:
+        return "gas_limit"
+    if pending.base_fee is not None and pending.base_fee != next_base_fee(
+        head.gas_used, head.gas_limit, head.base_fee
+    ):
+        return "base_fee"
+    if pending.excess_blob_gas is not None and pending.excess_blob_gas != next_excess_blob_gas(
+        head.excess_blob_gas, head.blob_gas_used, fork
+    ):
+        return "excess_blob_gas"
+    return ""
+
+
+def predict_with_pending(
+    head: BlockHeader,
+    pending: PendingBlock | None,
+    spacing: int,
+    fork: str,
+    hashes: Mapping[int, bytes],
+) -> tuple[PredictedContext, str]:
+    """The context of the block after ``head`` and where it came from: ``"pending"`` when the
+    node's pending block was used, else ``"head"`` or ``"head:<flaw>"`` (see
+    :func:`pending_flaw`) for the prediction from the head alone."""
+    predicted = predict_next(head, spacing, fork, hashes)
+    if pending is None:
+        return predicted, "head"
+    flaw = pending_flaw(head, pending, fork)
+    if flaw:
+        return predicted, f"head:{flaw}"
+    excess = pending.excess_blob_gas
+    return (
+        PredictedContext(
+            number=pending.number,
+            timestamp=max(pending.timestamp, predicted.timestamp),
+            gas_limit=pending.gas_limit,
+            base_fee=predicted.base_fee if pending.base_fee is None else pending.base_fee,
+            coinbase=predicted.coinbase if pending.coinbase is None else pending.coinbase,
+            prev_randao=predicted.prev_randao,
+            blob_base_fee=(
+                predicted.blob_base_fee if excess is None else blob_base_fee(excess, fork)
+            ),
+            block_hashes=predicted.block_hashes,
+        ),
+        "pending",
     )

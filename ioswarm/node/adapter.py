@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, overload
 
 from eth_hash.auto import keccak
 
+from ioswarm.core.blockctx import PendingBlock
 from ioswarm.core.execshadow import Log
 from ioswarm.core.models import AccountSnapshot, BlockHeader, PendingTx
 from ioswarm.errors import MethodNotSupported, NodeError, NodeUnreachable
@@ -95,6 +96,8 @@ class NodeClient(Protocol):
     async def pending_by_hash(self, hashes: Iterable[bytes]) -> list[PendingTx]: ...
 
     def listed_raw(self, tx_hash: bytes) -> bytes | None: ...
+
+    async def pending_block(self) -> PendingBlock | None: ...
 
     async def raw_transactions(self, hashes: Iterable[bytes]) -> dict[bytes, bytes]: ...
 
@@ -278,6 +281,26 @@ class JsonRpcNode:
             )
         header = _parse_header(obj, tuple(t.hash for t in txs))
         return BlockWithTxs(header=header, txs=txs)
+
+    async def pending_block(self) -> PendingBlock | None:
+        """The node's pending block header, or None when it offers none. Checking that it
+        really is the next block is the caller's (:func:`~ioswarm.core.blockctx.pending_flaw`)."""
+        method = "eth_getBlockByNumber"
+        raw = await self.call(method, ["pending", False])
+        if raw is None:
+            return None
+        obj = Obj(method, raw)
+        if not obj.has("number"):
+            return None  # some nodes null the number of a block they are still building
+        return PendingBlock(
+            number=obj.quantity("number"),
+            parent_hash=obj.fixed("parentHash", 32),
+            timestamp=obj.quantity("timestamp"),
+            gas_limit=obj.quantity("gasLimit"),
+            base_fee=obj.quantity("baseFeePerGas") if obj.has("baseFeePerGas") else None,
+            coinbase=obj.opt_fixed("miner", 20),
+            excess_blob_gas=obj.quantity("excessBlobGas") if obj.has("excessBlobGas") else None,
+        )
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         """Submit a signed tx; returns its hash (also when the node already knew it)."""
