@@ -72,7 +72,8 @@ def snapshot(app: CoordinatorApp) -> Snapshot:
         # Refusals are counted per agent on purpose (``refused``, and ``earning`` names them);
         # everything else about the agent must stay as it was.
         "agents": [
-            {k: v for k, v in a.items() if k not in AGENT_REFUSAL_FIELDS} for a in c.views.agents()
+            {k: v for k, v in a.items() if k not in AGENT_REFUSAL_FIELDS | CLOCK_FIELDS}
+            for a in c.views.agents()
         ],
         "totals": dataclasses.asdict(c.totals),
         "metrics": samples,
