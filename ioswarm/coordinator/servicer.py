@@ -28,7 +28,7 @@ from ioswarm.coordinator.auth import (
 )
 from ioswarm.coordinator.health import LoopHealth
 from ioswarm.coordinator.service import Coordinator
-from ioswarm.coordinator.wirecodec import MethodWire, Refused, methods
+from ioswarm.coordinator.wirecodec import Decoded, MethodWire, Refused, methods
 from ioswarm.core.models import Level
 from ioswarm.core.refjson import Codec
 from ioswarm.errors import ConfigError, RequestRefused
@@ -94,7 +94,13 @@ class IOSwarmServicer:
         """:meth:`_refuse` for a call whose caller and codec are known."""
         await self._refuse(context, call.method, status, message, call.agent_id, call.codec)
 
-    async def _check(self, raw: bytes, context: Ctx, method: str) -> tuple[_Call, Any]:
+    def _decode(self, method: str, raw: bytes) -> Decoded:
+        """The request body decoded (or its refusal). Handlers drop ``raw`` right after: a
+        refusal raises through their frames, and an exception's traceback keeps those frames
+        (and a body of up to maxMessageBytes) alive until the cycle collector runs."""
+        return self._wire[method].decode(raw)
+
+    async def _check(self, decoded: Decoded, context: Ctx, method: str) -> tuple[_Call, Any]:
         """Refuse calls without exactly one authenticated id, malformed bodies, bodies naming
         another agent (an empty ``agent_id`` too) and calls in another codec than the one
         the agent registered in; return the call and its decoded request."""
@@ -107,7 +113,6 @@ class IOSwarmServicer:
             self._c.metrics.rpc_rejected.labels(method=method, code="UNAUTHENTICATED").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
             raise  # unreachable: abort raises
-        decoded = self._wire[method].decode(raw)
         call = _Call(method, agent_id, decoded.codec)
         request = decoded.message
         if isinstance(request, Refused):
@@ -138,7 +143,9 @@ class IOSwarmServicer:
         return self._wire[call.method].encode(call.codec, msg)
 
     async def Register(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
-        call, request = await self._check(raw, context, "Register")
+        decoded = self._decode("Register", raw)
+        del raw
+        call, request = await self._check(decoded, context, "Register")
         try:
             return self._out(call, self._gateway.register(request, call.codec))
         except RequestRefused as exc:
@@ -146,7 +153,9 @@ class IOSwarmServicer:
             raise  # unreachable: abort raises
 
     async def GetTasks(self, raw: bytes, context: Ctx) -> AsyncIterator[bytes]:  # noqa: N802
-        call, request = await self._check(raw, context, "GetTasks")
+        decoded = self._decode("GetTasks", raw)
+        del raw
+        call, request = await self._check(decoded, context, "GetTasks")
         agent_id = call.agent_id
         try:
             stream = self._gateway.open_stream(agent_id, request)
@@ -170,7 +179,9 @@ class IOSwarmServicer:
             log.info("task stream closed agent_id=%s batches=%d", agent_id, stream.batches_sent)
 
     async def SubmitResults(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
-        call, request = await self._check(raw, context, "SubmitResults")
+        decoded = self._decode("SubmitResults", raw)
+        del raw
+        call, request = await self._check(decoded, context, "SubmitResults")
         try:
             return self._out(call, self._gateway.submit(call.agent_id, request, call.codec))
         except RequestRefused as exc:
@@ -186,11 +197,15 @@ class IOSwarmServicer:
             raise  # unreachable: abort raises
 
     async def Heartbeat(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
-        call, request = await self._check(raw, context, "Heartbeat")
+        decoded = self._decode("Heartbeat", raw)
+        del raw
+        call, request = await self._check(decoded, context, "Heartbeat")
         return self._out(call, self._gateway.heartbeat(call.agent_id, request))
 
     async def StreamStateDiffs(self, raw: bytes, context: Ctx) -> AsyncIterator[bytes]:  # noqa: N802
-        call, request = await self._check(raw, context, "StreamStateDiffs")
+        decoded = self._decode("StreamStateDiffs", raw)
+        del raw
+        call, request = await self._check(decoded, context, "StreamStateDiffs")
         method, agent_id = call.method, call.agent_id
         sync = self._c.state_sync
         if call.codec is Codec.JSON:
@@ -225,7 +240,9 @@ class IOSwarmServicer:
             log.info("diff stream closed agent_id=%s diffs=%d", agent_id, sent)
 
     async def DownloadSnapshot(self, raw: bytes, context: Ctx) -> bytes:  # noqa: N802
-        call, _ = await self._check(raw, context, "DownloadSnapshot")
+        decoded = self._decode("DownloadSnapshot", raw)
+        del raw
+        call, _ = await self._check(decoded, context, "DownloadSnapshot")
         sync = self._c.state_sync
         if call.codec is Codec.JSON:
             await self._refuse_call(context, call, "FAILED_PRECONDITION", L4_ONLY_IN_PROTOBUF)

@@ -445,7 +445,10 @@ async def test_one_task_in_json_is_go_shaped_and_judged_without_sender(
         assert task["sender"]["address"] == ""  # the task never names the sender
         assert isinstance(task["sender"]["balance"], str) and int(task["sender"]["balance"]) > 0
         assert isinstance(task["sender"]["nonce"], int)
-        assert task["receiver"]["address"] == "0x" + "77" * 20
+        # The recipient's state rides along only when the coordinator already holds it (L2
+        # checks the sender); the Go agent takes a null receiver as a plain transfer.
+        receiver = task["receiver"]
+        assert receiver is None or receiver["address"] == "0x" + "77" * 20, receiver
         assert base64.b64decode(task["tx_raw"]) == signed_transfer(key, c.chain_id, 0)
         done = await client.submit(
             batch["batch_id"],
