@@ -15,6 +15,8 @@ workload starts sending):
   included), ``dispatched_to_result`` the agents' share;
 - ``verdicts_per_sent``: how many of the sent txs got a verdict (a tx mined before it was seen
   gets none, which would flatter the latency);
+- the shadow tally of the case's comparisons (matched, mismatched, excluded by reason): a
+  faster path that sent agents stale state would show as races excluded or mismatches;
 - node requests and node seconds per tx made by the mempool path (state reads, raw bytes, L3
   prefetch), and the achieved send rate.
 
@@ -23,7 +25,7 @@ the node cannot keep up, its limit is named and the coordinator's own share must
 Figures on a shared 2-core machine are noisy; each case is bounded (setup + ``seconds`` of
 sending + at most ``DRAIN_SEC`` of draining).
 
-Run: ``python bench/latency.py [seconds]``
+Run: ``python bench/latency.py [seconds] [LEVEL ...]`` (e.g. ``8 L2``: only the L2 cases)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ioswarm.config import parse_config
 from ioswarm.coordinator.app import CoordinatorApp
 from ioswarm.coordinator.metrics import TaskStages
 from ioswarm.core.models import Level, Task
+from ioswarm.core.shadow import Comparison, ShadowCounts
 from ioswarm.sim.anvil import AnvilProcess
 from ioswarm.sim.demo import DemoAgents
 
@@ -179,9 +182,18 @@ async def _case(
         {},
     )
     count = int(rate * seconds)
+    tallies = [ShadowCounts()]  # the last one counts from the moment the sending starts
     with Samples() as samples:
         async with CoordinatorApp(config) as app:
             c = app.coordinator
+            book = c.comparisons.count
+
+            def counted(comparison: Comparison, canary: bool = False) -> None:
+                book(comparison, canary)
+                if not canary:
+                    tallies[-1].add(comparison)
+
+            c.comparisons.count = counted  # type: ignore[method-assign,assignment]
             agents = DemoAgents(app.grpc_port, secret, [level] * AGENTS_PER_CASE, config.data_dir)
             await agents.start()
             try:
@@ -194,6 +206,7 @@ async def _case(
 
                 def sending() -> None:
                     samples.clear()
+                    tallies.append(ShadowCounts())
                     calls = c.poller.node_calls
                     before[:] = [
                         calls.requests,
@@ -221,6 +234,7 @@ async def _case(
                 wall = time.monotonic() - before[5]
             finally:
                 await agents.stop()
+    tally = tallies[-1]
     p99 = quantile(samples.seen_to_result, 0.99)
     own_p99 = quantile(samples.seen_to_queued, 0.99)
     if level <= Level.L2:
@@ -243,6 +257,9 @@ async def _case(
         "seen_to_result_p99_ms": ms(p99),
         "seen_to_queued_p99_ms": ms(own_p99),
         "dispatched_to_result_p99_ms": ms(quantile(samples.dispatched_to_result, 0.99)),
+        "shadow_matched": tally.matched,
+        "shadow_mismatched": tally.mismatched,
+        "shadow_excluded": dict(tally.excluded),
         "node_requests_per_tx": round(calls / seen, 2) if seen else None,
         "node_ms_per_tx": round(node_sec / seen * 1000, 3) if seen else None,
         # Summed answer time of the mempool path's requests over wall time: above 1 the node
@@ -271,7 +288,8 @@ def _print(r: dict[str, Any]) -> None:
         f"{r['dispatched_to_result_p99_ms']} ms; verdicts/sent {r['verdicts_per_sent']}; "
         f"node {r['node_requests_per_tx']} requests/tx, {r['node_ms_per_tx']} ms/tx, busy "
         f"{r['node_busy']}; coordinator CPU {r['coordinator_cpu_ms_per_tx']} ms/tx; "
-        f"seen by push {r['seen_by_push_share']}",
+        f"seen by push {r['seen_by_push_share']}; shadow matched {r['shadow_matched']}, "
+        f"mismatched {r['shadow_mismatched']}, excluded {r['shadow_excluded']}",
         flush=True,
     )
 
@@ -302,4 +320,6 @@ def run(seconds: float = 8.0, cases: tuple[tuple[Level, float], ...] = CASES) ->
 
 
 if __name__ == "__main__":
-    run(float(sys.argv[1]) if len(sys.argv) > 1 else 8.0)
+    only = {name.upper() for name in sys.argv[2:]}
+    chosen = tuple(c for c in CASES if not only or c[0].name in only)
+    run(float(sys.argv[1]) if len(sys.argv) > 1 else 8.0, chosen)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ioswarm.coordinator.senderstates import SenderStates
 from ioswarm.core.execshadow import effects_from_diff
 from ioswarm.core.mempool import PendingPool, Planned, plan_dispatch
 from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
@@ -243,14 +244,18 @@ class MempoolPoller:
         max_tracked: int = 100_000,
         gap_fill_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        early_state: Callable[[], bool] = lambda: False,
     ) -> None:
         """``clock`` stamps when each tx was first seen (the scheduler's clock: the latency
-        metrics subtract the two)."""
+        metrics subtract the two). While ``early_state()`` holds, rounds never wait for a state
+        read: they plan on the freshest cached block and read beside (see
+        :mod:`~ioswarm.coordinator.senderstates`); else each round reads at the newest head."""
         self._node = node
         self.max_tracked = max_tracked
         self._head = head
         self._make_tasks = make_tasks
         self._needs_state = needs_state
+        self._early_state = early_state
         self._has_agents = has_agents
         self._interval = interval
         self._gap_fill = gap_fill_interval if gap_fill_interval is not None else interval
@@ -271,8 +276,7 @@ class MempoolPoller:
         self._latest = -1
         self._latest_at = -float("inf")
         self._listed_connects = -1
-        self._state_cache: dict[bytes, AccountSnapshot] = {}
-        self._state_cache_block = -1
+        self.states = SenderStates(node, max_tracked, self._newest_head, self.wake.set)
         self.node_calls = CallStats()
         self.seen = {"push": 0, "poll": 0}
         self.syncing = False
@@ -317,9 +321,12 @@ class MempoolPoller:
 
     # -- rounds --------------------------------------------------------------------------------
 
-    def forget(self, tx_hashes: list[bytes]) -> None:
-        """Included transactions left the pool."""
+    def forget(self, tx_hashes: list[bytes], block: int | None = None) -> None:
+        """Included transactions (in ``block``, when given) left the pool."""
         now = self._clock()
+        if block is not None:
+            known = (self.pool.get(h) for h in tx_hashes)
+            self.states.on_mined(block, [tx for tx in known if tx is not None])
         for h in tx_hashes:
             self.pool.drop(h, now)
 
@@ -351,6 +358,7 @@ class MempoolPoller:
             for task in side.values():
                 task.cancel()
             await asyncio.gather(*side.values(), return_exceptions=True)
+            await self.states.close()
 
     async def poll(self) -> None:
         """One round, its result dropped (the shape :func:`retry_node_errors` steps)."""
@@ -445,23 +453,38 @@ class MempoolPoller:
             return 0
         states: dict[bytes, AccountSnapshot] = {}
         needs_state = self._needs_state()
-        if needs_state:
+        senders = [tx.sender for tx in waiting]
+        if needs_state and self._early_state():
+            # Senders with txs still pending (dispatched or not) or just included are read
+            # too: their next txs then find their state at a new head already read.
+            around = [*senders, *self.pool.senders(), *self.states.mined_senders()]
+            known, states = self.states.known(header, around)
+            if known is None:
+                return 0  # nothing read yet: the read beside wakes the next round
+            header = known
+        elif needs_state:
             # The node's head is asked beside the state reads (most are cached): when the block
             # watcher has not caught up, a pushed tx may already be in the newer block, and its
             # sender's nonce there is what tells.
-            latest, states = await asyncio.gather(
-                self._latest_block(), self._head_states(waiting, header)
+            newest, states = await asyncio.gather(
+                self._newest_head(header), self.states.at(header, senders)
             )
-            if latest > header.number:
-                header = await self._node.get_block(latest)
-                if self._head.tip is None or header.number > self._head.tip.number:
-                    self._head.tip = header
-                self.tip_refreshes += 1
-                states = await self._head_states(waiting, header)
+            if newest.hash != header.hash:
+                header = newest
+                states = await self.states.at(header, senders)
         waiting = [tx for tx in waiting if tx.tx_hash in self.pool.raw]
         ready: list[Planned | PendingTx]
         if needs_state:
-            plan = plan_dispatch(waiting, self.pool.chains({t.sender for t in waiting}), states)
+            senders_set = {t.sender for t in waiting}
+            used = [tx for tx in waiting if self.states.slot_used(tx)]
+            if used:
+                self.pool.dispatched(tx.tx_hash for tx in used)  # never becomes a task
+                self.stale_skipped += len(used)
+                waiting = [tx for tx in waiting if not self.states.slot_used(tx)]
+            # Pool txs first, then those included since the cached block: a slot's included
+            # tx is the predecessor that counts.
+            chains = self.pool.chains(senders_set) + self.states.mined_since(senders_set)
+            plan = plan_dispatch(waiting, chains, states)
             self.stale_skipped += len(plan.stale)
             self.pool.dispatched(tx.tx_hash for tx in plan.stale)  # never becomes a task
             ready = list(plan.ready)
@@ -475,14 +498,24 @@ class MempoolPoller:
         self.pool.dispatched(hashes)
         return created
 
-    async def _latest_block(self) -> int:
-        """The node's newest block number, asked at most every ``HEAD_CHECK_SEC`` (rounds
+    async def _newest_head(self, header: BlockHeader) -> BlockHeader:
+        """The node's newest block when it is newer than ``header`` (it becomes the shared
+        tip), else ``header``. The number is asked at most every ``HEAD_CHECK_SEC`` (rounds
         come many a second under load; a block comes every second or more)."""
         now = self._clock()
         if now - self._latest_at >= HEAD_CHECK_SEC:
             self._latest = await self._node.block_number()
             self._latest_at = now
-        return self._latest
+        if self._latest <= header.number:
+            return header
+        tip = self._head.tip
+        if tip is not None and tip.number == self._latest:
+            return tip
+        newer = await self._node.get_block(self._latest)
+        if self._head.tip is None or newer.number > self._head.tip.number:
+            self._head.tip = newer
+        self.tip_refreshes += 1
+        return newer
 
     async def _read_raws(self, hashes: list[bytes]) -> None:
         raws = await self._node.raw_transactions(hashes)
@@ -496,32 +529,8 @@ class MempoolPoller:
                 self.pool.drop(h, now)  # left the mempool before its bytes were read
         self.wake.set()
 
-    async def _head_states(
-        self, txs: list[PendingTx], header: BlockHeader
-    ) -> dict[bytes, AccountSnapshot]:
-        """Sender state at the head block (one batch pinned to its hash); cached until the
-        head moves."""
-        if header.number != self._state_cache_block:
-            self._state_cache = {}
-            self._state_cache_block = header.number
-        # Senders only, nonce and balance only: what L2 checks (a code hash decides nothing
-        # there, see core.validation; L3 reads code itself). A recipient's state goes out with
-        # a task when it is known anyway (a recipient that also sends).
-        wanted = {tx.sender for tx in txs}
-        missing = [a for a in wanted if a not in self._state_cache]
-        if len(self._state_cache) + len(missing) > self.max_tracked:
-            self._state_cache = {}  # a huge mempool within one block: start over
-            missing = list(wanted)
-        if missing:
-            self._state_cache.update(
-                await self._node.accounts(
-                    missing, header.number, block_hash=header.hash, code=False
-                )
-            )
-        return self._state_cache
-
     def cached_state(self, address: bytes) -> AccountSnapshot | None:
-        return self._state_cache.get(address)
+        return self.states.get(address)
 
     def figures(self) -> dict[str, Any]:
         """What ``MempoolCollector`` exports: txs seen by source, listings, node cost."""
@@ -537,5 +546,5 @@ class MempoolPoller:
         """Sizes and bounds of what the poller remembers."""
         return {
             **self.pool.tables(),
-            "mempool_state_cache": TableSize(len(self._state_cache), self.max_tracked),
+            "mempool_state_cache": TableSize(len(self.states.states), self.max_tracked),
         }

@@ -373,7 +373,7 @@ class Coordinator:
             self.epochs.on_block(header.number)
             if 0 <= counting < self.epochs.open_epoch:
                 _log_wallet_changes(self.registry.apply_pending_wallets(), self.epochs.open_epoch)
-        self.poller.forget([tx.tx_hash for tx in included])
+        self.poller.forget([tx.tx_hash for tx in included], header.number)
         if self.config.shadow_mode:
             for c in self.shadow.on_block(header.number, included, actual):
                 self.comparisons.count(c)
@@ -431,6 +431,9 @@ def _mempool_poller(
         c.head,
         c._make_tasks,
         needs_state=lambda: max(c._dispatch_levels(), default=Level.L1) >= Level.L2,
+        # L2 tasks may carry the state of the block before a new head while it is read (L3's
+        # prefetch and execution context follow the head the round hands them).
+        early_state=lambda: max(c._dispatch_levels(), default=Level.L1) == Level.L2,
         has_agents=lambda: c.dispatcher.stream_count() > 0,
         on_replaced=c.shadow.note_replaced,
         interval=interval,

@@ -176,6 +176,9 @@ class PendingPool:
             del self._slots[next(iter(self._slots))]
         return new
 
+    def get(self, tx_hash: bytes) -> PendingTx | None:
+        return self._txs.get(tx_hash)
+
     def wants_raw(self, tx_hash: bytes) -> bool:
         """Whether ``tx_hash`` waits for dispatch without its signed bytes."""
         return tx_hash in self._waiting and tx_hash not in self.raw
@@ -188,6 +191,10 @@ class PendingPool:
         """Every known pending tx of these senders (the predecessors :func:`plan_dispatch`
         charges a tx's balance with)."""
         return [tx for s in senders for tx in self._by_sender.get(s, {}).values()]
+
+    def senders(self) -> list[bytes]:
+        """Senders with a tx in the pool."""
+        return list(self._by_sender)
 
     def dispatched(self, hashes: Iterable[bytes]) -> None:
         """These txs became tasks (or can never become one: stale nonce)."""
