@@ -547,4 +547,5 @@ class MempoolPoller:
         return {
             **self.pool.tables(),
             "mempool_state_cache": TableSize(len(self.states.states), self.max_tracked),
+            "mempool_mined_since": TableSize(self.states.mined_count, self.max_tracked),
         }

@@ -46,7 +46,7 @@ class SenderStates:
         self._reading: asyncio.Task[None] | None = None
         # sender -> nonce -> (block, tx): txs included after the cached block, known to the pool.
         self._mined: dict[bytes, dict[int, tuple[int, PendingTx]]] = {}
-        self._mined_count = 0
+        self.mined_count = 0
         self.early_rounds = 0  # rounds that planned on a block older than the head they knew
 
     def get(self, address: bytes) -> AccountSnapshot | None:
@@ -80,18 +80,18 @@ class SenderStates:
             return  # the cached state already holds their effects
         for tx in txs:
             slots = self._mined.setdefault(tx.sender, {})
-            self._mined_count += tx.nonce not in slots
+            self.mined_count += tx.nonce not in slots
             slots[tx.nonce] = (block, tx)
-        if self._mined_count > self.max_tracked:
+        if self.mined_count > self.max_tracked:
             # Forgetting is safe: a sender's next tx then finds a nonce gap and waits.
-            self._mined, self._mined_count = {}, 0
+            self._mined, self.mined_count = {}, 0
 
     def _forget_mined(self, upto: int) -> None:
         for sender in list(self._mined):
             slots = self._mined[sender]
             for nonce in [n for n, (block, _) in slots.items() if block <= upto]:
                 del slots[nonce]
-                self._mined_count -= 1
+                self.mined_count -= 1
             if not slots:
                 del self._mined[sender]
 
