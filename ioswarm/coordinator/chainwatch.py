@@ -455,10 +455,11 @@ class MempoolPoller:
         needs_state = self._needs_state()
         senders = [tx.sender for tx in waiting]
         if needs_state and self._early_state():
-            # Senders with txs still pending (dispatched or not) or just included are read
-            # too: their next txs then find their state at a new head already read.
-            around = [*senders, *self.pool.senders(), *self.states.mined_senders()]
-            known, states = self.states.known(header, around)
+            # At a new head, senders with txs still pending (dispatched or not) or just
+            # included are read too: their next txs then find their state read already.
+            known, states = self.states.known(
+                header, senders, lambda: [*self.pool.senders(), *self.states.mined_senders()]
+            )
             if known is None:
                 return 0  # nothing read yet: the read beside wakes the next round
             header = known

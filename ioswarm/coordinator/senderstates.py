@@ -116,15 +116,18 @@ class SenderStates:
         return self.states
 
     def known(
-        self, header: BlockHeader, senders: Iterable[bytes]
+        self,
+        header: BlockHeader,
+        senders: Iterable[bytes],
+        around: Callable[[], Iterable[bytes]] = lambda: (),
     ) -> tuple[BlockHeader | None, dict[bytes, AccountSnapshot]]:
-        """The freshest cached block at or below ``header`` and its states, at once; a read
-        beside the rounds is started for what it lacks (or for every sender at a newer head).
+        """The freshest cached block at or below ``header`` and its states, at once. Unless
+        one is running, a read beside the rounds is started: at a newer head, of ``senders``
+        and ``around()`` (senders likely to send again); else of the ``senders`` not cached.
         A sender not cached is absent from the answer: its txs wait for a later round."""
-        senders = list(dict.fromkeys(senders))
         if self._reading is None or self._reading.done():
             self.reap()
-            self._reading = asyncio.create_task(self._read_beside(header, senders))
+            self._reading = asyncio.create_task(self._read_beside(header, list(senders), around))
         cached = self.header
         if cached is None or cached.number > header.number:
             return None, {}  # nothing read yet, or the chain went back below it
@@ -132,8 +135,13 @@ class SenderStates:
             self.early_rounds += 1
         return cached, self.states
 
-    async def _read_beside(self, header: BlockHeader, senders: list[bytes]) -> None:
+    async def _read_beside(
+        self, header: BlockHeader, senders: list[bytes], around: Callable[[], Iterable[bytes]]
+    ) -> None:
         header = await self._newest(header)
+        if self.header is None or header.hash != self.header.hash:
+            senders = [*senders, *around()]
+        senders = list(dict.fromkeys(senders))
         if self._missing(header, senders):
             await self._read(header, senders)
             self._on_read()
