@@ -321,14 +321,17 @@ class MempoolPoller:
 
     # -- rounds --------------------------------------------------------------------------------
 
-    def forget(self, tx_hashes: list[bytes], block: int | None = None) -> None:
-        """Included transactions (in ``block``, when given) left the pool."""
+    def forget(self, tx_hashes: list[bytes]) -> None:
+        """Included transactions left the pool."""
         now = self._clock()
-        if block is not None:
-            known = (self.pool.get(h) for h in tx_hashes)
-            self.states.on_mined(block, [tx for tx in known if tx is not None])
         for h in tx_hashes:
             self.pool.drop(h, now)
+
+    def included(self, block: int, txs: list[IncludedTx]) -> None:
+        """The block watcher processed ``block``: its txs left the pool, and rounds planning
+        on an older block's state count them (:meth:`SenderStates.on_mined`)."""
+        self.states.on_mined(block, txs, self.pool.get)
+        self.forget([tx.tx_hash for tx in txs])
 
     def was_dispatched(self, tx_hash: bytes) -> bool:
         return self.pool.was_dispatched(tx_hash)
@@ -482,9 +485,11 @@ class MempoolPoller:
                 self.pool.dispatched(tx.tx_hash for tx in used)  # never becomes a task
                 self.stale_skipped += len(used)
                 waiting = [tx for tx in waiting if not self.states.slot_used(tx)]
-            # Pool txs first, then those included since the cached block: a slot's included
-            # tx is the predecessor that counts.
-            chains = self.pool.chains(senders_set) + self.states.mined_since(senders_set)
+            # A slot's included tx is the predecessor that counts (none, a nonce gap, when the
+            # pool never saw it), not the pool's tx it beat.
+            pool_chains = self.pool.chains(senders_set)
+            chains = [t for t in pool_chains if not self.states.slot_used(t)]
+            chains += self.states.mined_since(senders_set)
             plan = plan_dispatch(waiting, chains, states)
             self.stale_skipped += len(plan.stale)
             self.pool.dispatched(tx.tx_hash for tx in plan.stale)  # never becomes a task

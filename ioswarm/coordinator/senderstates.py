@@ -12,7 +12,8 @@ head moves. Rounds ask in one of two ways:
   block watcher saw included since: they count as predecessors, as pending ones do
   (:func:`~ioswarm.core.mempool.plan_dispatch`: the nonce after them, the balance less their
   most cost). A tx included since that the pool never knew leaves a nonce gap, so its sender's
-  next tx waits for the re-read; a pending tx whose nonce an included one used is stale.
+  next tx waits for the re-read; a pending tx whose nonce an included one used (seen or not) is
+  stale.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
-from ioswarm.core.models import AccountSnapshot, BlockHeader, PendingTx
+from ioswarm.core.models import AccountSnapshot, BlockHeader, IncludedTx, PendingTx
 from ioswarm.node.adapter import NodeClient
 
 
@@ -44,8 +45,9 @@ class SenderStates:
         self.header: BlockHeader | None = None
         self.states: dict[bytes, AccountSnapshot] = {}
         self._reading: asyncio.Task[None] | None = None
-        # sender -> nonce -> (block, tx): txs included after the cached block, known to the pool.
-        self._mined: dict[bytes, dict[int, tuple[int, PendingTx]]] = {}
+        # sender -> nonce -> (block, hash, the pool's copy or None): txs included after the
+        # cached block.
+        self._mined: dict[bytes, dict[int, tuple[int, bytes, PendingTx | None]]] = {}
         self.mined_count = 0
         self.early_rounds = 0  # rounds that planned on a block older than the head they knew
 
@@ -74,14 +76,17 @@ class SenderStates:
             self._forget_mined(header.number)
         self.states.update(read)
 
-    def on_mined(self, block: int, txs: Iterable[PendingTx]) -> None:
-        """These pool txs were included in ``block`` (the block watcher processed it)."""
+    def on_mined(
+        self, block: int, included: Iterable[IncludedTx], known: Callable[[bytes], PendingTx | None]
+    ) -> None:
+        """These txs were included in ``block`` (the block watcher processed it); ``known``
+        gives the pool's copy of a tx (its cost), None for one the pool never saw."""
         if self.header is not None and block <= self.header.number:
             return  # the cached state already holds their effects
-        for tx in txs:
+        for tx in included:
             slots = self._mined.setdefault(tx.sender, {})
             self.mined_count += tx.nonce not in slots
-            slots[tx.nonce] = (block, tx)
+            slots[tx.nonce] = (block, tx.tx_hash, known(tx.tx_hash))
         if self.mined_count > self.max_tracked:
             # Forgetting is safe: a sender's next tx then finds a nonce gap and waits.
             self._mined, self.mined_count = {}, 0
@@ -89,15 +94,18 @@ class SenderStates:
     def _forget_mined(self, upto: int) -> None:
         for sender in list(self._mined):
             slots = self._mined[sender]
-            for nonce in [n for n, (block, _) in slots.items() if block <= upto]:
+            for nonce in [n for n, (block, _, _) in slots.items() if block <= upto]:
                 del slots[nonce]
                 self.mined_count -= 1
             if not slots:
                 del self._mined[sender]
 
     def mined_since(self, senders: Iterable[bytes]) -> list[PendingTx]:
-        """Txs of ``senders`` included after the cached block (predecessors to plan with)."""
-        return [tx for s in senders for _, tx in self._mined.get(s, {}).values()]
+        """Txs of ``senders`` included after the cached block that the pool knew (predecessors
+        to plan with; one it never saw leaves a nonce gap: its cost is not known)."""
+        return [
+            tx for s in senders for _, _, tx in self._mined.get(s, {}).values() if tx is not None
+        ]
 
     def mined_senders(self) -> list[bytes]:
         return list(self._mined)
@@ -105,7 +113,7 @@ class SenderStates:
     def slot_used(self, tx: PendingTx) -> bool:
         """Whether an included tx took ``tx``'s (sender, nonce) after the cached block."""
         used = self._mined.get(tx.sender, {}).get(tx.nonce)
-        return used is not None and used[1].tx_hash != tx.tx_hash
+        return used is not None and used[1] != tx.tx_hash
 
     async def at(
         self, header: BlockHeader, senders: Iterable[bytes]

@@ -373,7 +373,7 @@ class Coordinator:
             self.epochs.on_block(header.number)
             if 0 <= counting < self.epochs.open_epoch:
                 _log_wallet_changes(self.registry.apply_pending_wallets(), self.epochs.open_epoch)
-        self.poller.forget([tx.tx_hash for tx in included], header.number)
+        self.poller.included(header.number, included)
         if self.config.shadow_mode:
             for c in self.shadow.on_block(header.number, included, actual):
                 self.comparisons.count(c)

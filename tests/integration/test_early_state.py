@@ -90,7 +90,7 @@ async def test_new_txs_become_tasks_while_the_state_read_at_a_new_head_waits(
         )
 
         def on_block(header: BlockHeader, included: list[IncludedTx]) -> None:
-            poller.forget([tx.tx_hash for tx in included], header.number)
+            poller.included(header.number, included)
 
         watcher = BlockWatcher(real, head, on_block, 1.0, lambda loop: None)
         try:
