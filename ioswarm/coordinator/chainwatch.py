@@ -221,8 +221,10 @@ class MempoolPoller:
     attached and connected) and from a full ``txpool_content`` listing, read every round while
     no push is live and every ``gap_fill_interval`` while one is (it fills what a dropped
     connection missed). A round takes what arrived, reads the state of the senders it needs in
-    one batch pinned to the head block, and hands the ready txs to ``make_tasks``; txs behind a
-    nonce gap wait in the pool for a later round. What it remembers is a
+    one batch pinned to the head block (or, L2 only, takes the freshest state read and reads
+    beside: :mod:`~ioswarm.coordinator.senderstates`), and hands the ready txs to
+    ``make_tasks``; txs behind a nonce gap wait in the pool for a later round. What it
+    remembers is a
     :class:`~ioswarm.core.mempool.PendingPool` (``maxTrackedTxs`` bounds each table).
     """
 

@@ -36,8 +36,8 @@ class SenderStates:
         on_read: Callable[[], None],
     ) -> None:
         """``newest(header)`` gives the node's newest block when it is newer than ``header``,
-        else ``header``; ``on_read`` is called when
-        a read beside the rounds answered (it wakes the next round)."""
+        else ``header``; ``on_read`` is called when a read beside the rounds answered (it wakes
+        the next round)."""
         self._node = node
         self.max_tracked = max_tracked
         self._newest = newest
