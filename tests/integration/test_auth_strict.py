@@ -312,8 +312,10 @@ async def test_new_wallet_is_paid_from_the_next_epoch(
     """An agent that re-registers with wallet B mid-epoch is paid to A for that epoch's work
     (done before and after the change) and to B for the next epoch's."""
     epoch_blocks = 10
+    # No canaries: each step hand-answers the one task its transaction makes.
     overrides: dict[str, Any] = {
         "taskTimeoutMs": 60_000,
+        "canaryPct": 0,
         "reward": {"epochBlocks": epoch_blocks, "minTasksForReward": 1},
     }
     async with (
